@@ -1,0 +1,54 @@
+// Templates are Liquid, the language marketers know from the large platforms. Filters are
+// strict (a misspelt filter is an error at validation, not an empty string in a live email).
+import { Liquid, LiquidError } from "liquidjs";
+import type { Template as LiquidTemplate } from "liquidjs";
+import { TEMPLATE_ROOTS } from "./types";
+
+const liquid = new Liquid({ strictFilters: true, strictVariables: false, jsTruthy: false });
+
+/** A problem in a template, at a 1-based line and column inside the template's own text. */
+export interface TemplateProblem {
+  line: number;
+  column: number;
+  message: string;
+}
+
+/** Parses the template and checks that every variable it reads comes from a known root. */
+export function checkTemplate(source: string): TemplateProblem[] {
+  let parsed: LiquidTemplate[];
+  try {
+    parsed = liquid.parse(source);
+  } catch (error) {
+    if (error instanceof LiquidError) {
+      const [line = 1, column = 1] = error.token?.getPosition() ?? [];
+      return [{ line, column, message: `Liquid: ${stripPosition(error.message)}` }];
+    }
+    throw error;
+  }
+  const problems: TemplateProblem[] = [];
+  const { globals } = liquid.analyzeSync(parsed, { partials: false });
+  for (const [root, uses] of Object.entries(globals)) {
+    if ((TEMPLATE_ROOTS as readonly string[]).includes(root)) continue;
+    for (const use of uses) {
+      problems.push({
+        line: use.location.row,
+        column: use.location.col,
+        message: `unknown variable "${root}": templates can read ${TEMPLATE_ROOTS.join(", ")}`,
+      });
+    }
+  }
+  return problems;
+}
+
+export type TemplateContext = Partial<Record<(typeof TEMPLATE_ROOTS)[number], unknown>>;
+export type Renderer = (context: TemplateContext) => string;
+
+export function compileTemplate(source: string): Renderer {
+  const parsed = liquid.parse(source);
+  return (context) => liquid.renderSync(parsed, context) as string;
+}
+
+/** liquidjs appends ", line:2, col:7" to its messages; we place the problem ourselves. */
+function stripPosition(message: string): string {
+  return message.replace(/, line:\d+, col:\d+$/, "");
+}

@@ -1,0 +1,53 @@
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ROOT, runCli } from "../support/cli";
+
+describe("the sendonce validate command", () => {
+  it("accepts the bundled journeys with exit code 0", () => {
+    const result = runCli(["validate", "journeys"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim()).toBe("ok: 5 valid journeys, 0 errors, 0 warnings");
+  });
+
+  it("prints one line per problem with file:line:column and exits 1", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sendonce-cli-"));
+    cpSync(join(ROOT, "journeys"), dir, { recursive: true });
+    const file = join(dir, "cart-abandonment.yaml");
+    const broken = readFileSync(file, "utf8")
+      .replace("  - id: reminder_email\n    email:", "  - id: reminder_email\n    emial:")
+      .replace("goto: vip_sms", "goto: vip_smss")
+      .replace("{{ event.properties.total }} EUR", "{% if event.properties.total %} EUR");
+    writeFileSync(file, broken);
+    const lineOf = (text: string) => broken.split("\n").findIndex((l) => l.includes(text)) + 1;
+
+    const result = runCli(["validate", dir]);
+    expect(result.code).toBe(1);
+    expect(result.stdout.trim().split("\n")).toEqual([
+      `${file}:${lineOf("emial:")}:5: error: step "reminder_email": unknown step kind "emial" — did you mean "email"? (steps are wait, email, sms, points, branch, or exit: true)`,
+      `${file}:${lineOf("goto: vip_smss")}:15: error: goto "vip_smss": no step has this id — did you mean "vip_sms"?`,
+      `${file}:${lineOf("{% if event")}:27: error: Liquid: tag {% if event.properties.total %} not closed`,
+      "failed: 4 valid journeys, 3 errors, 0 warnings",
+    ]);
+
+    const json = runCli(["validate", dir, "--format", "json"]);
+    expect(json.code).toBe(1);
+    const report = JSON.parse(json.stdout) as {
+      ok: boolean;
+      diagnostics: { code: string; line: number }[];
+    };
+    expect(report.ok).toBe(false);
+    expect(report.diagnostics.map((d) => d.code)).toEqual([
+      "unknown_step_kind",
+      "missing_goto_target",
+      "bad_template",
+    ]);
+  });
+
+  it("says so when the directory does not exist", () => {
+    const result = runCli(["validate", "no/such/dir"]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain("no/such/dir:1:1: error: journeys directory not found");
+  });
+});
