@@ -103,7 +103,6 @@ function checkPointReversals(journeys: Journey[], maps: Map<string, SourceMap>):
   for (const journey of journeys) {
     journey.steps.forEach((step, index) => {
       if (step.kind !== "reverse_points") return;
-      if (step.journey === "") step.journey = journey.id;
       const target = byId.get(step.journey);
       const map = maps.get(journey.id)!;
       const reverse = ["steps", index, "points", "reverse"];

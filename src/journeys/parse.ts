@@ -144,7 +144,9 @@ export function parseJourney(
       ...(j.entry.cooldown !== undefined && { cooldownMs: j.entry.cooldown }),
     },
     exit: j.exit.map((rule) => ({ event: rule.event, ...condition(rule.when) })),
-    steps: parsedSteps,
+    steps: parsedSteps.map((s) =>
+      s.kind === "reverse_points" && s.journey === "" ? { ...s, journey: j.id } : s,
+    ),
     caps: caps(j.caps, j.id),
     ...(j.on_cap !== undefined && { onCap: j.on_cap }),
     version: versionOf(text, ctx.templateSources),

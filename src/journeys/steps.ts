@@ -167,7 +167,8 @@ export class StepParser {
             path,
             Object.keys(reversePointsSchema.shape),
           );
-          // An unnamed journey means "this journey"; load.ts fills it in and checks the target.
+          // An unnamed journey means "this journey": parse.ts fills in the id; load.ts checks
+          // the target across files.
           return (
             p && {
               kind: "reverse_points",

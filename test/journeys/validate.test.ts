@@ -217,6 +217,21 @@ default_timezone: Mars/Olympus
     ]);
   });
 
+  it("resolves a points reversal without a journey to its own journey", () => {
+    const { lines, journeys } = validate({
+      "a.yaml":
+        HEADER +
+        "  - id: grant\n    points: { amount: 100, reason: order }\n" +
+        "  - id: undo\n    points: { reverse: { step: grant }, reason: refund }\n",
+    });
+    expect(lines).toEqual([]);
+    expect(journeys[0]!.steps[1]).toMatchObject({
+      kind: "reverse_points",
+      journey: "j",
+      step: "grant",
+    });
+  });
+
   it("checks that a points reversal names a granting points step", () => {
     const { lines } = validate({
       "a.yaml": HEADER + "  - id: grant\n    points: { amount: 100, reason: order }\n",
