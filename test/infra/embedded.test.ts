@@ -1,0 +1,81 @@
+import { chmodSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import pg from "pg";
+import { describe, expect, it } from "vitest";
+import { migrate } from "../../src/db/migrate";
+import { startEmbeddedPostgres, startRedisServer } from "../../src/infra/embedded";
+
+async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(text)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+describe("embedded defaults", () => {
+  it("run a real Postgres under the state directory that keeps its data across restarts", async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), "sendonce-state-"));
+    // mkdtemp makes a private directory; as root the server runs as "postgres" and must enter it.
+    chmodSync(stateDir, 0o755);
+    const first = await startEmbeddedPostgres(stateDir);
+    try {
+      expect((await migrate(first.url)).applied.length).toBeGreaterThan(0);
+      await sql(first.url, `INSERT INTO "Customer" (id, "updatedAt") VALUES ('c_1', now())`);
+    } finally {
+      await first.stop();
+    }
+    const second = await startEmbeddedPostgres(stateDir);
+    try {
+      expect((await migrate(second.url)).applied).toEqual([]);
+      expect(await sql(second.url, `SELECT id FROM "Customer"`)).toEqual([{ id: "c_1" }]);
+    } finally {
+      await second.stop();
+    }
+  }, 120_000);
+
+  it("run redis-server as a child with noeviction and an append-only file", async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), "sendonce-state-"));
+    const first = await startRedisServer(stateDir);
+    let redis = new Redis(first.url, { maxRetriesPerRequest: 1 });
+    try {
+      expect(await redis.config("GET", "maxmemory-policy")).toEqual([
+        "maxmemory-policy",
+        "noeviction",
+      ]);
+      await redis.set("sendonce:probe", "kept");
+    } finally {
+      redis.disconnect();
+      await first.stop();
+    }
+    const second = await startRedisServer(stateDir);
+    redis = new Redis(second.url, { maxRetriesPerRequest: 1 });
+    try {
+      expect(await redis.get("sendonce:probe")).toBe("kept");
+    } finally {
+      redis.disconnect();
+      await second.stop();
+    }
+  }, 60_000);
+
+  it.runIf(process.getuid?.() === 0)(
+    "explain, as root, a data directory the server cannot enter",
+    async () => {
+      const stateDir = mkdtempSync(join(tmpdir(), "sendonce-state-"));
+      await expect(startEmbeddedPostgres(join(stateDir, ".sendonce"))).rejects.toThrow(
+        `the embedded Postgres runs as the "postgres" user when started by root, and that user cannot enter ${stateDir}.`,
+      );
+    },
+  );
+
+  it("say how to get Redis when there is no redis-server binary", async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), "sendonce-state-"));
+    await expect(startRedisServer(stateDir, "/nonexistent/redis-server")).rejects.toThrow(
+      /no "\/nonexistent\/redis-server" binary found on PATH\. Install Redis 7 .*apt-get install redis-server.* or set REDIS_URL/,
+    );
+  });
+});
