@@ -1,22 +1,11 @@
 import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client";
 import { MIGRATIONS_DIR, listMigrations, migrate } from "../../src/db/migrate";
 import { runCli } from "../support/cli";
-import { createEmptyDatabase } from "../support/db";
-
-async function query<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql)).rows;
-  } finally {
-    await client.end();
-  }
-}
+import { createEmptyDatabase, query } from "../support/db";
 
 describe("sendonce db migrate", () => {
   let database: { url: string; drop(): Promise<void> };

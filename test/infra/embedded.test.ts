@@ -2,20 +2,10 @@ import { chmodSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
-import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { migrate } from "../../src/db/migrate";
 import { startEmbeddedPostgres, startRedisServer } from "../../src/infra/embedded";
-
-async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
+import { query } from "../support/db";
 
 describe("embedded defaults", () => {
   it("run a real Postgres under the state directory that keeps its data across restarts", async () => {
@@ -25,14 +15,14 @@ describe("embedded defaults", () => {
     const first = await startEmbeddedPostgres(stateDir);
     try {
       expect((await migrate(first.url)).applied.length).toBeGreaterThan(0);
-      await sql(first.url, `INSERT INTO "Customer" (id, "updatedAt") VALUES ('c_1', now())`);
+      await query(first.url, `INSERT INTO "Customer" (id, "updatedAt") VALUES ('c_1', now())`);
     } finally {
       await first.stop();
     }
     const second = await startEmbeddedPostgres(stateDir);
     try {
       expect((await migrate(second.url)).applied).toEqual([]);
-      expect(await sql(second.url, `SELECT id FROM "Customer"`)).toEqual([{ id: "c_1" }]);
+      expect(await query(second.url, `SELECT id FROM "Customer"`)).toEqual([{ id: "c_1" }]);
     } finally {
       await second.stop();
     }
