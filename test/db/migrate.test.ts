@@ -2,10 +2,9 @@ import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDb } from "../../src/db/client";
 import { MIGRATIONS_DIR, listMigrations, migrate } from "../../src/db/migrate";
 import { runCli } from "../support/cli";
-import { createEmptyDatabase, query } from "../support/db";
+import { createEmptyDatabase, createTestSchema, query } from "../support/db";
 
 describe("sendonce db migrate", () => {
   let database: { url: string; drop(): Promise<void> };
@@ -37,7 +36,9 @@ describe("sendonce db migrate", () => {
   });
 
   it("gives a schema Prisma can use, with the ledger unique on the action key", async () => {
-    const db = createDb(database.url);
+    // A schema of its own (DATABASE_URL ?schema=...), as every database test file gets.
+    const schema = await createTestSchema();
+    const db = schema.db;
     try {
       await db.customer.create({ data: { id: "c_1", email: "ana@example.com" } });
       const event = await db.event.create({
@@ -82,7 +83,7 @@ describe("sendonce db migrate", () => {
         }),
       ).rejects.toMatchObject({ code: "P2002" });
     } finally {
-      await db.$disconnect();
+      await schema.drop();
     }
   });
 
