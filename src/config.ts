@@ -12,22 +12,58 @@ const optionalUrl = (name: string, protocols: string[]) =>
     })
     .optional();
 
+const milliseconds = (fallback: number) =>
+  z.coerce
+    .number({ message: "must be a number of milliseconds" })
+    .int()
+    .positive()
+    .default(fallback);
+
 const envSchema = z.object({
   DATABASE_URL: optionalUrl("DATABASE_URL", ["postgresql:", "postgres:"]),
   REDIS_URL: optionalUrl("REDIS_URL", ["redis:", "rediss:"]),
+  SMTP_URL: optionalUrl("SMTP_URL", ["smtp:", "smtps:"]),
+  EMAIL_FROM: z.string().trim().optional(),
   SENDONCE_JOURNEYS_DIR: z.string().min(1).default("journeys"),
+  SENDONCE_STATE_DIR: z.string().min(1).default(".sendonce"),
+  SENDONCE_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[^:\s]+$/, "must not contain ':' or spaces")
+    .default("sendonce"),
+  SENDONCE_LEASE_MS: milliseconds(30_000),
+  SENDONCE_SEND_TIMEOUT_MS: milliseconds(30_000),
+  SENDONCE_RETRY_BASE_MS: milliseconds(5_000),
+  SENDONCE_SWEEP_INTERVAL_MS: milliseconds(5_000),
+  SENDONCE_FAILPOINT: z.enum(["after_claim", "after_call"]).optional(),
 });
 
 export interface Config {
-  /** Unset means: start the embedded Postgres under .sendonce/. */
+  /** Unset means: start the embedded Postgres under the state directory (demo). */
   databaseUrl?: string;
   redisUrl?: string;
+  /** Unset means: a file outbox under `<stateDir>/outbox/email`. */
+  smtpUrl?: string;
+  /** The From address; its domain is also the Message-ID domain. */
+  emailFrom: string;
   journeysDir: string;
+  stateDir: string;
+  /** Redis key prefix of every queue; one per deployment sharing a Redis. */
+  queuePrefix: string;
+  /** How long a crashed worker's job and claim stay locked before another worker takes over. */
+  leaseMs: number;
+  /** Provider call timeout (SMTP connection, greeting and socket inactivity). */
+  sendTimeoutMs: number;
+  retryBaseMs: number;
+  sweepIntervalMs: number;
+  /** Fault injection for the crash tests and the chaos suite: the worker stops dead here. */
+  failpoint?: "after_claim" | "after_call";
 }
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
+
+const EMAIL = /^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/;
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // An empty variable counts as unset, as it does for most tools (`FOO= cmd`).
@@ -35,17 +71,42 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ""),
   );
   const result = envSchema.safeParse(set);
-  if (!result.success) {
+  const problems = result.success
+    ? []
+    : result.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+  const e = result.data;
+  if (e?.SMTP_URL && !e.EMAIL_FROM) {
+    problems.push(
+      `EMAIL_FROM: required when SMTP_URL is set, e.g. EMAIL_FROM="Shop <news@shop.example>"`,
+    );
+  }
+  const from = e?.EMAIL_FROM ?? "sendonce@sendonce.local";
+  if (e && !EMAIL.test(addressOf(from))) {
+    problems.push(`EMAIL_FROM: not an email address or "Name <address>"`);
+  }
+  if (!e || problems.length > 0) {
     // Name the variable and the rule, never the value: it may hold a password.
-    const problems = result.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n  ${problems.join("\n  ")}`);
   }
-  const e = result.data;
   return {
     ...(e.DATABASE_URL && { databaseUrl: e.DATABASE_URL }),
     ...(e.REDIS_URL && { redisUrl: e.REDIS_URL }),
+    ...(e.SMTP_URL && { smtpUrl: e.SMTP_URL }),
+    emailFrom: from,
     journeysDir: e.SENDONCE_JOURNEYS_DIR,
+    stateDir: e.SENDONCE_STATE_DIR,
+    queuePrefix: e.SENDONCE_QUEUE_PREFIX,
+    leaseMs: e.SENDONCE_LEASE_MS,
+    sendTimeoutMs: e.SENDONCE_SEND_TIMEOUT_MS,
+    retryBaseMs: e.SENDONCE_RETRY_BASE_MS,
+    sweepIntervalMs: e.SENDONCE_SWEEP_INTERVAL_MS,
+    ...(e.SENDONCE_FAILPOINT && { failpoint: e.SENDONCE_FAILPOINT }),
   };
+}
+
+/** `news@shop.example` out of `Shop <news@shop.example>`. */
+export function addressOf(from: string): string {
+  return /<([^>]+)>\s*$/.exec(from)?.[1] ?? from.trim();
 }
 
 /** For commands that cannot run on the embedded default. */
@@ -56,4 +117,13 @@ export function requireDatabaseUrl(config: Config): string {
     );
   }
   return config.databaseUrl;
+}
+
+export function requireRedisUrl(config: Config): string {
+  if (!config.redisUrl) {
+    throw new ConfigError(
+      "REDIS_URL is not set: export REDIS_URL=redis://host:6379 (sendonce demo starts its own Redis instead)",
+    );
+  }
+  return config.redisUrl;
 }

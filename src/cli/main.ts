@@ -1,8 +1,9 @@
 // The `sendonce` command line. Flags and environment are parsed here and handed down as
-// plain values.
-import { Command, Option } from "commander";
-import { ConfigError, loadConfig, requireDatabaseUrl } from "../config";
-import { MigrationError, migrate } from "../db/migrate";
+// plain values. Commands load their modules on use: the embedded Postgres library hooks
+// process exit and signals as soon as it is imported, which a worker must not inherit.
+import { Command, InvalidArgumentError, Option } from "commander";
+import { loadConfig, requireDatabaseUrl } from "../config";
+import { migrate } from "../db/migrate";
 import { redactUrl } from "../db/url";
 import { runValidate } from "./validate";
 
@@ -35,13 +36,79 @@ db.command("migrate")
     );
   });
 
+program
+  .command("worker")
+  .description(
+    "run journeys from the queues ($DATABASE_URL, $REDIS_URL); any number may run at once",
+  )
+  .option("--concurrency <n>", "jobs run at once by this process", positiveInt, 20)
+  .action(async (opts: { concurrency: number }) => {
+    const { runWorker } = await import("./worker");
+    await runWorker(opts);
+  });
+
+program
+  .command("demo")
+  .description(
+    "run the bundled journeys over sample events on embedded Postgres and Redis (under .sendonce/), then print what was sent",
+  )
+  .option(
+    "--time-scale <n>",
+    "run waits this many times faster (86400: a day per second)",
+    positiveInt,
+    86_400,
+  )
+  .option("--timeout <seconds>", "give up when not idle after this long", positiveInt, 120)
+  .option("--fresh", "delete the state directory first, so every sample event is new", false)
+  .option("--verbose", "print the engine's log", false)
+  .action(
+    async (opts: { timeScale: number; timeout: number; fresh: boolean; verbose: boolean }) => {
+      const { runDemo } = await import("./demo");
+      process.exitCode = await runDemo({ ...opts, timeoutSeconds: opts.timeout });
+    },
+  );
+
+program
+  .command("explain")
+  .description(
+    "print a customer's timeline: events, enrollments, claims, suppressed duplicates, skips, sends",
+  )
+  .requiredOption("--customer <id>", "customer id")
+  .option("--journey <id>", "only this journey (events are always shown)")
+  .addOption(
+    new Option("--format <format>", "output format").choices(["text", "json"]).default("text"),
+  )
+  .action(async (opts: { customer: string; journey?: string; format: "text" | "json" }) => {
+    const { runExplain } = await import("./explain");
+    process.exitCode = await runExplain(opts);
+  });
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new InvalidArgumentError("must be a whole number of at least 1");
+  return n;
+}
+
+/** Errors that carry a message meant for the user; anything else is a bug and shows its stack. */
+const USER_ERRORS = new Set([
+  "ConfigError",
+  "MigrationError",
+  "JourneyLoadError",
+  "EmbeddedServiceError",
+  "EventValidationError",
+]);
+
 try {
   await program.parseAsync();
 } catch (error) {
-  if (error instanceof ConfigError || error instanceof MigrationError) {
+  if (error instanceof Error && USER_ERRORS.has(error.name)) {
     console.error(`sendonce: ${error.message}`);
     process.exitCode = 1;
   } else {
     throw error;
   }
 }
+// The embedded Postgres library (demo, explain) exits with 0 on "beforeExit", whatever the
+// command decided; say the exit code explicitly.
+process.exit(process.exitCode ?? 0);

@@ -1,12 +1,24 @@
 import { PrismaPg } from "@prisma/adapter-pg";
 import { PrismaClient } from "../generated/prisma/client";
+import type { Prisma } from "../generated/prisma/client";
 import { connectionOptions } from "./url";
 
 export type Db = PrismaClient;
+/** A client inside an interactive transaction. */
+export type Tx = Prisma.TransactionClient;
 
 /** A Prisma client on the pg driver adapter (Prisma 7 has no query-engine binary). */
 export function createDb(databaseUrl: string, opts: { poolSize?: number } = {}): Db {
   const { connectionString, schema } = connectionOptions(databaseUrl);
-  const adapter = new PrismaPg({ connectionString, max: opts.poolSize ?? 10 }, { schema });
+  // Prisma qualifies its own queries with the schema; the ledger's raw SQL relies on the
+  // search path instead, so every pooled connection starts in the configured schema.
+  const searchPath = `"${schema.replace(/"/g, '""')}"`.replace(/([\\ ])/g, "\\$1");
+  const adapter = new PrismaPg(
+    { connectionString, max: opts.poolSize ?? 10, options: `-c search_path=${searchPath}` },
+    { schema },
+  );
   return new PrismaClient({ adapter });
 }
+
+/** Interactive transactions wait on the customer lock; Prisma's 2 s/5 s defaults are too short. */
+export const TX_OPTIONS = { maxWait: 30_000, timeout: 60_000 } as const;

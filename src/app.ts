@@ -1,0 +1,139 @@
+// Wiring, in one place: config → database, queues, channels → engine → workers and sweep.
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import type { EmailChannel, SmsChannel } from "./channels/channel";
+import { createSmtpChannel } from "./channels/email-smtp";
+import { createEmailOutbox, createSmsOutbox } from "./channels/outbox";
+import type { Config } from "./config";
+import { addressOf } from "./config";
+import type { Db } from "./db/client";
+import { createDb } from "./db/client";
+import { JourneyCatalog } from "./engine/catalog";
+import type { Clock, Engine, FailpointName, Tuning } from "./engine/engine";
+import { DEFAULT_TUNING, systemClock } from "./engine/engine";
+import { loadJourneys } from "./journeys/load";
+import type { Logger } from "./log";
+import type { Queues } from "./queue/queues";
+import { createQueues } from "./queue/queues";
+import { startSweeper } from "./queue/sweep";
+import { startWorkers } from "./queue/worker";
+
+export class JourneyLoadError extends Error {
+  override readonly name = "JourneyLoadError";
+}
+
+export interface AppOptions {
+  databaseUrl: string;
+  redisUrl: string;
+  log: Logger;
+  clock?: Clock;
+  timeScale?: number;
+  /** Database pool size; a worker needs about one connection per few concurrent jobs. */
+  poolSize?: number;
+}
+
+export interface App {
+  db: Db;
+  queues: Queues;
+  engine: Engine;
+  close(): Promise<void>;
+}
+
+/** Outboxes stand in for SMTP and Twilio when they are not configured. */
+export function outboxDir(config: Config, channel: "email" | "sms"): string {
+  return join(config.stateDir, "outbox", channel);
+}
+
+/** Loads and deploys the journeys, connects everything the engine needs. */
+export async function createApp(config: Config, opts: AppOptions): Promise<App> {
+  const loaded = loadJourneys(config.journeysDir);
+  const errors = loaded.diagnostics.filter((d) => d.severity === "error");
+  if (errors.length > 0) {
+    throw new JourneyLoadError(
+      `journeys in ${config.journeysDir} have ${errors.length} error${errors.length === 1 ? "" : "s"}; nothing was started:\n` +
+        errors.map((d) => `  ${d.file}:${d.line}:${d.column}: ${d.message}`).join("\n") +
+        `\nrun "sendonce validate ${config.journeysDir}" for details`,
+    );
+  }
+  const db = createDb(opts.databaseUrl, { poolSize: opts.poolSize ?? 10 });
+  const queues = createQueues(opts.redisUrl, config.queuePrefix);
+  const channels = createChannels(config);
+  const tuning: Tuning = {
+    ...DEFAULT_TUNING,
+    timeScale: opts.timeScale ?? 1,
+    claimLeaseMs: config.leaseMs,
+    callLeaseMs: config.leaseMs + config.sendTimeoutMs,
+    retryBaseMs: config.retryBaseMs,
+  };
+  const engine: Engine = {
+    db,
+    catalog: await JourneyCatalog.deploy(db, loaded.journeys, loaded.policies),
+    clock: opts.clock ?? systemClock,
+    workerId: `${hostname()}-${process.pid}-${randomBytes(2).toString("hex")}`,
+    channels,
+    messageIdDomain: addressOf(config.emailFrom).split("@")[1]!,
+    tuning,
+    log: opts.log,
+    ...(config.failpoint && { failpoint: failpoint(config.failpoint, opts.log) }),
+  };
+  return {
+    db,
+    queues,
+    engine,
+    async close() {
+      await queues.close();
+      await Promise.all([channels.email.close(), channels.sms.close()]);
+      await db.$disconnect();
+    },
+  };
+}
+
+function createChannels(config: Config): { email: EmailChannel; sms: SmsChannel } {
+  return {
+    email: config.smtpUrl
+      ? createSmtpChannel({
+          url: config.smtpUrl,
+          from: config.emailFrom,
+          timeoutMs: config.sendTimeoutMs,
+        })
+      : createEmailOutbox(outboxDir(config, "email"), config.emailFrom),
+    sms: createSmsOutbox(outboxDir(config, "sms")),
+  };
+}
+
+/** Stops the worker dead at the named point, so a test or the chaos suite can SIGKILL it there. */
+function failpoint(armed: FailpointName, log: Logger): Engine["failpoint"] {
+  return async (name, actionKey) => {
+    if (name !== armed) return;
+    log.warn(`failpoint ${name} reached`, { key: actionKey });
+    await new Promise<never>(() => {});
+  };
+}
+
+export interface RunningEngine {
+  stop(): Promise<void>;
+}
+
+/** Starts the queue workers and the repair sweep of one process. */
+export function runEngine(
+  app: App,
+  config: Config,
+  redisUrl: string,
+  concurrency: number,
+): RunningEngine {
+  const workers = startWorkers(app.engine, app.queues, redisUrl, {
+    concurrency,
+    lockMs: config.leaseMs,
+  });
+  const sweeper = startSweeper(app.engine, app.queues, {
+    intervalMs: config.sweepIntervalMs,
+    graceMs: config.sweepIntervalMs,
+  });
+  return {
+    async stop() {
+      await sweeper.stop();
+      await workers.close();
+    },
+  };
+}

@@ -1,0 +1,47 @@
+// The channel port: a channel sends one message under one action key and either returns the
+// provider's id or throws a ChannelError that says, from where the provider answered, whether
+// the send was not done (retry), definitely refused (permanent) or may have happened (in_doubt).
+
+/** DESIGN §3 failure classes. */
+export type FailureClass = "retryable" | "permanent" | "in_doubt";
+
+export class ChannelError extends Error {
+  override readonly name = "ChannelError";
+  constructor(
+    message: string,
+    readonly failure: FailureClass,
+    /** The provider's own code (SMTP reply code, Twilio error code, errno), when there is one. */
+    readonly code?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What a successful send returns: the provider's id for the message. */
+export interface Delivery {
+  providerId: string;
+}
+
+export interface EmailMessage {
+  to: string;
+  subject: string;
+  html?: string;
+  text?: string;
+  /** `<actionKey@domain>`: the provider's dedupe handle and our reconciliation key. */
+  messageId: string;
+  headers?: Record<string, string>;
+}
+
+export interface SmsMessage {
+  to: string;
+  body: string;
+}
+
+/** A channel sends one message for one action key. */
+export interface Channel<M> {
+  send(message: M, actionKey: string): Promise<Delivery>;
+  close(): Promise<void>;
+}
+
+export type EmailChannel = Channel<EmailMessage>;
+export type SmsChannel = Channel<SmsMessage>;

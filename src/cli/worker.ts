@@ -1,0 +1,36 @@
+// `sendonce worker`: runs journeys from the queues until SIGTERM or SIGINT, then finishes the
+// jobs in flight (a job cut short is safe too: its claim expires and another worker takes it).
+import { createApp, runEngine } from "../app";
+import { loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
+import { createLogger } from "../log";
+
+export async function runWorker(opts: { concurrency: number }): Promise<void> {
+  const config = loadConfig();
+  const databaseUrl = requireDatabaseUrl(config);
+  const redisUrl = requireRedisUrl(config);
+  const log = createLogger();
+  const app = await createApp(config, {
+    databaseUrl,
+    redisUrl,
+    log,
+    poolSize: Math.min(50, Math.max(5, Math.ceil(opts.concurrency / 2) + 2)),
+  });
+  const running = runEngine(app, config, redisUrl, opts.concurrency);
+  log.info("worker started", {
+    worker: app.engine.workerId,
+    concurrency: opts.concurrency,
+    journeys: app.engine.catalog.current.length,
+    email: config.smtpUrl ? "smtp" : "outbox",
+  });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info("stopping: finishing jobs in flight", { signal });
+      resolve();
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+  await running.stop();
+  await app.close();
+  log.info("worker stopped", { worker: app.engine.workerId });
+}

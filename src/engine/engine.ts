@@ -1,0 +1,55 @@
+// What the engine needs from the outside world, passed in once (src/app.ts wires it).
+import type { EmailChannel, SmsChannel } from "../channels/channel";
+import type { Db } from "../db/client";
+import type { Logger } from "../log";
+import type { JourneyCatalog } from "./catalog";
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+/** Named points in the send protocol where a fault can be injected (tests, chaos suite). */
+export type FailpointName = "after_claim" | "after_call";
+
+export interface Tuning {
+  /** Waits run this many times faster (demo and tests); 1 in production. */
+  timeScale: number;
+  /** A `claimed` action older than this is a crashed attempt and is retried. */
+  claimLeaseMs: number;
+  /** A `calling` action older than this is a crashed call: in_doubt. */
+  callLeaseMs: number;
+  /** Attempts before a retryable failure becomes permanent. */
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+}
+
+export const DEFAULT_TUNING: Tuning = {
+  timeScale: 1,
+  claimLeaseMs: 30_000,
+  callLeaseMs: 90_000,
+  maxAttempts: 8,
+  retryBaseMs: 5_000,
+  retryMaxMs: 3_600_000,
+};
+
+export interface Engine {
+  db: Db;
+  catalog: JourneyCatalog;
+  clock: Clock;
+  workerId: string;
+  channels: { email: EmailChannel; sms: SmsChannel };
+  /** The domain of Message-IDs: `<actionKey@domain>`. */
+  messageIdDomain: string;
+  tuning: Tuning;
+  log: Logger;
+  failpoint?: (name: FailpointName, actionKey: string) => Promise<void>;
+}
+
+/** Exponential backoff with full jitter: attempt 1 waits up to base, then 2×, 4×, … capped. */
+export function retryDelayMs(tuning: Tuning, attempt: number, random = Math.random): number {
+  const ceiling = Math.min(tuning.retryMaxMs, tuning.retryBaseMs * 2 ** Math.max(0, attempt - 1));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}

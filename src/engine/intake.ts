@@ -1,0 +1,167 @@
+// Processing a stored event: match it against the deployed journeys, enroll per entry policy,
+// and end enrollments it exits. One transaction with the customer locked, so concurrent or
+// duplicate events never enroll twice and cooldowns hold.
+import { TX_OPTIONS } from "../db/client";
+import type { Tx } from "../db/client";
+import type { CompiledJourney } from "../journeys/compile";
+import type { AuditRecord } from "../ledger/audit";
+import { recordAudit } from "../ledger/audit";
+import type { CustomerView, EventView } from "./context";
+import { decideEntry, findExit } from "./decide";
+import type { Engine } from "./engine";
+import { loadCustomer, loadEvent } from "./rows";
+
+/** An enrollment whose first step is due now. */
+export interface NewEnrollment {
+  enrollmentId: bigint;
+  stepSeq: number;
+}
+
+/** Matches and enrolls once per event; a second call for the same event does nothing. */
+export async function processEvent(engine: Engine, eventRowId: bigint): Promise<NewEnrollment[]> {
+  const { db, clock, workerId } = engine;
+  return db.$transaction(async (tx) => {
+    const event = await loadEvent(tx, eventRowId);
+    if (!event) return [];
+    await tx.$queryRaw`SELECT 1 FROM "Customer" WHERE id = ${event.customerId} FOR UPDATE`;
+    const [state] = await tx.$queryRaw<{ processedAt: Date | null }[]>`
+      SELECT "processedAt" FROM "Event" WHERE id = ${eventRowId} FOR UPDATE`;
+    if (state?.processedAt) return [];
+    const now = clock.now();
+    const customer = await loadCustomer(tx, event.customerId);
+    const audits: AuditRecord[] = [];
+    const enrolled: NewEnrollment[] = [];
+    for (const cj of engine.catalog.current) {
+      const base = { at: now, customerId: customer.id, journeyId: cj.journey.id, workerId };
+      if (cj.exits.some((rule) => rule.event === event.type)) {
+        audits.push(
+          ...(await exitEnrollments(tx, cj, event, customer, now)).map((a) => ({ ...base, ...a })),
+        );
+      }
+      if (cj.journey.trigger.event !== event.type) continue;
+      const result = await enroll(tx, cj, event, customer, now);
+      if ("enrollmentId" in result)
+        enrolled.push({ enrollmentId: result.enrollmentId, stepSeq: 0 });
+      audits.push({ ...base, ...result.audit });
+    }
+    await tx.$executeRaw`UPDATE "Event" SET "processedAt" = ${now} WHERE id = ${eventRowId}`;
+    await recordAudit(tx, ...audits);
+    return enrolled;
+  }, TX_OPTIONS);
+}
+
+type Audit = Pick<AuditRecord, "kind" | "rule" | "enrollmentId" | "detail">;
+
+async function enroll(
+  tx: Tx,
+  cj: CompiledJourney,
+  event: EventView,
+  customer: CustomerView,
+  now: Date,
+): Promise<{ enrollmentId: bigint; audit: Audit } | { audit: Audit }> {
+  const { journey } = cj;
+  const detail = { eventId: event.id, source: event.source };
+  const decision = decideEntry(cj, event, customer);
+  if (!decision.enroll) {
+    return {
+      audit: {
+        kind: "not_enrolled",
+        rule: decision.rule,
+        detail: { ...detail, why: decision.detail },
+      },
+    };
+  }
+  const { reference } = decision;
+  if (journey.entry.cooldownMs !== undefined) {
+    // Cooldown counts in event time, so a backfill of old events decides as live traffic did.
+    const [recent] = await tx.$queryRaw<{ id: bigint }[]>`
+      SELECT e.id FROM "Enrollment" e JOIN "Event" t ON t.id = e."triggerEventId"
+      WHERE e."journeyId" = ${journey.id} AND e."customerId" = ${customer.id} AND e.reference <> ${reference}
+        AND abs(extract(epoch FROM (t."occurredAt" - ${event.occurredAt}::timestamptz))) * 1000 < ${journey.entry.cooldownMs}
+      LIMIT 1`;
+    if (recent) {
+      return {
+        audit: {
+          kind: "not_enrolled",
+          rule: "cooldown",
+          enrollmentId: recent.id,
+          detail: { ...detail, reference },
+        },
+      };
+    }
+  }
+  const first = journey.steps[0]!.id;
+  const [row] = await tx.$queryRaw<{ id: bigint }[]>`
+    INSERT INTO "Enrollment" ("journeyId", "journeyVersion", "customerId", reference, "triggerEventId",
+                              status, "currentStepId", "stepSeq", "nextRunAt", "enrolledAt", "updatedAt")
+    VALUES (${journey.id}, ${journey.version}, ${customer.id}, ${reference}, ${event.rowId},
+            'active', ${first}, 0, ${now}, ${now}, ${now})
+    ON CONFLICT ("journeyId", "customerId", reference) DO NOTHING
+    RETURNING id`;
+  if (!row) {
+    return {
+      audit: {
+        kind: "not_enrolled",
+        rule: `already_enrolled_${journey.entry.once}`,
+        detail: { ...detail, reference },
+      },
+    };
+  }
+  return {
+    enrollmentId: row.id,
+    audit: {
+      kind: "enrolled",
+      enrollmentId: row.id,
+      detail: { ...detail, reference, version: journey.version.slice(0, 12) },
+    },
+  };
+}
+
+/** Ends this customer's active enrollments in the journey that the event exits. */
+async function exitEnrollments(
+  tx: Tx,
+  cj: CompiledJourney,
+  event: EventView,
+  customer: CustomerView,
+  now: Date,
+): Promise<Audit[]> {
+  const active = await tx.$queryRaw<{ id: bigint; reference: string; triggerAt: Date }[]>`
+    SELECT e.id, e.reference, t."occurredAt" AS "triggerAt"
+    FROM "Enrollment" e JOIN "Event" t ON t.id = e."triggerEventId"
+    WHERE e."journeyId" = ${cj.journey.id} AND e."customerId" = ${customer.id} AND e.status = 'active'`;
+  const audits: Audit[] = [];
+  for (const enrollment of active) {
+    if (event.occurredAt < enrollment.triggerAt) continue;
+    if (!findExit(cj, [event], customer, enrollment)) continue;
+    await endEnrollment(
+      tx,
+      enrollment.id,
+      "exited",
+      `exit event ${event.type} ${event.source}/${event.id}`,
+      now,
+    );
+    audits.push({
+      kind: "exited",
+      enrollmentId: enrollment.id,
+      rule: event.type,
+      detail: { eventId: event.id, source: event.source },
+    });
+  }
+  return audits;
+}
+
+/** Ends an enrollment wherever it is; bumping stepSeq makes any queued step job stale. */
+export async function endEnrollment(
+  tx: Tx,
+  enrollmentId: bigint,
+  status: "completed" | "exited" | "failed",
+  reason: string,
+  now: Date,
+  expectedSeq?: number,
+): Promise<boolean> {
+  const rows = await tx.$executeRaw`
+    UPDATE "Enrollment" SET status = ${status}::"EnrollmentStatus", "currentStepId" = NULL, "nextRunAt" = NULL,
+      "stepSeq" = "stepSeq" + 1, "endedReason" = ${reason}, "endedAt" = ${now}, "updatedAt" = ${now}
+    WHERE id = ${enrollmentId} AND status = 'active' AND (${expectedSeq ?? null}::int IS NULL OR "stepSeq" = ${expectedSeq ?? null}::int)`;
+  return rows > 0;
+}

@@ -1,0 +1,84 @@
+// The customer event as it arrives (HTTP, file, backfill, queue): validated once here into a
+// ParsedEvent; everything after trusts the type.
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { isTimezone } from "../journeys/schema";
+
+const consentStatus = z.enum(["granted", "revoked"]);
+const consentsSchema = z.partialRecord(
+  z.enum(["email", "sms"]),
+  z.record(z.string().min(1).max(64), consentStatus),
+);
+
+/** Profile traits an event may carry, applied as of the event's occurredAt. */
+export const customerTraitsSchema = z.strictObject({
+  email: z.email("not an email address").optional(),
+  phone: z
+    .string()
+    .regex(/^\+[1-9]\d{6,14}$/, 'not an E.164 phone number, e.g. "+4915112345678"')
+    .optional(),
+  timezone: z.string().refine(isTimezone, 'not an IANA timezone, e.g. "Europe/Berlin"').optional(),
+  attributes: z.record(z.string(), z.unknown()).optional(),
+  consents: consentsSchema.optional(),
+});
+
+export const eventSchema = z.strictObject({
+  id: z.string().min(1, "must not be empty").max(200),
+  type: z.string().min(1, "must not be empty").max(200),
+  customerId: z.string().min(1, "must not be empty").max(200),
+  source: z.string().min(1).max(100).default("default"),
+  occurredAt: z.iso
+    .datetime({
+      offset: true,
+      message: 'must be an ISO-8601 timestamp, e.g. "2026-11-02T09:30:00Z"',
+    })
+    .transform((s) => new Date(s)),
+  properties: z.record(z.string(), z.unknown()).default({}),
+  customer: customerTraitsSchema.optional(),
+});
+
+export type ParsedEvent = z.output<typeof eventSchema>;
+export type RawEvent = z.input<typeof eventSchema>;
+export type CustomerTraits = z.output<typeof customerTraitsSchema>;
+
+export class EventValidationError extends Error {
+  override readonly name = "EventValidationError";
+  constructor(readonly problems: { path: string; message: string }[]) {
+    super(problems.map((p) => `${p.path || "event"}: ${p.message}`).join("; "));
+  }
+}
+
+/** Validates one event, naming each bad field (`occurredAt: must be an ISO-8601 timestamp`). */
+export function parseEvent(raw: unknown): ParsedEvent {
+  const result = eventSchema.safeParse(raw);
+  if (result.success) return result.data;
+  throw new EventValidationError(
+    result.error.issues.map((i) => ({
+      path: i.path.join("."),
+      message:
+        i.code === "unrecognized_keys"
+          ? `unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => `"${k}"`).join(", ")}`
+          : i.message,
+    })),
+  );
+}
+
+/** sha256 of the canonical payload: the same event redelivered hashes the same. */
+export function payloadHash(event: ParsedEvent): string {
+  const { source: _source, id: _id, ...payload } = event;
+  return createHash("sha256")
+    .update(canonicalJson({ ...payload, occurredAt: event.occurredAt.toISOString() }))
+    .digest("hex");
+}
+
+/** JSON with object keys sorted, so key order never makes two equal payloads differ. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value && typeof value === "object" && !(value instanceof Date)) {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}

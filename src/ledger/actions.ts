@@ -1,0 +1,330 @@
+// The send-once ledger protocol of DESIGN §3, one function per database operation:
+//   claimAction      one transaction, customer locked: re-check, evaluate, insert the key
+//   markCallStarted  the recovery point just before the provider call
+//   recordOutcome    the provider's answer, written only under the attempt's fencing token
+// A conflict on the key means the intent was already handled: a suppressed duplicate.
+import type { Db, Tx } from "../db/client";
+import { TX_OPTIONS } from "../db/client";
+import type { ActionState, Channel } from "../generated/prisma/client";
+import type { AuditRecord } from "./audit";
+import { recordAudit } from "./audit";
+
+/** One intent: the action key and what it is about. */
+export interface ActionIntent {
+  key: string;
+  journeyId: string;
+  stepId: string;
+  customerId: string;
+  reference: string;
+  enrollmentId: bigint;
+  /** The enrollment's position when the step started; a moved enrollment makes the run stale. */
+  stepSeq: number;
+  channel: Channel;
+  eventOccurredAt: Date;
+}
+
+/** What the caller re-checks inside the claim transaction, with the customer locked. */
+export type Recheck =
+  | { go: true }
+  | { go: false; outcome: "exited"; detail: string }
+  | { go: false; outcome: "skip"; reason: string; detail: string };
+
+export interface ClaimOptions {
+  now: Date;
+  workerId: string;
+  /** A `claimed` row older than this belongs to a crashed attempt and is taken over. */
+  claimLeaseMs: number;
+  /** A `calling` row older than this belongs to a crashed call: in_doubt. */
+  callLeaseMs: number;
+}
+
+/** States after which a key is settled: a later run only records a suppressed duplicate. */
+export const SETTLED: readonly ActionState[] = ["sent", "skipped", "failed_permanent", "in_doubt"];
+
+/** A claim that settled without a provider call: what points and skips return. */
+export type SettledClaim = Exclude<ClaimResult, { kind: "proceed" }>;
+
+export type ClaimResult =
+  | { kind: "proceed"; attempt: number; token: number }
+  | { kind: "settled"; state: ActionState; reason: string | null; duplicate: boolean }
+  | { kind: "wait"; until: Date; why: string }
+  | { kind: "stale" }
+  | { kind: "exited"; detail: string };
+
+interface ActionRow {
+  state: ActionState;
+  reason: string | null;
+  attempt: number;
+  fencingToken: number;
+  claimedAt: Date;
+  callStartedAt: Date | null;
+  nextAttemptAt: Date | null;
+  workerId: string | null;
+}
+
+/**
+ * Locks the customer (serialising everything that counts sends for them), re-checks that the
+ * enrollment is still at this step, and runs the caller's re-check. The caller's `inside`
+ * then decides under the same lock.
+ */
+export async function withCustomerLock<T>(
+  db: Db,
+  intent: Pick<ActionIntent, "customerId" | "enrollmentId" | "stepSeq">,
+  inside: (tx: Tx) => Promise<T>,
+): Promise<T | { kind: "stale" }> {
+  return db.$transaction(async (tx) => {
+    await tx.$queryRaw`SELECT 1 FROM "Customer" WHERE id = ${intent.customerId} FOR UPDATE`;
+    const [enrollment] = await tx.$queryRaw<{ status: string; stepSeq: number }[]>`
+      SELECT status, "stepSeq" FROM "Enrollment" WHERE id = ${intent.enrollmentId}`;
+    if (enrollment?.status !== "active" || enrollment.stepSeq !== intent.stepSeq) {
+      return { kind: "stale" as const };
+    }
+    return inside(tx);
+  }, TX_OPTIONS);
+}
+
+/** Claims the action for a provider call, or says why not (settled, wait, stale, exited). */
+export async function claimAction(
+  db: Db,
+  intent: ActionIntent,
+  opts: ClaimOptions,
+  recheck: (tx: Tx) => Promise<Recheck>,
+): Promise<ClaimResult> {
+  return withCustomerLock(db, intent, async (tx): Promise<ClaimResult> => {
+    const audit = auditBase(intent, opts);
+    const [existing] = await tx.$queryRaw<ActionRow[]>`
+      SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId"
+      FROM "Action" WHERE key = ${intent.key}`;
+    if (existing) {
+      const now = opts.now.getTime();
+      switch (existing.state) {
+        case "sent":
+        case "skipped":
+        case "failed_permanent":
+        case "in_doubt":
+          await recordAudit(tx, {
+            ...audit,
+            kind: "duplicate_suppressed",
+            rule: existing.state,
+            detail: { state: existing.state, reason: existing.reason },
+          });
+          return {
+            kind: "settled",
+            state: existing.state,
+            reason: existing.reason,
+            duplicate: true,
+          };
+        case "claimed": {
+          const expires = existing.claimedAt.getTime() + opts.claimLeaseMs;
+          if (expires > now)
+            return { kind: "wait", until: new Date(expires), why: "claimed by another attempt" };
+          break; // a crashed attempt that never called the provider: safe to retry
+        }
+        case "calling": {
+          const expires =
+            (existing.callStartedAt ?? existing.claimedAt).getTime() + opts.callLeaseMs;
+          if (expires > now)
+            return { kind: "wait", until: new Date(expires), why: "provider call in progress" };
+          // The call started and nobody recorded its end: the provider may have acted.
+          await tx.$executeRaw`
+            UPDATE "Action" SET state = 'in_doubt', reason = 'call_interrupted', "updatedAt" = ${opts.now}
+            WHERE key = ${intent.key}`;
+          await recordAudit(tx, {
+            ...audit,
+            kind: "in_doubt",
+            rule: "call_interrupted",
+            detail: { attempt: existing.attempt, crashedWorker: existing.workerId },
+          });
+          return {
+            kind: "settled",
+            state: "in_doubt",
+            reason: "call_interrupted",
+            duplicate: false,
+          };
+        }
+        case "failed_retryable": {
+          const due = existing.nextAttemptAt?.getTime() ?? now;
+          if (due > now) return { kind: "wait", until: new Date(due), why: "retry backoff" };
+          break;
+        }
+      }
+    }
+    const check = await recheck(tx);
+    if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
+    if (!check.go) {
+      await upsertAction(tx, intent, opts, "skipped", check.reason, existing);
+      await recordAudit(tx, {
+        ...audit,
+        kind: "skipped",
+        rule: check.reason,
+        detail: { why: check.detail },
+      });
+      return { kind: "settled", state: "skipped", reason: check.reason, duplicate: false };
+    }
+    const claimed = await upsertAction(tx, intent, opts, "claimed", null, existing);
+    await recordAudit(tx, {
+      ...audit,
+      kind: "step_claimed",
+      detail: { attempt: claimed.attempt, ...(existing && { previous: existing.state }) },
+    });
+    return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
+  });
+}
+
+/** Inserts the action, or starts a new attempt on it under a new fencing token. */
+async function upsertAction(
+  tx: Tx,
+  a: ActionIntent,
+  opts: ClaimOptions,
+  state: "claimed" | "skipped",
+  reason: string | null,
+  existing: ActionRow | undefined,
+): Promise<{ attempt: number; fencingToken: number }> {
+  const completedAt = state === "skipped" ? opts.now : null;
+  if (existing) {
+    const [row] = await tx.$queryRaw<{ attempt: number; fencingToken: number }[]>`
+      UPDATE "Action" SET state = ${state}::"ActionState", reason = ${reason},
+        attempt = attempt + ${state === "claimed" ? 1 : 0}, "fencingToken" = "fencingToken" + 1,
+        "workerId" = ${opts.workerId}, "claimedAt" = ${opts.now}, "callStartedAt" = NULL,
+        "nextAttemptAt" = NULL, "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
+      WHERE key = ${a.key}
+      RETURNING attempt, "fencingToken"`;
+    return row!;
+  }
+  const attempt = state === "claimed" ? 1 : 0;
+  await tx.$executeRaw`
+    INSERT INTO "Action" (key, "journeyId", "stepId", "customerId", reference, "enrollmentId", channel,
+                          state, reason, attempt, "fencingToken", "workerId", "eventOccurredAt",
+                          "claimedAt", "completedAt", "updatedAt")
+    VALUES (${a.key}, ${a.journeyId}, ${a.stepId}, ${a.customerId}, ${a.reference}, ${a.enrollmentId},
+            ${a.channel}::"Channel", ${state}::"ActionState", ${reason}, ${attempt}, 1, ${opts.workerId},
+            ${a.eventOccurredAt}, ${opts.now}, ${completedAt}, ${opts.now})`;
+  return { attempt, fencingToken: 1 };
+}
+
+/**
+ * The recovery point: from here on a crash means the provider may have acted, so the action
+ * becomes in_doubt instead of being retried. False when a newer attempt took the action over.
+ */
+export async function markCallStarted(
+  db: Db,
+  key: string,
+  token: number,
+  workerId: string,
+  now: Date,
+): Promise<boolean> {
+  const rows = await db.$queryRaw<unknown[]>`
+    WITH a AS (
+      UPDATE "Action" SET state = 'calling', "callStartedAt" = ${now}, "updatedAt" = ${now}
+      WHERE key = ${key} AND "fencingToken" = ${token} AND state = 'claimed'
+      RETURNING key, attempt, "fencingToken")
+    INSERT INTO "ActionAttempt" ("actionKey", attempt, "fencingToken", "workerId", "startedAt")
+    SELECT key, attempt, "fencingToken", ${workerId}, ${now} FROM a
+    RETURNING 1`;
+  return rows.length === 1;
+}
+
+export type Outcome =
+  | { state: "sent"; providerId: string }
+  | { state: "failed_retryable"; error: string; code?: string; nextAttemptAt: Date }
+  | { state: "failed_permanent"; error: string; code?: string; reason: string }
+  | { state: "in_doubt"; error: string; code?: string };
+
+/**
+ * Records the provider's answer under the attempt's fencing token: a stale worker that wakes
+ * up late cannot overwrite a newer attempt. An in_doubt row set by another worker while this
+ * call was still running is resolved by this answer. False when the token is stale.
+ */
+export async function recordOutcome(
+  db: Db,
+  intent: ActionIntent,
+  token: number,
+  outcome: Outcome,
+  opts: Pick<ClaimOptions, "now" | "workerId">,
+): Promise<boolean> {
+  const providerId = outcome.state === "sent" ? outcome.providerId : null;
+  const error = outcome.state === "sent" ? null : outcome.error;
+  const reason =
+    outcome.state === "failed_permanent"
+      ? outcome.reason
+      : outcome.state === "in_doubt"
+        ? "unknown_outcome"
+        : null;
+  const nextAttemptAt = outcome.state === "failed_retryable" ? outcome.nextAttemptAt : null;
+  const completedAt = outcome.state === "failed_retryable" ? null : opts.now;
+  return db.$transaction(async (tx) => {
+    const rows = await tx.$queryRaw<{ attempt: number }[]>`
+      WITH a AS (
+        UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
+          "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = ${nextAttemptAt},
+          "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
+        WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state IN ('calling', 'in_doubt')
+        RETURNING key, attempt)
+      UPDATE "ActionAttempt" t SET outcome = ${outcome.state}, "providerId" = ${providerId},
+        error = ${error}, "finishedAt" = ${opts.now}
+      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt
+      RETURNING t.attempt`;
+    const base = auditBase(intent, opts);
+    if (rows.length === 0) {
+      await recordAudit(tx, {
+        ...base,
+        kind: "stale_outcome_ignored",
+        detail: { token, outcome: outcome.state },
+      });
+      return false;
+    }
+    await recordAudit(tx, outcomeAudit(base, outcome, rows[0]!.attempt));
+    return true;
+  }, TX_OPTIONS);
+}
+
+function outcomeAudit(
+  base: Omit<AuditRecord, "kind">,
+  outcome: Outcome,
+  attempt: number,
+): AuditRecord {
+  switch (outcome.state) {
+    case "sent":
+      return { ...base, kind: "sent", detail: { attempt, providerId: outcome.providerId } };
+    case "failed_retryable":
+      return {
+        ...base,
+        kind: "failed_retryable",
+        detail: {
+          attempt,
+          error: outcome.error,
+          code: outcome.code,
+          nextAttemptAt: outcome.nextAttemptAt,
+        },
+      };
+    case "failed_permanent":
+      return {
+        ...base,
+        kind: "failed_permanent",
+        rule: outcome.reason,
+        detail: { attempt, error: outcome.error, code: outcome.code },
+      };
+    case "in_doubt":
+      return {
+        ...base,
+        kind: "in_doubt",
+        rule: "unknown_outcome",
+        detail: { attempt, error: outcome.error, code: outcome.code },
+      };
+  }
+}
+
+export function auditBase(
+  a: Pick<ActionIntent, "key" | "journeyId" | "stepId" | "customerId" | "enrollmentId">,
+  opts: Pick<ClaimOptions, "now" | "workerId">,
+): Omit<AuditRecord, "kind"> {
+  return {
+    at: opts.now,
+    customerId: a.customerId,
+    journeyId: a.journeyId,
+    stepId: a.stepId,
+    enrollmentId: a.enrollmentId,
+    actionKey: a.key,
+    workerId: opts.workerId,
+  };
+}

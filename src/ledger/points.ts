@@ -1,0 +1,108 @@
+// Loyalty points, exactly once: the action row, the points entry and the balance are written
+// in the claim transaction itself, so there is no window in which one exists without the others.
+import type { Db, Tx } from "../db/client";
+import type { ActionIntent, ClaimOptions, Recheck, SettledClaim } from "./actions";
+import { auditBase, withCustomerLock } from "./actions";
+import { recordAudit } from "./audit";
+
+/** A grant of `amount`, or the reversal of whatever the action `reverses` granted. */
+export type PointsOrder =
+  | { kind: "grant"; amount: number; reason: string }
+  | {
+      kind: "reverse";
+      reverses: string;
+      reason: string;
+      target: { journeyId: string; stepId: string };
+    };
+
+const REVERSE_RECHECK_MS = 1_000;
+
+/** Whether the granting journey may still grant: an active enrollment for the same reference. */
+async function grantPending(
+  tx: Tx,
+  intent: ActionIntent,
+  target: { journeyId: string; stepId: string },
+  reverses: string,
+): Promise<boolean> {
+  const rows = await tx.$queryRaw<unknown[]>`
+    SELECT 1 FROM "Enrollment"
+    WHERE "journeyId" = ${target.journeyId} AND "customerId" = ${intent.customerId}
+      AND reference = ${intent.reference} AND status = 'active'
+      AND NOT EXISTS (SELECT 1 FROM "Action" WHERE key = ${reverses})
+    LIMIT 1`;
+  return rows.length > 0;
+}
+
+/** Grants (or takes back) points once per action key; a repeat is a suppressed duplicate. */
+export async function grantPoints(
+  db: Db,
+  intent: ActionIntent,
+  order: PointsOrder,
+  opts: Omit<ClaimOptions, "claimLeaseMs" | "callLeaseMs">,
+  recheck: (tx: Tx) => Promise<Recheck>,
+): Promise<SettledClaim> {
+  return withCustomerLock(db, intent, async (tx): Promise<SettledClaim> => {
+    const audit = auditBase(intent, opts);
+    const [existing] = await tx.$queryRaw<{ state: "sent" | "skipped"; reason: string | null }[]>`
+      SELECT state, reason FROM "Action" WHERE key = ${intent.key}`;
+    if (existing) {
+      await recordAudit(tx, {
+        ...audit,
+        kind: "duplicate_suppressed",
+        rule: existing.state,
+        detail: { state: existing.state },
+      });
+      return { kind: "settled", state: existing.state, reason: existing.reason, duplicate: true };
+    }
+    const check = await recheck(tx);
+    if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
+    let amount = order.kind === "grant" ? order.amount : 0;
+    let skip = check.go ? undefined : { reason: check.reason, detail: check.detail };
+    if (order.kind === "reverse" && !skip) {
+      const [granted] = await tx.$queryRaw<{ amount: number }[]>`
+        SELECT amount FROM "PointsEntry" WHERE "actionKey" = ${order.reverses}`;
+      if (granted) amount = -granted.amount;
+      else if (await grantPending(tx, intent, order.target, order.reverses)) {
+        // A refund processed before its order's grant: reverse once the grant has happened.
+        return {
+          kind: "wait",
+          until: new Date(opts.now.getTime() + REVERSE_RECHECK_MS),
+          why: "the grant being reversed is still pending",
+        };
+      } else
+        skip = { reason: "nothing_to_reverse", detail: "the step being reversed granted nothing" };
+    }
+    const state = skip ? "skipped" : "sent";
+    await tx.$executeRaw`
+      INSERT INTO "Action" (key, "journeyId", "stepId", "customerId", reference, "enrollmentId", channel,
+                            state, reason, attempt, "fencingToken", "workerId", "eventOccurredAt",
+                            "claimedAt", "completedAt", "updatedAt")
+      VALUES (${intent.key}, ${intent.journeyId}, ${intent.stepId}, ${intent.customerId}, ${intent.reference},
+              ${intent.enrollmentId}, 'points', ${state}::"ActionState", ${skip?.reason ?? null}, 1, 1,
+              ${opts.workerId}, ${intent.eventOccurredAt}, ${opts.now}, ${opts.now}, ${opts.now})`;
+    if (skip) {
+      await recordAudit(tx, {
+        ...audit,
+        kind: "skipped",
+        rule: skip.reason,
+        detail: { why: skip.detail },
+      });
+      return { kind: "settled", state: "skipped", reason: skip.reason, duplicate: false };
+    }
+    await tx.$executeRaw`
+      INSERT INTO "PointsEntry" ("customerId", amount, reason, "actionKey", "createdAt")
+      VALUES (${intent.customerId}, ${amount}, ${order.reason}, ${intent.key}, ${opts.now})`;
+    const [balance] = await tx.$queryRaw<{ balance: number }[]>`
+      INSERT INTO "PointsBalance" ("customerId", balance, "updatedAt")
+      VALUES (${intent.customerId}, ${amount}, ${opts.now})
+      ON CONFLICT ("customerId") DO UPDATE SET balance = "PointsBalance".balance + EXCLUDED.balance,
+        "updatedAt" = EXCLUDED."updatedAt"
+      RETURNING balance`;
+    await recordAudit(tx, {
+      ...audit,
+      kind: "points_granted",
+      detail: { amount, reason: order.reason, balance: balance!.balance },
+    });
+    return { kind: "settled", state: "sent", reason: null, duplicate: false };
+  });
+}

@@ -1,0 +1,33 @@
+// Consent per customer, channel and topic. Changes apply in occurredAt order: an older change
+// that arrives late never overwrites a newer one.
+import type { Tx } from "../db/client";
+import type { Channel, ConsentStatus } from "../generated/prisma/client";
+
+export interface ConsentChange {
+  customerId: string;
+  channel: Extract<Channel, "email" | "sms">;
+  topic: string;
+  status: ConsentStatus;
+  occurredAt: Date;
+  source: string;
+}
+
+/** Applies one change if it is newer than what is stored; returns whether it applied. */
+export async function applyConsent(tx: Tx, change: ConsentChange): Promise<boolean> {
+  const granted = change.status === "granted" ? change.occurredAt : null;
+  const rows = await tx.$executeRaw`
+    INSERT INTO "Consent" ("customerId", channel, topic, status, "occurredAt", "grantedAt", source, "updatedAt")
+    VALUES (${change.customerId}, ${change.channel}::"Channel", ${change.topic},
+            ${change.status}::"ConsentStatus", ${change.occurredAt}, ${granted}, ${change.source}, now())
+    ON CONFLICT ("customerId", channel, topic) DO UPDATE SET
+      status = EXCLUDED.status,
+      "occurredAt" = EXCLUDED."occurredAt",
+      -- a fresh grant after a revocation is what on_reopt_in waits for
+      "grantedAt" = CASE WHEN EXCLUDED.status = 'granted' AND "Consent".status = 'revoked'
+                         THEN EXCLUDED."grantedAt"
+                         ELSE COALESCE("Consent"."grantedAt", EXCLUDED."grantedAt") END,
+      source = EXCLUDED.source,
+      "updatedAt" = now()
+    WHERE "Consent"."occurredAt" <= EXCLUDED."occurredAt"`;
+  return rows > 0;
+}

@@ -1,0 +1,117 @@
+// The queue edge: BullMQ is transport and timers only. Job ids derive from Postgres rows
+// (enrollment + position, event row), so adding a job twice is harmless, and everything a
+// job stands for is also in Postgres, where the sweep finds it if Redis loses the job.
+import { Queue } from "bullmq";
+import type { JobsOptions } from "bullmq";
+import { Redis } from "ioredis";
+import { eventJobId, stepJobId } from "../engine/keys";
+
+export const EVENTS_QUEUE = "events";
+export const STEPS_QUEUE = "steps";
+
+/** An event delivery (the payload is validated by the worker) or a stored event to process. */
+export type EventJob = { delivery: unknown; via: string } | { eventRowId: string };
+export interface StepJob {
+  enrollmentId: string;
+  stepSeq: number;
+}
+
+// Finished jobs are removed: their truth is in Postgres, and a removed id can be re-added by
+// the sweep. Attempts cover infrastructure errors only (a database restart); send retries are
+// decided by the ledger.
+const JOB_OPTIONS: JobsOptions = {
+  removeOnComplete: true,
+  removeOnFail: true,
+  attempts: 10,
+  backoff: { type: "exponential", delay: 1_000 },
+};
+
+export interface Queues {
+  connection: Redis;
+  prefix: string;
+  events: Queue<EventJob>;
+  steps: Queue<StepJob>;
+  close(): Promise<void>;
+}
+
+/** BullMQ requires `maxRetriesPerRequest: null` on connections that block. */
+export function redisConnection(url: string): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
+}
+
+export function createQueues(redisUrl: string, prefix: string): Queues {
+  const connection = redisConnection(redisUrl);
+  const events = new Queue<EventJob>(EVENTS_QUEUE, {
+    connection,
+    prefix,
+    defaultJobOptions: JOB_OPTIONS,
+  });
+  const steps = new Queue<StepJob>(STEPS_QUEUE, {
+    connection,
+    prefix,
+    defaultJobOptions: JOB_OPTIONS,
+  });
+  return {
+    connection,
+    prefix,
+    events,
+    steps,
+    async close() {
+      await Promise.all([events.close(), steps.close()]);
+      connection.disconnect();
+    },
+  };
+}
+
+/** One delivery of an event, as a webhook or an import hands it over; duplicates welcome. */
+export async function enqueueDelivery(
+  queues: Queues,
+  delivery: unknown,
+  via: string,
+): Promise<void> {
+  await queues.events.add("deliver", { delivery, via });
+}
+
+/** Deliveries in one round trip. */
+export async function enqueueDeliveries(
+  queues: Queues,
+  deliveries: unknown[],
+  via: string,
+): Promise<void> {
+  await queues.events.addBulk(
+    deliveries.map((delivery) => ({ name: "deliver", data: { delivery, via } })),
+  );
+}
+
+/** A stored event that is not yet processed; one job per event row. */
+export async function enqueueStoredEvents(queues: Queues, rowIds: bigint[]): Promise<void> {
+  if (rowIds.length === 0) return;
+  await queues.events.addBulk(
+    rowIds.map((id) => ({
+      name: "process",
+      data: { eventRowId: String(id) },
+      opts: { jobId: eventJobId(id) },
+    })),
+  );
+}
+
+export interface DueStep {
+  enrollmentId: bigint;
+  stepSeq: number;
+  at: Date;
+}
+
+/** Schedules step runs; a run already queued under the same position is left as it is. */
+export async function enqueueSteps(queues: Queues, due: DueStep[], now: Date): Promise<void> {
+  if (due.length === 0) return;
+  await queues.steps.addBulk(
+    due.map((d) => ({
+      name: "step",
+      data: { enrollmentId: String(d.enrollmentId), stepSeq: d.stepSeq },
+      opts: {
+        jobId: stepJobId(d.enrollmentId, d.stepSeq),
+        delay: Math.max(0, d.at.getTime() - now.getTime()),
+      },
+    })),
+  );
+}

@@ -1,0 +1,119 @@
+// BullMQ workers: the only place where engine results become queue operations (delays,
+// unrecoverable errors). Everything a processor does is idempotent against Postgres.
+import { DelayedError, UnrecoverableError, Worker } from "bullmq";
+import type { Job } from "bullmq";
+import type { Engine } from "../engine/engine";
+import { processEvent } from "../engine/intake";
+import { runStep } from "../engine/runner";
+import { EventValidationError, parseEvent } from "../ingest/event";
+import { storeEvent } from "../ingest/store";
+import type { EventJob, Queues, StepJob } from "./queues";
+import { EVENTS_QUEUE, STEPS_QUEUE, enqueueSteps, redisConnection } from "./queues";
+
+export interface WorkerOptions {
+  concurrency: number;
+  /** BullMQ lock: a job whose worker died is handed to another after this long. */
+  lockMs: number;
+}
+
+export interface RunningWorkers {
+  /** Finishes in-flight jobs, then stops taking new ones. */
+  close(): Promise<void>;
+}
+
+export function startWorkers(
+  engine: Engine,
+  queues: Queues,
+  redisUrl: string,
+  opts: WorkerOptions,
+): RunningWorkers {
+  const common = {
+    prefix: queues.prefix,
+    concurrency: opts.concurrency,
+    lockDuration: opts.lockMs,
+    stalledInterval: Math.max(1_000, Math.floor(opts.lockMs / 2)),
+    // Every processor is idempotent, so a job that stalled again and again is simply run again.
+    maxStalledCount: 1_000,
+  };
+  const events = new Worker<EventJob>(EVENTS_QUEUE, (job) => processEventJob(engine, queues, job), {
+    ...common,
+    connection: redisConnection(redisUrl),
+  });
+  const steps = new Worker<StepJob>(
+    STEPS_QUEUE,
+    (job, token) => processStepJob(engine, queues, job, token),
+    {
+      ...common,
+      connection: redisConnection(redisUrl),
+    },
+  );
+  for (const worker of [events, steps]) {
+    worker.on("failed", (job, error) => {
+      if (error instanceof DelayedError) return;
+      engine.log.error("job failed", {
+        queue: worker.name,
+        job: job?.id,
+        attempt: job?.attemptsMade,
+        error: error.message,
+      });
+    });
+    worker.on("error", (error) =>
+      engine.log.error("queue error", { queue: worker.name, error: error.message }),
+    );
+  }
+  return {
+    async close() {
+      await Promise.all([events.close(), steps.close()]);
+      await Promise.all([events.disconnect(), steps.disconnect()]);
+    },
+  };
+}
+
+async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob>): Promise<void> {
+  let rowId: bigint;
+  if ("delivery" in job.data) {
+    let event;
+    try {
+      event = parseEvent(job.data.delivery);
+    } catch (error) {
+      if (error instanceof EventValidationError) {
+        engine.log.warn("event rejected", {
+          job: job.id,
+          via: job.data.via,
+          problems: error.message,
+        });
+        throw new UnrecoverableError(error.message);
+      }
+      throw error;
+    }
+    const stored = await storeEvent(engine.db, event, job.data.via, engine.clock.now());
+    // A redelivery of an event whose first delivery crashed before processing still processes it.
+    if (stored.status === "conflict" || (stored.status === "duplicate" && stored.processed)) return;
+    rowId = stored.eventRowId;
+  } else {
+    rowId = BigInt(job.data.eventRowId);
+  }
+  const enrolled = await processEvent(engine, rowId);
+  const now = engine.clock.now();
+  await enqueueSteps(
+    queues,
+    enrolled.map((e) => ({ ...e, at: now })),
+    now,
+  );
+}
+
+async function processStepJob(
+  engine: Engine,
+  queues: Queues,
+  job: Job<StepJob>,
+  token?: string,
+): Promise<void> {
+  const result = await runStep(engine, BigInt(job.data.enrollmentId), job.data.stepSeq);
+  if (result.kind === "scheduled") {
+    await enqueueSteps(queues, [result], engine.clock.now());
+  } else if (result.kind === "retry") {
+    // Same job, later: BullMQ's way to reschedule from inside a processor.
+    await job.moveToDelayed(Math.max(result.at.getTime(), Date.now() + 10), token);
+    throw new DelayedError(result.why);
+  }
+}

@@ -1,0 +1,313 @@
+// The send-once guarantee against real processes: `sendonce worker` children sharing one
+// Postgres schema and one Redis prefix, sending through a real SMTP server. Workers are
+// SIGKILLed at the protocol's two dangerous points, and Redis loses its jobs mid-journey.
+import { Queue } from "bullmq";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { actionKey } from "../../src/engine/keys";
+import type { TestSchema } from "../support/db";
+import { createTestSchema } from "../support/db";
+import { journeysDir } from "../support/journeys";
+import { REDIS_URL, flushPrefix, uniquePrefix } from "../support/redis";
+import type { SmtpSink } from "../support/smtp";
+import { startSmtpSink } from "../support/smtp";
+import type { WorkerProcess } from "../support/workers";
+import { eventually, startWorker } from "../support/workers";
+
+const JOURNEYS = journeysDir({
+  "hello.yaml": `
+id: hello
+name: Hello
+category: transactional
+trigger: { event: signed_up }
+steps:
+  - id: hello_email
+    email:
+      subject: "Hello {{ customer.attributes.name }}"
+      html: "<p>Welcome aboard</p>"
+      text: "Welcome aboard"
+`,
+  "series.yaml": `
+id: series
+name: Two emails with a wait between
+category: transactional
+trigger: { event: series.started }
+entry: { once: per_reference, reference: "{{ event.properties.ref }}" }
+steps:
+  - id: first
+    email: { subject: "First", text: "one" }
+  - id: pause
+    wait: 3s
+  - id: second
+    email: { subject: "Second", text: "two" }
+`,
+  "loyalty.yaml": `
+id: loyalty
+name: Points per order
+category: transactional
+trigger: { event: order.completed }
+entry: { once: per_reference, reference: "{{ event.properties.order_id }}" }
+steps:
+  - id: award
+    points: { amount: 100, reason: order_reward }
+`,
+});
+
+interface Harness {
+  schema: TestSchema;
+  prefix: string;
+  sink: SmtpSink;
+  queue: Queue;
+  workers: WorkerProcess[];
+  env(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;
+  deliver(event: object, times?: number): Promise<void>;
+}
+
+async function harness(): Promise<Harness> {
+  const schema = await createTestSchema("send");
+  const prefix = uniquePrefix("send");
+  const sink = await startSmtpSink();
+  const queue = new Queue("events", { connection: { url: REDIS_URL }, prefix });
+  return {
+    schema,
+    prefix,
+    sink,
+    queue,
+    workers: [],
+    env: (extra = {}) => ({
+      DATABASE_URL: schema.url,
+      REDIS_URL,
+      SENDONCE_QUEUE_PREFIX: prefix,
+      SMTP_URL: sink.url,
+      EMAIL_FROM: "Shop <news@shop.example>",
+      SENDONCE_JOURNEYS_DIR: JOURNEYS,
+      SENDONCE_LEASE_MS: "1500",
+      SENDONCE_SEND_TIMEOUT_MS: "1500",
+      SENDONCE_SWEEP_INTERVAL_MS: "500",
+      ...extra,
+    }),
+    // Each delivery is its own job, as each webhook redelivery would be.
+    async deliver(event, times = 1) {
+      await Promise.all(
+        Array.from({ length: times }, () => queue.add("deliver", { delivery: event, via: "test" })),
+      );
+    },
+  };
+}
+
+async function teardown(h: Harness): Promise<void> {
+  await Promise.all(h.workers.map((w) => w.kill("SIGKILL")));
+  await h.queue.close();
+  await h.sink.close();
+  await flushPrefix(h.prefix);
+  await h.schema.drop();
+}
+
+function signup(customerId: string, id = `evt_${customerId}`) {
+  return {
+    id,
+    type: "signed_up",
+    customerId,
+    occurredAt: "2026-11-02T09:00:00Z",
+    customer: { email: `${customerId}@example.com`, attributes: { name: customerId } },
+  };
+}
+
+function messageId(journeyId: string, stepId: string, customerId: string, reference = ""): string {
+  return `<${actionKey({ journeyId, stepId, customerId, reference })}@shop.example>`;
+}
+
+async function actionState(h: Harness, key: string) {
+  return h.schema.db.action.findUnique({ where: { key } });
+}
+
+describe("four workers on one database and one Redis", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await harness();
+    h.workers = Array.from({ length: 4 }, () => startWorker(h.env(), ["--concurrency", "10"]));
+    await Promise.all(h.workers.map((w) => w.waitFor(/worker started/)));
+  }, 60_000);
+  afterAll(() => teardown(h));
+
+  it("send one email for an event delivered 50 times at once", async () => {
+    await h.deliver(signup("c_storm"), 50);
+    const key = actionKey({
+      journeyId: "hello",
+      stepId: "hello_email",
+      customerId: "c_storm",
+      reference: "",
+    });
+    await eventually(
+      async () => ((await actionState(h, key))?.state === "sent" ? true : undefined),
+      20_000,
+      "sent",
+    );
+    // Let every redelivery finish before counting.
+    await eventually(async () =>
+      (await h.queue.getJobCounts("waiting", "active")).waiting === 0 ? true : undefined,
+    );
+    await new Promise((r) => setTimeout(r, 1_000));
+
+    expect(h.sink.countByMessageId().get(messageId("hello", "hello_email", "c_storm"))).toBe(1);
+    expect(h.sink.messages.filter((m) => m.to.includes("c_storm@example.com"))).toHaveLength(1);
+    const db = h.schema.db;
+    expect(await db.event.count({ where: { customerId: "c_storm" } })).toBe(1);
+    expect(
+      await db.eventDuplicate.count({ where: { eventId: "evt_c_storm", kind: "duplicate" } }),
+    ).toBe(49);
+    expect(await db.enrollment.count({ where: { customerId: "c_storm" } })).toBe(1);
+    expect(await db.actionAttempt.count({ where: { actionKey: key } })).toBe(1);
+  });
+
+  it("grant points once for 100 concurrent triggers, and keep the balance equal to the ledger", async () => {
+    const order = (id: string) => ({
+      id,
+      type: "order.completed",
+      customerId: "c_points",
+      occurredAt: "2026-11-02T10:00:00Z",
+      properties: { order_id: "o_1" },
+    });
+    // The same event redelivered 100 times, and 100 distinct events naming the same order.
+    await Promise.all([
+      h.deliver(order("evt_order_1"), 100),
+      ...Array.from({ length: 100 }, (_, i) => h.deliver(order(`evt_order_1_copy_${i}`))),
+    ]);
+    const db = h.schema.db;
+    await eventually(async () =>
+      (await db.event.count({ where: { customerId: "c_points", processedAt: { not: null } } })) ===
+      101
+        ? true
+        : undefined,
+    );
+    await eventually(async () =>
+      (await db.pointsEntry.count({ where: { customerId: "c_points" } })) > 0 ? true : undefined,
+    );
+    await new Promise((r) => setTimeout(r, 1_000));
+
+    const entries = await db.pointsEntry.findMany({ where: { customerId: "c_points" } });
+    expect(entries.map((e) => e.amount)).toEqual([100]);
+    const balance = await db.pointsBalance.findUnique({ where: { customerId: "c_points" } });
+    expect(balance?.balance).toBe(entries.reduce((sum, e) => sum + e.amount, 0));
+    expect(await db.enrollment.count({ where: { customerId: "c_points" } })).toBe(1);
+  });
+
+  it("finish a journey whose wait was lost when Redis was flushed, sending nothing twice", async () => {
+    const event = {
+      id: "evt_series_1",
+      type: "series.started",
+      customerId: "c_flush",
+      occurredAt: "2026-11-02T11:00:00Z",
+      properties: { ref: "r1" },
+      customer: { email: "c_flush@example.com" },
+    };
+    await h.deliver(event, 3);
+    const first = messageId("series", "first", "c_flush", "r1");
+    const second = messageId("series", "second", "c_flush", "r1");
+    await eventually(
+      () => (h.sink.countByMessageId().get(first) ? true : undefined),
+      20_000,
+      "first email",
+    );
+    const db = h.schema.db;
+    const waiting = await db.enrollment.findFirstOrThrow({ where: { customerId: "c_flush" } });
+    expect(waiting.currentStepId).toBe("second");
+    expect(waiting.nextRunAt!.getTime()).toBeGreaterThan(Date.now());
+
+    // Every job of this deployment, the delayed wait included, is gone.
+    expect(await flushPrefix(h.prefix)).toBeGreaterThan(0);
+
+    await eventually(
+      () => (h.sink.countByMessageId().get(second) ? true : undefined),
+      20_000,
+      "second email",
+    );
+    await eventually(async () =>
+      (await db.enrollment.findFirstOrThrow({ where: { customerId: "c_flush" } })).status ===
+      "completed"
+        ? true
+        : undefined,
+    );
+    await new Promise((r) => setTimeout(r, 1_500));
+    const counts = h.sink.countByMessageId();
+    expect([counts.get(first), counts.get(second)]).toEqual([1, 1]);
+  });
+});
+
+describe("a worker killed in the middle of a send", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await harness();
+  }, 60_000);
+  afterEach(async () => {
+    await Promise.all(h.workers.map((w) => w.kill("SIGKILL")));
+    h.workers = [];
+  });
+  afterAll(() => teardown(h));
+
+  it("is retried by another worker when it died after claiming, before calling SMTP: one email", async () => {
+    const doomed = startWorker(h.env({ SENDONCE_FAILPOINT: "after_claim" }));
+    h.workers.push(doomed);
+    await doomed.waitFor(/worker started/);
+    await h.deliver(signup("c_claimed"));
+    await doomed.waitFor(/failpoint after_claim reached/);
+    const key = actionKey({
+      journeyId: "hello",
+      stepId: "hello_email",
+      customerId: "c_claimed",
+      reference: "",
+    });
+    expect((await actionState(h, key))?.state).toBe("claimed");
+    await doomed.kill("SIGKILL");
+    expect(h.sink.messages).toHaveLength(0);
+
+    const survivor = startWorker(h.env());
+    h.workers.push(survivor);
+    await eventually(
+      async () => ((await actionState(h, key))?.state === "sent" ? true : undefined),
+      30_000,
+      "sent",
+    );
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(h.sink.countByMessageId().get(messageId("hello", "hello_email", "c_claimed"))).toBe(1);
+    const action = await actionState(h, key);
+    expect(action?.attempt).toBe(2);
+  });
+
+  it("is left in_doubt, never resent, when it died after SMTP took the message", async () => {
+    const doomed = startWorker(h.env({ SENDONCE_FAILPOINT: "after_call" }));
+    h.workers.push(doomed);
+    await doomed.waitFor(/worker started/);
+    await h.deliver(signup("c_calling"));
+    await doomed.waitFor(/failpoint after_call reached/);
+    const id = messageId("hello", "hello_email", "c_calling");
+    expect(h.sink.countByMessageId().get(id)).toBe(1);
+    const key = actionKey({
+      journeyId: "hello",
+      stepId: "hello_email",
+      customerId: "c_calling",
+      reference: "",
+    });
+    expect((await actionState(h, key))?.state).toBe("calling");
+    await doomed.kill("SIGKILL");
+
+    const survivor = startWorker(h.env());
+    h.workers.push(survivor);
+    await eventually(
+      async () => ((await actionState(h, key))?.state === "in_doubt" ? true : undefined),
+      30_000,
+      "in_doubt",
+    );
+    const db = h.schema.db;
+    await eventually(async () =>
+      (await db.enrollment.findFirstOrThrow({ where: { customerId: "c_calling" } })).status ===
+      "completed"
+        ? true
+        : undefined,
+    );
+    // Redeliver the event too: still nothing new.
+    await h.deliver(signup("c_calling"), 5);
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(h.sink.countByMessageId().get(id)).toBe(1);
+    expect((await actionState(h, key))?.reason).toBe("call_interrupted");
+  });
+});
