@@ -1,6 +1,7 @@
 // Environment variables are read here, once, and validated into a typed Config; nothing
 // deeper in the code reads process.env.
 import { z } from "zod";
+import type { FailpointName } from "./engine/engine";
 
 const optionalUrl = (name: string, protocols: string[]) =>
   z
@@ -34,7 +35,7 @@ const envSchema = z.object({
   SENDONCE_SEND_TIMEOUT_MS: milliseconds(30_000),
   SENDONCE_RETRY_BASE_MS: milliseconds(5_000),
   SENDONCE_SWEEP_INTERVAL_MS: milliseconds(5_000),
-  SENDONCE_FAILPOINT: z.enum(["after_claim", "after_call"]).optional(),
+  SENDONCE_FAILPOINT: z.enum(["after_claim", "after_call", "after_outcome"]).optional(),
 });
 
 export interface Config {
@@ -56,7 +57,7 @@ export interface Config {
   retryBaseMs: number;
   sweepIntervalMs: number;
   /** Fault injection for the crash tests and the chaos suite: the worker stops dead here. */
-  failpoint?: "after_claim" | "after_call";
+  failpoint?: FailpointName;
 }
 
 export class ConfigError extends Error {

@@ -1,9 +1,9 @@
-// Email over SMTP (nodemailer). One connection per message: a pooled connection that dies
-// mid-pool would blur which message's DATA was cut off, and that is the one fact the failure
-// class depends on.
+// Email over SMTP (nodemailer). A connection of its own per message: the failure class
+// depends on one fact per message — did the server say "354, send the body" before the
+// connection failed? — and nodemailer reports socket errors as "CONN" whatever the stage, so
+// each send watches its own SMTP transcript for that reply.
 import nodemailer from "nodemailer";
-import type { SentMessageInfo } from "nodemailer/lib/smtp-transport";
-import type { Delivery, EmailChannel, EmailMessage, FailureClass } from "./channel";
+import type { Delivery, EmailChannel, EmailMessage } from "./channel";
 import { ChannelError } from "./channel";
 
 export interface SmtpOptions {
@@ -15,18 +15,20 @@ export interface SmtpOptions {
 
 export function createSmtpChannel(opts: SmtpOptions): EmailChannel {
   const timeout = opts.timeoutMs ?? 30_000;
-  const transport = nodemailer.createTransport({
-    url: opts.url,
-    connectionTimeout: timeout,
-    greetingTimeout: timeout,
-    socketTimeout: timeout,
-    logger: false,
-  });
   return {
     async send(message: EmailMessage): Promise<Delivery> {
-      let info: SentMessageInfo;
+      const stage = { bodyRequested: false };
+      const transport = nodemailer.createTransport({
+        url: opts.url,
+        connectionTimeout: timeout,
+        greetingTimeout: timeout,
+        socketTimeout: timeout,
+        // The transcript goes to this watcher only; nothing of it is printed or kept.
+        logger: transcriptWatcher(stage),
+        debug: true,
+      });
       try {
-        info = await transport.sendMail({
+        const info = (await transport.sendMail({
           from: opts.from,
           to: message.to,
           subject: message.subject,
@@ -34,13 +36,15 @@ export function createSmtpChannel(opts: SmtpOptions): EmailChannel {
           ...(message.text !== undefined && { text: message.text }),
           messageId: message.messageId,
           ...(message.headers && { headers: message.headers }),
-        });
+        })) as { response?: string };
+        return { providerId: queueId(info.response) ?? message.messageId };
       } catch (error) {
-        throw classifySmtpError(error);
+        throw classifySmtpError(error, stage.bodyRequested);
+      } finally {
+        transport.close();
       }
-      return { providerId: queueId(info.response) ?? message.messageId };
     },
-    close: () => Promise.resolve(transport.close()),
+    close: () => Promise.resolve(),
   };
 }
 
@@ -48,40 +52,55 @@ interface NodemailerError {
   code?: string;
   command?: string;
   responseCode?: number;
-  message?: string;
 }
 
 /**
- * DESIGN §3 for SMTP: 4xx → retry; 5xx → refused; no reply at all → it depends on whether the
- * message body may have reached the server, which nodemailer tells by the command in flight.
+ * DESIGN §3 for SMTP: a 4xx reply → retry; a 5xx reply → refused; no reply at all → in doubt
+ * once the server asked for the body (it may have taken the message), otherwise a retry.
  */
-export function classifySmtpError(error: unknown): ChannelError {
+export function classifySmtpError(error: unknown, bodyRequested: boolean): ChannelError {
   const e = (error ?? {}) as NodemailerError;
   const code = e.responseCode;
+  const at = e.command && e.command !== "CONN" ? ` at ${e.command}` : "";
   if (code !== undefined && code >= 400 && code < 500) {
-    return new ChannelError(
-      `SMTP ${code} at ${e.command ?? "connect"}: try later`,
-      "retryable",
-      String(code),
-    );
+    return new ChannelError(`SMTP ${code}${at}: try later`, "retryable", String(code));
   }
   if (code !== undefined && code >= 500) {
-    return new ChannelError(
-      `SMTP ${code} at ${e.command ?? "connect"}: refused`,
-      "permanent",
-      String(code),
-    );
+    return new ChannelError(`SMTP ${code}${at}: refused`, "permanent", String(code));
   }
-  const failure: FailureClass =
-    e.command === "DATA" || e.code === "EMESSAGE" ? "in_doubt" : "retryable";
-  const stage = e.command ?? "connect";
-  return new ChannelError(
-    failure === "in_doubt"
-      ? `no answer after the message was sent (${e.code ?? "error"} at ${stage}): the server may have taken it`
-      : `could not hand the message over (${e.code ?? "error"} at ${stage})`,
-    failure,
-    e.code,
-  );
+  const what = e.code ?? "error";
+  return bodyRequested
+    ? new ChannelError(
+        `no reply after the message body was sent (${what}): the server may have accepted it`,
+        "in_doubt",
+        e.code,
+      )
+    : new ChannelError(
+        `could not hand the message over (${what} before DATA)`,
+        "retryable",
+        e.code,
+      );
+}
+
+type LogFn = (entry: { tnx?: string } | undefined, message?: string) => void;
+
+/** A nodemailer logger that only notes when the server answers DATA with 354. */
+function transcriptWatcher(stage: { bodyRequested: boolean }) {
+  const ignore: LogFn = () => {};
+  const debug: LogFn = (entry, message) => {
+    if (entry?.tnx === "server" && typeof message === "string" && message.startsWith("354")) {
+      stage.bodyRequested = true;
+    }
+  };
+  return {
+    level: ignore,
+    trace: ignore,
+    debug,
+    info: ignore,
+    warn: ignore,
+    error: ignore,
+    fatal: ignore,
+  };
 }
 
 /** `250 2.0.0 Ok: queued as 4Xy9` → `4Xy9`; servers differ, so anything else is undefined. */

@@ -227,6 +227,7 @@ async function send(
     journey: intent.journeyId,
     step: intent.stepId,
   };
+  await engine.failpoint?.("after_outcome", intent.key);
   if (!recorded) {
     engine.log.warn("outcome ignored: a newer attempt owns the action", {
       ...fields,

@@ -1,16 +1,12 @@
 // The send-once guarantee against real processes: `sendonce worker` children sharing one
 // Postgres schema and one Redis prefix, sending through a real SMTP server. Workers are
 // SIGKILLed at the protocol's two dangerous points, and Redis loses its jobs mid-journey.
-import { Queue } from "bullmq";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
-import type { TestSchema } from "../support/db";
-import { createTestSchema } from "../support/db";
+import type { Harness } from "../support/harness";
+import { actionState, messageId, signup, startHarness, teardown } from "../support/harness";
 import { journeysDir } from "../support/journeys";
-import { REDIS_URL, flushPrefix, uniquePrefix } from "../support/redis";
-import type { SmtpSink } from "../support/smtp";
-import { startSmtpSink } from "../support/smtp";
-import type { WorkerProcess } from "../support/workers";
+import { flushPrefix } from "../support/redis";
 import { eventually, startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
@@ -52,78 +48,10 @@ steps:
 `,
 });
 
-interface Harness {
-  schema: TestSchema;
-  prefix: string;
-  sink: SmtpSink;
-  queue: Queue;
-  workers: WorkerProcess[];
-  env(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;
-  deliver(event: object, times?: number): Promise<void>;
-}
-
-async function harness(): Promise<Harness> {
-  const schema = await createTestSchema("send");
-  const prefix = uniquePrefix("send");
-  const sink = await startSmtpSink();
-  const queue = new Queue("events", { connection: { url: REDIS_URL }, prefix });
-  return {
-    schema,
-    prefix,
-    sink,
-    queue,
-    workers: [],
-    env: (extra = {}) => ({
-      DATABASE_URL: schema.url,
-      REDIS_URL,
-      SENDONCE_QUEUE_PREFIX: prefix,
-      SMTP_URL: sink.url,
-      EMAIL_FROM: "Shop <news@shop.example>",
-      SENDONCE_JOURNEYS_DIR: JOURNEYS,
-      SENDONCE_LEASE_MS: "1500",
-      SENDONCE_SEND_TIMEOUT_MS: "1500",
-      SENDONCE_SWEEP_INTERVAL_MS: "500",
-      ...extra,
-    }),
-    // Each delivery is its own job, as each webhook redelivery would be.
-    async deliver(event, times = 1) {
-      await Promise.all(
-        Array.from({ length: times }, () => queue.add("deliver", { delivery: event, via: "test" })),
-      );
-    },
-  };
-}
-
-async function teardown(h: Harness): Promise<void> {
-  await Promise.all(h.workers.map((w) => w.kill("SIGKILL")));
-  await h.queue.close();
-  await h.sink.close();
-  await flushPrefix(h.prefix);
-  await h.schema.drop();
-}
-
-function signup(customerId: string, id = `evt_${customerId}`) {
-  return {
-    id,
-    type: "signed_up",
-    customerId,
-    occurredAt: "2026-11-02T09:00:00Z",
-    customer: { email: `${customerId}@example.com`, attributes: { name: customerId } },
-  };
-}
-
-function messageId(journeyId: string, stepId: string, customerId: string, reference = ""): string {
-  return `<${actionKey({ journeyId, stepId, customerId, reference })}@shop.example>`;
-}
-
-async function actionState(h: Harness, key: string) {
-  return h.schema.db.action.findUnique({ where: { key } });
-}
-
 describe("four workers on one database and one Redis", () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await harness();
+    h = await startHarness(JOURNEYS);
     h.workers = Array.from({ length: 4 }, () => startWorker(h.env(), ["--concurrency", "10"]));
     await Promise.all(h.workers.map((w) => w.waitFor(/worker started/)));
   }, 60_000);
@@ -236,7 +164,7 @@ describe("four workers on one database and one Redis", () => {
 describe("a worker killed in the middle of a send", () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await harness();
+    h = await startHarness(JOURNEYS);
   }, 60_000);
   afterEach(async () => {
     await Promise.all(h.workers.map((w) => w.kill("SIGKILL")));

@@ -8,12 +8,13 @@ const BIN = fileURLToPath(new URL("../../bin/sendonce.js", import.meta.url));
 export function runCli(
   args: string[],
   env: NodeJS.ProcessEnv = {},
+  timeoutMs = 60_000,
 ): { code: number; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [BIN, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     encoding: "utf8",
-    timeout: 60_000,
+    timeout: timeoutMs,
   });
   return { code: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
 }

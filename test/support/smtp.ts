@@ -18,7 +18,9 @@ export type SmtpFailure =
   /** Take the whole message, then drop the connection without a reply. */
   | { kind: "drop_after_data" }
   /** Take the whole message and never reply. */
-  | { kind: "hang_after_data" };
+  | { kind: "hang_after_data" }
+  /** Take the whole message and accept it only after `ms`. */
+  | { kind: "slow"; ms: number };
 
 export interface SmtpSink {
   url: string;
@@ -83,6 +85,10 @@ export async function startSmtpSink(): Promise<SmtpSink> {
           return;
         }
         if (after?.kind === "hang_after_data") return;
+        if (after?.kind === "slow") {
+          setTimeout(() => callback(), after.ms);
+          return;
+        }
         callback(replyError(after));
       });
     },

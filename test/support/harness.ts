@@ -1,0 +1,84 @@
+// A deployment of its own for engine tests: a Postgres schema, a Redis queue prefix, a real
+// SMTP server, and the environment that points `sendonce worker` children at them.
+import { Queue } from "bullmq";
+import { actionKey } from "../../src/engine/keys";
+import type { TestSchema } from "./db";
+import { createTestSchema } from "./db";
+import { REDIS_URL, flushPrefix, uniquePrefix } from "./redis";
+import type { SmtpSink } from "./smtp";
+import { startSmtpSink } from "./smtp";
+import type { WorkerProcess } from "./workers";
+
+export interface Harness {
+  schema: TestSchema;
+  prefix: string;
+  sink: SmtpSink;
+  queue: Queue;
+  workers: WorkerProcess[];
+  env(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;
+  deliver(event: object, times?: number): Promise<void>;
+}
+
+/** A schema, a queue prefix and an SMTP sink of their own, for workers started with `env()`. */
+export async function startHarness(journeys: string): Promise<Harness> {
+  const schema = await createTestSchema("send");
+  const prefix = uniquePrefix("send");
+  const sink = await startSmtpSink();
+  const queue = new Queue("events", { connection: { url: REDIS_URL }, prefix });
+  return {
+    schema,
+    prefix,
+    sink,
+    queue,
+    workers: [],
+    env: (extra = {}) => ({
+      DATABASE_URL: schema.url,
+      REDIS_URL,
+      SENDONCE_QUEUE_PREFIX: prefix,
+      SMTP_URL: sink.url,
+      EMAIL_FROM: "Shop <news@shop.example>",
+      SENDONCE_JOURNEYS_DIR: journeys,
+      SENDONCE_LEASE_MS: "1500",
+      SENDONCE_SEND_TIMEOUT_MS: "1500",
+      SENDONCE_SWEEP_INTERVAL_MS: "500",
+      ...extra,
+    }),
+    // Each delivery is its own job, as each webhook redelivery would be.
+    async deliver(event, times = 1) {
+      await Promise.all(
+        Array.from({ length: times }, () => queue.add("deliver", { delivery: event, via: "test" })),
+      );
+    },
+  };
+}
+
+export async function teardown(h: Harness): Promise<void> {
+  await Promise.all(h.workers.map((w) => w.kill("SIGKILL")));
+  await h.queue.close();
+  await h.sink.close();
+  await flushPrefix(h.prefix);
+  await h.schema.drop();
+}
+
+export function signup(customerId: string, id = `evt_${customerId}`) {
+  return {
+    id,
+    type: "signed_up",
+    customerId,
+    occurredAt: "2026-11-02T09:00:00Z",
+    customer: { email: `${customerId}@example.com`, attributes: { name: customerId } },
+  };
+}
+
+export function messageId(
+  journeyId: string,
+  stepId: string,
+  customerId: string,
+  reference = "",
+): string {
+  return `<${actionKey({ journeyId, stepId, customerId, reference })}@shop.example>`;
+}
+
+export async function actionState(h: Harness, key: string) {
+  return h.schema.db.action.findUnique({ where: { key } });
+}
