@@ -11,6 +11,7 @@ import type { ActionIntent, Outcome, Recheck, SettledClaim } from "../ledger/act
 import { claimAction, markCallStarted, recordOutcome } from "../ledger/actions";
 import { recordAudit } from "../ledger/audit";
 import { grantPoints } from "../ledger/points";
+import { loadSendFacts } from "../ledger/facts";
 import { evaluateSend } from "../policies/evaluate";
 import type { CustomerView, EnrollmentView, EventView } from "./context";
 import { branchTarget, findExit, nextStepId, renderStep, templateContext } from "./decide";
@@ -182,7 +183,7 @@ async function send(
     if (!exit.go) return exit;
     if (renderError)
       return { go: false, outcome: "skip", reason: "template_error", detail: renderError };
-    return recheckPolicies(run, tx, step.kind);
+    return recheckPolicies(run, tx, intent, step.kind);
   });
   if (claim.kind !== "proceed") return settle(run, step, claim);
 
@@ -341,27 +342,33 @@ async function recheckExit(run: Run, tx: Tx): Promise<Recheck> {
   return exit ? { go: false, outcome: "exited", detail: exit } : { go: true };
 }
 
-async function recheckPolicies(run: Run, tx: Tx, channel: "email" | "sms"): Promise<Recheck> {
-  const { journey } = run.cj;
-  const customer = await loadCustomer(tx, run.enrollment.customerId);
-  const consent = journey.consent
-    ? await tx.consent.findUnique({
-        where: {
-          customerId_channel_topic: { customerId: customer.id, channel, topic: journey.consent },
-        },
-        select: { status: true, grantedAt: true },
-      })
-    : null;
-  const verdict = evaluateSend({
+async function recheckPolicies(
+  run: Run,
+  tx: Tx,
+  intent: ActionIntent,
+  channel: "email" | "sms",
+): Promise<Recheck> {
+  const { engine, cj } = run;
+  const facts = await loadSendFacts(
+    tx,
+    intent,
+    cj.journey,
+    engine.catalog.policies,
     channel,
-    category: journey.category,
-    ...(journey.consent !== undefined && { topic: journey.consent }),
-    address: channel === "email" ? customer.email : customer.phone,
-    ...(consent && { consent }),
-  });
-  return verdict.allow
-    ? { go: true }
-    : { go: false, outcome: "skip", reason: verdict.reason, detail: verdict.detail };
+    engine.clock.now(),
+  );
+  const verdict = evaluateSend(facts);
+  if (verdict.allow) return { go: true };
+  if ("delayUntil" in verdict) {
+    return {
+      go: false,
+      outcome: "delay",
+      until: verdict.delayUntil,
+      reason: verdict.reason,
+      detail: verdict.detail,
+    };
+  }
+  return { go: false, outcome: "skip", reason: verdict.reason, detail: verdict.detail };
 }
 
 /** Moves the enrollment to `stepId`, due at `at`; false when another run moved it first. */

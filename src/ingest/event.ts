@@ -37,6 +37,17 @@ export const eventSchema = z.strictObject({
   customer: customerTraitsSchema.optional(),
 });
 
+/** `consent.granted` / `consent.revoked` change one topic on one channel as of occurredAt. */
+export const CONSENT_EVENTS = {
+  "consent.granted": "granted",
+  "consent.revoked": "revoked",
+} as const;
+
+const consentProperties = z.object({
+  channel: z.enum(["email", "sms"], 'must be "email" or "sms"'),
+  topic: z.string().min(1, "must name the consent topic").max(64),
+});
+
 export type ParsedEvent = z.output<typeof eventSchema>;
 export type RawEvent = z.input<typeof eventSchema>;
 export type CustomerTraits = z.output<typeof customerTraitsSchema>;
@@ -50,7 +61,19 @@ export class EventValidationError extends Error {
 
 /** Validates one event, naming each bad field (`occurredAt: must be an ISO-8601 timestamp`). */
 export function parseEvent(raw: unknown): ParsedEvent {
-  const result = eventSchema.safeParse(raw);
+  const result = eventSchema
+    .superRefine((event, ctx) => {
+      if (!(event.type in CONSENT_EVENTS)) return;
+      const props = consentProperties.safeParse(event.properties);
+      for (const issue of props.error?.issues ?? []) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["properties", ...issue.path],
+          message: issue.message,
+        });
+      }
+    })
+    .safeParse(raw);
   if (result.success) return result.data;
   throw new EventValidationError(
     result.error.issues.map((i) => ({

@@ -5,7 +5,7 @@ import { TX_OPTIONS } from "../db/client";
 import { recordAudit } from "../ledger/audit";
 import { applyConsent } from "../policies/consent";
 import type { CustomerTraits, ParsedEvent } from "./event";
-import { payloadHash } from "./event";
+import { CONSENT_EVENTS, payloadHash } from "./event";
 
 export type StoreResult =
   | { status: "new"; eventRowId: bigint }
@@ -42,6 +42,18 @@ export async function storeEvent(
     if (row) {
       if (event.customer)
         await applyTraits(tx, event.customerId, event.customer, event.occurredAt, event.source);
+      const consent = CONSENT_EVENTS[event.type as keyof typeof CONSENT_EVENTS];
+      if (consent) {
+        const { channel, topic } = event.properties as { channel: "email" | "sms"; topic: string };
+        await applyConsent(tx, {
+          customerId: event.customerId,
+          channel,
+          topic,
+          status: consent,
+          occurredAt: event.occurredAt,
+          source: event.source,
+        });
+      }
       await recordAudit(tx, { ...audit, kind: "event_received" });
       return { status: "new", eventRowId: row.id };
     }

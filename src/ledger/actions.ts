@@ -27,7 +27,9 @@ export interface ActionIntent {
 export type Recheck =
   | { go: true }
   | { go: false; outcome: "exited"; detail: string }
-  | { go: false; outcome: "skip"; reason: string; detail: string };
+  | { go: false; outcome: "skip"; reason: string; detail: string }
+  /** Not now: quiet hours, or a full cap with on_cap: delay. Nothing is inserted. */
+  | { go: false; outcome: "delay"; until: Date; reason: string; detail: string };
 
 export interface ClaimOptions {
   now: Date;
@@ -151,6 +153,15 @@ export async function claimAction(
     }
     const check = await recheck(tx);
     if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
+    if (!check.go && check.outcome === "delay") {
+      await recordAudit(tx, {
+        ...audit,
+        kind: "delayed",
+        rule: check.reason,
+        detail: { why: check.detail, until: check.until },
+      });
+      return { kind: "wait", until: check.until, why: check.detail };
+    }
     if (!check.go) {
       await upsertAction(tx, intent, opts, "skipped", check.reason, existing);
       await recordAudit(tx, {

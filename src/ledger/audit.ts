@@ -16,6 +16,7 @@ export type AuditKind =
   | "step_claimed"
   | "duplicate_suppressed"
   | "skipped"
+  | "delayed"
   | "call_started"
   | "sent"
   | "failed_retryable"

@@ -52,6 +52,7 @@ const LABELS: Record<AuditKind, string> = {
   step_claimed: "step claimed",
   duplicate_suppressed: "duplicate suppressed",
   skipped: "skipped",
+  delayed: "delayed",
   call_started: "call started",
   sent: "sent",
   failed_retryable: "failed, will retry",
@@ -100,6 +101,9 @@ export function formatTimeline(entries: TimelineEntry[]): string[] {
         break;
       case "duplicate_suppressed":
         what = `${where} key ${e.actionKey} already ${text(d.state)}`;
+        break;
+      case "delayed":
+        what = `${where} ${e.rule}: ${text(d.why)}`;
         break;
       case "skipped":
         what = `${where} ${e.rule}: ${text(d.why)}`;

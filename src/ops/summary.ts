@@ -10,12 +10,13 @@ export interface RunSummary {
   actions: Record<string, number>;
   skippedByReason: Record<string, number>;
   suppressedDuplicates: number;
+  delayedByReason: Record<string, number>;
   pointsGranted: number;
   enrollmentsExited: number;
 }
 
 export async function summarize(db: Db, since: Date): Promise<RunSummary> {
-  const [events, duplicates, enrollments, actions, skipped, suppressed, points, exited] =
+  const [events, duplicates, enrollments, actions, skipped, suppressed, points, exited, delayed] =
     await Promise.all([
       db.event.count({ where: { receivedAt: { gte: since } } }),
       db.eventDuplicate.groupBy({
@@ -37,6 +38,11 @@ export async function summarize(db: Db, since: Date): Promise<RunSummary> {
       db.auditEntry.count({ where: { at: { gte: since }, kind: "duplicate_suppressed" } }),
       db.pointsEntry.aggregate({ where: { createdAt: { gte: since } }, _sum: { amount: true } }),
       db.enrollment.count({ where: { enrolledAt: { gte: since }, status: "exited" } }),
+      db.auditEntry.groupBy({
+        by: ["rule"],
+        where: { at: { gte: since }, kind: "delayed" },
+        _count: true,
+      }),
     ]);
   return {
     events,
@@ -46,6 +52,7 @@ export async function summarize(db: Db, since: Date): Promise<RunSummary> {
     actions: Object.fromEntries(actions.map((a) => [`${a.channel} ${a.state}`, a._count])),
     skippedByReason: Object.fromEntries(skipped.map((s) => [s.reason ?? "unknown", s._count])),
     suppressedDuplicates: suppressed,
+    delayedByReason: Object.fromEntries(delayed.map((d) => [d.rule ?? "unknown", d._count])),
     pointsGranted: points._sum.amount ?? 0,
     enrollmentsExited: exited,
   };

@@ -137,8 +137,11 @@ describe("four workers on one database and one Redis", () => {
       "first email",
     );
     const db = h.schema.db;
-    const waiting = await db.enrollment.findFirstOrThrow({ where: { customerId: "c_flush" } });
-    expect(waiting.currentStepId).toBe("second");
+    // The sink sees the email before the worker records it and moves on: wait for the move.
+    const waiting = await eventually(async () => {
+      const e = await db.enrollment.findFirstOrThrow({ where: { customerId: "c_flush" } });
+      return e.currentStepId === "second" ? e : undefined;
+    });
     expect(waiting.nextRunAt!.getTime()).toBeGreaterThan(Date.now());
 
     // Every job of this deployment, the delayed wait included, is gone.
