@@ -5,8 +5,9 @@ import { randomBytes } from "node:crypto";
 import type { EmailChannel, SmsChannel } from "./channels/channel";
 import { createSmtpChannel } from "./channels/email-smtp";
 import { createEmailOutbox, createSmsOutbox } from "./channels/outbox";
+import { createTwilioChannel } from "./channels/sms-twilio";
 import type { Config } from "./config";
-import { addressOf } from "./config";
+import { ConfigError, addressOf } from "./config";
 import type { Db } from "./db/client";
 import { createDb } from "./db/client";
 import { JourneyCatalog } from "./engine/catalog";
@@ -56,6 +57,15 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
         `\nrun "sendonce validate ${config.journeysDir}" for details`,
     );
   }
+  const needLinks = loaded.journeys.filter(
+    (j) => j.category === "marketing" && j.consent && j.steps.some((s) => s.kind === "email"),
+  );
+  if (needLinks.length > 0 && !config.secret) {
+    throw new ConfigError(
+      `SENDONCE_SECRET is not set: marketing emails carry signed unsubscribe links (journeys ${needLinks.map((j) => j.id).join(", ")}). ` +
+        "Set it to a random string of 32 or more characters, e.g. openssl rand -hex 32",
+    );
+  }
   const db = createDb(opts.databaseUrl, { poolSize: opts.poolSize ?? 10 });
   const queues = createQueues(opts.redisUrl, config.queuePrefix);
   const channels = createChannels(config);
@@ -65,6 +75,7 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
     claimLeaseMs: config.leaseMs,
     callLeaseMs: config.leaseMs + config.sendTimeoutMs,
     retryBaseMs: config.retryBaseMs,
+    inDoubtGraceMs: config.inDoubtGraceMs,
   };
   const engine: Engine = {
     db,
@@ -73,6 +84,7 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
     workerId: `${hostname()}-${process.pid}-${randomBytes(2).toString("hex")}`,
     channels,
     messageIdDomain: addressOf(config.emailFrom).split("@")[1]!,
+    ...(config.secret && { links: { secret: config.secret, publicBaseUrl: config.publicBaseUrl } }),
     tuning,
     log: opts.log,
     ...(config.failpoint && { failpoint: failpoint(config.failpoint, opts.log) }),
@@ -98,7 +110,13 @@ function createChannels(config: Config): { email: EmailChannel; sms: SmsChannel 
           timeoutMs: config.sendTimeoutMs,
         })
       : createEmailOutbox(outboxDir(config, "email"), config.emailFrom),
-    sms: createSmsOutbox(outboxDir(config, "sms")),
+    sms: config.twilio
+      ? createTwilioChannel({
+          ...config.twilio,
+          publicBaseUrl: config.publicBaseUrl,
+          timeoutMs: config.sendTimeoutMs,
+        })
+      : createSmsOutbox(outboxDir(config, "sms")),
   };
 }
 

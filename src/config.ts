@@ -35,6 +35,29 @@ const envSchema = z.object({
   SENDONCE_SEND_TIMEOUT_MS: milliseconds(30_000),
   SENDONCE_RETRY_BASE_MS: milliseconds(5_000),
   SENDONCE_SWEEP_INTERVAL_MS: milliseconds(5_000),
+  TWILIO_ACCOUNT_SID: z
+    .string()
+    .regex(/^AC[0-9a-fA-F]{32}$/, "must look like AC followed by 32 hex digits")
+    .optional(),
+  TWILIO_AUTH_TOKEN: z.string().min(8, "is too short").optional(),
+  TWILIO_FROM: z
+    .string()
+    .regex(
+      /^\+[1-9]\d{6,14}$|^[A-Za-z0-9 ]{1,11}$/,
+      "must be an E.164 number or an alphanumeric sender id",
+    )
+    .optional(),
+  TWILIO_MESSAGING_SERVICE_SID: z
+    .string()
+    .regex(/^MG[0-9a-fA-F]{32}$/, "must look like MG followed by 32 hex digits")
+    .optional(),
+  TWILIO_API_BASE_URL: optionalUrl("TWILIO_API_BASE_URL", ["https:", "http:"]),
+  PUBLIC_BASE_URL: optionalUrl("PUBLIC_BASE_URL", ["https:", "http:"]),
+  SENDONCE_SECRET: z
+    .string()
+    .min(32, "must be at least 32 characters (e.g. openssl rand -hex 32)")
+    .optional(),
+  SENDONCE_INDOUBT_GRACE_MS: milliseconds(60_000),
   SENDONCE_FAILPOINT: z.enum(["after_claim", "after_call", "after_outcome"]).optional(),
 });
 
@@ -56,6 +79,19 @@ export interface Config {
   sendTimeoutMs: number;
   retryBaseMs: number;
   sweepIntervalMs: number;
+  twilio?: {
+    accountSid: string;
+    authToken: string;
+    from?: string;
+    messagingServiceSid?: string;
+    apiBaseUrl?: string;
+  };
+  /** Where this deployment's API is reachable from outside: unsubscribe links, status callbacks. */
+  publicBaseUrl: string;
+  /** Signs unsubscribe tokens; unset means links cannot be made (a startup error for sends). */
+  secret?: string;
+  /** How long an in-doubt SMS waits before it is looked up in the provider's message list. */
+  inDoubtGraceMs: number;
   /** Fault injection for the crash tests and the chaos suite: the worker stops dead here. */
   failpoint?: FailpointName;
 }
@@ -85,6 +121,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e && !EMAIL.test(addressOf(from))) {
     problems.push(`EMAIL_FROM: not an email address or "Name <address>"`);
   }
+  const twilioSet = [
+    e?.TWILIO_ACCOUNT_SID,
+    e?.TWILIO_AUTH_TOKEN,
+    e?.TWILIO_FROM,
+    e?.TWILIO_MESSAGING_SERVICE_SID,
+  ].some(Boolean);
+  if (e && twilioSet) {
+    if (!e.TWILIO_ACCOUNT_SID)
+      problems.push("TWILIO_ACCOUNT_SID: required when any TWILIO_* variable is set");
+    if (!e.TWILIO_AUTH_TOKEN)
+      problems.push("TWILIO_AUTH_TOKEN: required when any TWILIO_* variable is set");
+    if (!e.TWILIO_FROM && !e.TWILIO_MESSAGING_SERVICE_SID) {
+      problems.push("TWILIO_FROM: set a sender number, or TWILIO_MESSAGING_SERVICE_SID");
+    }
+  }
   if (!e || problems.length > 0) {
     // Name the variable and the rule, never the value: it may hold a password.
     throw new ConfigError(`invalid configuration:\n  ${problems.join("\n  ")}`);
@@ -101,6 +152,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sendTimeoutMs: e.SENDONCE_SEND_TIMEOUT_MS,
     retryBaseMs: e.SENDONCE_RETRY_BASE_MS,
     sweepIntervalMs: e.SENDONCE_SWEEP_INTERVAL_MS,
+    ...(twilioSet && {
+      twilio: {
+        accountSid: e.TWILIO_ACCOUNT_SID!,
+        authToken: e.TWILIO_AUTH_TOKEN!,
+        ...(e.TWILIO_FROM && { from: e.TWILIO_FROM }),
+        ...(e.TWILIO_MESSAGING_SERVICE_SID && {
+          messagingServiceSid: e.TWILIO_MESSAGING_SERVICE_SID,
+        }),
+        ...(e.TWILIO_API_BASE_URL && { apiBaseUrl: e.TWILIO_API_BASE_URL }),
+      },
+    }),
+    publicBaseUrl: (e.PUBLIC_BASE_URL ?? "http://localhost:8080").replace(/\/$/, ""),
+    ...(e.SENDONCE_SECRET && { secret: e.SENDONCE_SECRET }),
+    inDoubtGraceMs: e.SENDONCE_INDOUBT_GRACE_MS,
     ...(e.SENDONCE_FAILPOINT && { failpoint: e.SENDONCE_FAILPOINT }),
   };
 }

@@ -40,6 +40,11 @@ export interface SmsMessage {
 /** A channel sends one message for one action key. */
 export interface Channel<M> {
   send(message: M, actionKey: string): Promise<Delivery>;
+  /**
+   * Where the provider can list what it sent: the provider's id of this message if it was
+   * sent since `since`, or undefined. Resolves in-doubt sends; absent on channels that cannot.
+   */
+  lookup?(message: M, since: Date): Promise<string | undefined>;
   close(): Promise<void>;
 }
 

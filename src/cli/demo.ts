@@ -2,7 +2,9 @@
 // reuses) an embedded Postgres and a redis-server under .sendonce/, runs the bundled journeys
 // over a sample of events full of duplicates, and proves from the outbox that nothing was
 // sent twice.
-import { readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createApp, outboxDir, runEngine } from "../app";
 import { countOutbox } from "../channels/outbox";
@@ -34,11 +36,16 @@ export interface DemoOptions {
 }
 
 export async function runDemo(opts: DemoOptions): Promise<number> {
-  const config: Config = { ...loadConfig(), sweepIntervalMs: 1_000 };
+  const loaded = loadConfig();
   if (opts.fresh) {
-    rmSync(config.stateDir, { recursive: true, force: true });
-    console.log(`removed ${config.stateDir}/`);
+    rmSync(loaded.stateDir, { recursive: true, force: true });
+    console.log(`removed ${loaded.stateDir}/`);
   }
+  const config: Config = {
+    ...loaded,
+    sweepIntervalMs: 1_000,
+    secret: loaded.secret ?? demoSecret(loaded.stateDir),
+  };
   const services = await resolveServices(config);
   console.log(
     `postgres: ${services.embedded.postgres ? `embedded, data in ${config.stateDir}/postgres` : "DATABASE_URL"}; ` +
@@ -103,6 +110,16 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     await app?.close();
     await services.stop();
   }
+}
+
+/** Without SENDONCE_SECRET the demo signs unsubscribe links with a key kept in its state dir. */
+function demoSecret(stateDir: string): string {
+  const file = join(stateDir, "secret");
+  if (!existsSync(file)) {
+    mkdirSync(stateDir, { recursive: true });
+    writeFileSync(file, randomBytes(32).toString("hex"), { mode: 0o600 });
+  }
+  return readFileSync(file, "utf8").trim();
 }
 
 function readSample(file: string): Wave[] {

@@ -24,6 +24,8 @@ export interface Tuning {
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** How long an in-doubt send waits before it is looked up at the provider. */
+  inDoubtGraceMs: number;
 }
 
 export const DEFAULT_TUNING: Tuning = {
@@ -33,6 +35,7 @@ export const DEFAULT_TUNING: Tuning = {
   maxAttempts: 8,
   retryBaseMs: 5_000,
   retryMaxMs: 3_600_000,
+  inDoubtGraceMs: 60_000,
 };
 
 export interface Engine {
@@ -43,6 +46,8 @@ export interface Engine {
   channels: { email: EmailChannel; sms: SmsChannel };
   /** The domain of Message-IDs: `<actionKey@domain>`. */
   messageIdDomain: string;
+  /** Signs unsubscribe links of marketing emails; none without SENDONCE_SECRET. */
+  links?: { secret: string; publicBaseUrl: string };
   tuning: Tuning;
   log: Logger;
   failpoint?: (name: FailpointName, actionKey: string) => Promise<void>;

@@ -38,20 +38,27 @@ export interface ClaimOptions {
   claimLeaseMs: number;
   /** A `calling` row older than this belongs to a crashed call: in_doubt. */
   callLeaseMs: number;
+  /**
+   * When the channel can look a message up at the provider: how long an in-doubt action waits
+   * before it is looked up (once; found → sent, absent → one more attempt).
+   */
+  resolveAfterMs?: number;
 }
 
 /** States after which a key is settled: a later run only records a suppressed duplicate. */
 export const SETTLED: readonly ActionState[] = ["sent", "skipped", "failed_permanent", "in_doubt"];
 
 /** A claim that settled without a provider call: what points and skips return. */
-export type SettledClaim = Exclude<ClaimResult, { kind: "proceed" }>;
+export type SettledClaim = Exclude<ClaimResult, { kind: "proceed" | "resolve" }>;
 
 export type ClaimResult =
   | { kind: "proceed"; attempt: number; token: number }
   | { kind: "settled"; state: ActionState; reason: string | null; duplicate: boolean }
   | { kind: "wait"; until: Date; why: string }
   | { kind: "stale" }
-  | { kind: "exited"; detail: string };
+  | { kind: "exited"; detail: string }
+  /** In doubt and due for a look-up at the provider, under this token. */
+  | { kind: "resolve"; token: number; attempt: number; callStartedAt: Date };
 
 interface ActionRow {
   state: ActionState;
@@ -62,6 +69,9 @@ interface ActionRow {
   callStartedAt: Date | null;
   nextAttemptAt: Date | null;
   workerId: string | null;
+  updatedAt: Date;
+  /** An earlier in-doubt attempt was looked up, not found, and released for its one retry. */
+  released: boolean;
 }
 
 /**
@@ -95,7 +105,8 @@ export async function claimAction(
   return withCustomerLock(db, intent, async (tx): Promise<ClaimResult> => {
     const audit = auditBase(intent, opts);
     const [existing] = await tx.$queryRaw<ActionRow[]>`
-      SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId"
+      SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
+        "updatedAt", EXISTS (SELECT 1 FROM "ActionAttempt" t WHERE t."actionKey" = key AND t.outcome = 'released') AS released
       FROM "Action" WHERE key = ${intent.key}`;
     if (existing) {
       const now = opts.now.getTime();
@@ -104,6 +115,7 @@ export async function claimAction(
         case "skipped":
         case "failed_permanent":
         case "in_doubt":
+          if (resolvable(existing, opts)) return resolveWhenDue(existing, opts);
           await recordAudit(tx, {
             ...audit,
             kind: "duplicate_suppressed",
@@ -137,6 +149,9 @@ export async function claimAction(
             rule: "call_interrupted",
             detail: { attempt: existing.attempt, crashedWorker: existing.workerId },
           });
+          if (resolvable(existing, opts)) {
+            return resolveWhenDue({ ...existing, updatedAt: opts.now }, opts);
+          }
           return {
             kind: "settled",
             state: "in_doubt",
@@ -177,6 +192,106 @@ export async function claimAction(
       ...audit,
       kind: "step_claimed",
       detail: { attempt: claimed.attempt, ...(existing && { previous: existing.state }) },
+    });
+    return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
+  });
+}
+
+function resolvable(row: ActionRow, opts: ClaimOptions): boolean {
+  return opts.resolveAfterMs !== undefined && !row.released && row.callStartedAt !== null;
+}
+
+function resolveWhenDue(row: ActionRow, opts: ClaimOptions): ClaimResult {
+  const due = row.updatedAt.getTime() + opts.resolveAfterMs!;
+  if (due > opts.now.getTime()) {
+    return { kind: "wait", until: new Date(due), why: "in doubt: to be looked up at the provider" };
+  }
+  return {
+    kind: "resolve",
+    token: row.fencingToken,
+    attempt: row.attempt,
+    callStartedAt: row.callStartedAt!,
+  };
+}
+
+/** The provider has the message: the in-doubt action was sent after all. */
+export async function resolveFound(
+  db: Db,
+  intent: ActionIntent,
+  token: number,
+  providerId: string,
+  opts: Pick<ClaimOptions, "now" | "workerId">,
+): Promise<boolean> {
+  return db.$transaction(async (tx) => {
+    const rows = await tx.$queryRaw<{ attempt: number }[]>`
+      WITH a AS (
+        UPDATE "Action" SET state = 'sent', reason = 'found_at_provider', "providerId" = ${providerId},
+          "completedAt" = ${opts.now}, "updatedAt" = ${opts.now}
+        WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state = 'in_doubt'
+        RETURNING key, attempt)
+      UPDATE "ActionAttempt" t SET outcome = 'sent', "providerId" = ${providerId}, "finishedAt" = COALESCE(t."finishedAt", ${opts.now})
+      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt
+      RETURNING t.attempt`;
+    if (rows.length === 0) return false;
+    await recordAudit(tx, {
+      ...auditBase(intent, opts),
+      kind: "sent",
+      rule: "found_at_provider",
+      detail: { attempt: rows[0]!.attempt, providerId, resolvedBy: "provider message list" },
+    });
+    return true;
+  }, TX_OPTIONS);
+}
+
+/**
+ * The provider does not have the message: release the in-doubt action for one more attempt,
+ * re-checking consent and policies first, as any retry does.
+ */
+export async function releaseInDoubt(
+  db: Db,
+  intent: ActionIntent,
+  token: number,
+  opts: ClaimOptions,
+  recheck: (tx: Tx) => Promise<Recheck>,
+): Promise<ClaimResult> {
+  return withCustomerLock(db, intent, async (tx): Promise<ClaimResult> => {
+    const [row] = await tx.$queryRaw<ActionRow[]>`
+      SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
+        "updatedAt", false AS released
+      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state = 'in_doubt'`;
+    if (!row) return { kind: "stale" };
+    await tx.$executeRaw`
+      UPDATE "ActionAttempt" SET outcome = 'released' WHERE "actionKey" = ${intent.key} AND attempt = ${row.attempt}`;
+    const audit = auditBase(intent, opts);
+    await recordAudit(tx, {
+      ...audit,
+      kind: "released",
+      rule: "not_found_at_provider",
+      detail: { attempt: row.attempt },
+    });
+    const check = await recheck(tx);
+    if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
+    if (!check.go && check.outcome === "skip") {
+      await upsertAction(tx, intent, opts, "skipped", check.reason, row);
+      await recordAudit(tx, {
+        ...audit,
+        kind: "skipped",
+        rule: check.reason,
+        detail: { why: check.detail },
+      });
+      return { kind: "settled", state: "skipped", reason: check.reason, duplicate: false };
+    }
+    // A delay (quiet hours, a full cap) keeps the action released but unclaimed until then.
+    const claimed = await upsertAction(tx, intent, opts, "claimed", null, row);
+    if (!check.go) {
+      await tx.$executeRaw`
+        UPDATE "Action" SET state = 'failed_retryable', "nextAttemptAt" = ${check.until} WHERE key = ${intent.key}`;
+      return { kind: "wait", until: check.until, why: check.detail };
+    }
+    await recordAudit(tx, {
+      ...audit,
+      kind: "step_claimed",
+      detail: { attempt: claimed.attempt, previous: "in_doubt" },
     });
     return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
   });

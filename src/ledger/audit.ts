@@ -22,6 +22,7 @@ export type AuditKind =
   | "failed_retryable"
   | "failed_permanent"
   | "in_doubt"
+  | "released"
   | "points_granted"
   | "stale_outcome_ignored";
 

@@ -58,6 +58,7 @@ const LABELS: Record<AuditKind, string> = {
   failed_retryable: "failed, will retry",
   failed_permanent: "failed permanently",
   in_doubt: "in doubt",
+  released: "released for retry",
   points_granted: "points granted",
   stale_outcome_ignored: "stale outcome ignored",
 };
@@ -119,6 +120,7 @@ export function formatTimeline(entries: TimelineEntry[]): string[] {
         break;
       case "failed_permanent":
       case "in_doubt":
+      case "released":
         what = `${where} key ${short(e.actionKey)} ${e.rule ?? ""}${d.error ? `: ${text(d.error)}` : ""}`;
         break;
       default:

@@ -1,6 +1,7 @@
 // Consent per customer, channel and topic. Changes apply in occurredAt order: an older change
 // that arrives late never overwrites a newer one.
-import type { Tx } from "../db/client";
+import type { Db, Tx } from "../db/client";
+import { TX_OPTIONS } from "../db/client";
 import type { Channel, ConsentStatus } from "../generated/prisma/client";
 
 export interface ConsentChange {
@@ -30,4 +31,35 @@ export async function applyConsent(tx: Tx, change: ConsentChange): Promise<boole
       "updatedAt" = now()
     WHERE "Consent"."occurredAt" <= EXCLUDED."occurredAt"`;
   return rows > 0;
+}
+
+/**
+ * Revokes every topic of a channel for a customer (and `topic`, if they had none yet): what a
+ * provider's "recipient opted out" or an inbound STOP means.
+ */
+export async function revokeChannel(
+  db: Db,
+  customerId: string,
+  channel: "email" | "sms",
+  topic: string | undefined,
+  source: string,
+  now: Date,
+): Promise<void> {
+  await db.$transaction(async (tx) => {
+    const topics = await tx.consent.findMany({
+      where: { customerId, channel },
+      select: { topic: true },
+    });
+    const all = new Set([...topics.map((t) => t.topic), ...(topic ? [topic] : [])]);
+    for (const t of all) {
+      await applyConsent(tx, {
+        customerId,
+        channel,
+        topic: t,
+        status: "revoked",
+        occurredAt: now,
+        source,
+      });
+    }
+  }, TX_OPTIONS);
 }

@@ -20,7 +20,10 @@ export interface Harness {
 }
 
 /** A schema, a queue prefix and an SMTP sink of their own, for workers started with `env()`. */
-export async function startHarness(journeys: string): Promise<Harness> {
+export async function startHarness(
+  journeys: string,
+  baseEnv: NodeJS.ProcessEnv = {},
+): Promise<Harness> {
   const schema = await createTestSchema("send");
   const prefix = uniquePrefix("send");
   const sink = await startSmtpSink();
@@ -41,6 +44,8 @@ export async function startHarness(journeys: string): Promise<Harness> {
       SENDONCE_LEASE_MS: "1500",
       SENDONCE_SEND_TIMEOUT_MS: "1500",
       SENDONCE_SWEEP_INTERVAL_MS: "500",
+      SENDONCE_SECRET: "test-secret-0123456789abcdef0123456789abcdef",
+      ...baseEnv,
       ...extra,
     }),
     // Each delivery is its own job, as each webhook redelivery would be.
@@ -81,4 +86,20 @@ export function messageId(
 
 export async function actionState(h: Harness, key: string) {
   return h.schema.db.action.findUnique({ where: { key } });
+}
+
+/** Worker environment for SMS through a Twilio-compatible test server. */
+export function twilioEnv(server: {
+  url: string;
+  accountSid: string;
+  authToken: string;
+}): NodeJS.ProcessEnv {
+  return {
+    TWILIO_ACCOUNT_SID: server.accountSid,
+    TWILIO_AUTH_TOKEN: server.authToken,
+    TWILIO_FROM: "+15005550006",
+    TWILIO_API_BASE_URL: server.url,
+    PUBLIC_BASE_URL: "https://hooks.shop.example",
+    SENDONCE_INDOUBT_GRACE_MS: "800",
+  };
 }

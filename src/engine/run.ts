@@ -1,0 +1,69 @@
+// One run of an enrollment: what the step runners share.
+import type { Tx } from "../db/client";
+import type { CompiledJourney } from "../journeys/compile";
+import type { Step } from "../journeys/types";
+import type { ActionIntent, ClaimOptions, Recheck } from "../ledger/actions";
+import type { CustomerView, EnrollmentView, EventView } from "./context";
+import { findExit } from "./decide";
+import type { Engine } from "./engine";
+import { actionKey } from "./keys";
+import { loadExitCandidates } from "./rows";
+
+export interface Run {
+  engine: Engine;
+  cj: CompiledJourney;
+  enrollment: EnrollmentView & { customerId: string; seq: number; triggerAt: Date };
+  event: EventView;
+  customer: CustomerView;
+}
+
+export function intentFor(run: Run, step: Step, channel: ActionIntent["channel"]): ActionIntent {
+  const identity = {
+    journeyId: run.cj.journey.id,
+    stepId: step.id,
+    customerId: run.enrollment.customerId,
+    reference: run.enrollment.reference,
+  };
+  return {
+    ...identity,
+    key: actionKey(identity),
+    enrollmentId: run.enrollment.id,
+    stepSeq: run.enrollment.seq,
+    channel,
+    eventOccurredAt: run.event.occurredAt,
+  };
+}
+
+export function claimOptions(engine: Engine): ClaimOptions {
+  return {
+    now: engine.clock.now(),
+    workerId: engine.workerId,
+    claimLeaseMs: engine.tuning.claimLeaseMs,
+    callLeaseMs: engine.tuning.callLeaseMs,
+  };
+}
+
+export async function exitDetail(run: Run, db: Engine["db"] | Tx): Promise<string | undefined> {
+  const types = run.cj.exits.map((e) => e.event);
+  if (types.length === 0) return undefined;
+  const candidates = await loadExitCandidates(
+    db,
+    run.enrollment.customerId,
+    types,
+    run.enrollment.triggerAt,
+  );
+  const exit = findExit(run.cj, candidates, run.customer, run.enrollment);
+  return exit && `exit event ${exit.type} ${exit.source}/${exit.id}`;
+}
+
+export async function recheckExit(run: Run, tx: Tx): Promise<Recheck> {
+  const exit = await exitDetail(run, tx);
+  return exit ? { go: false, outcome: "exited", detail: exit } : { go: true };
+}
+
+export /** Records when the current step should run again, so a lost timer is found by the sweep. */
+async function setNextRun(run: Run, at: Date): Promise<void> {
+  await run.engine.db.$executeRaw`
+    UPDATE "Enrollment" SET "nextRunAt" = ${at}, "updatedAt" = ${run.engine.clock.now()}
+    WHERE id = ${run.enrollment.id} AND status = 'active' AND "stepSeq" = ${run.enrollment.seq}`;
+}

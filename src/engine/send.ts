@@ -1,0 +1,302 @@
+// A send step (email or SMS) through the ledger protocol: claim, mark the call started, call
+// the provider, record the outcome. An in-doubt SMS is looked up in the provider's message
+// list after a grace period: found → sent with its SID; absent → released for one retry.
+import { ChannelError } from "../channels/channel";
+import type { EmailMessage, SmsMessage } from "../channels/channel";
+import type { Tx } from "../db/client";
+import type { CompiledStep } from "../journeys/compile";
+import type { Step } from "../journeys/types";
+import type { ActionIntent, ClaimResult, Outcome, Recheck } from "../ledger/actions";
+import {
+  claimAction,
+  markCallStarted,
+  recordOutcome,
+  releaseInDoubt,
+  resolveFound,
+} from "../ledger/actions";
+import { loadSendFacts } from "../ledger/facts";
+import { revokeChannel } from "../policies/consent";
+import { evaluateSend } from "../policies/evaluate";
+import { unsubscribeLinks } from "../policies/unsubscribe";
+import type { CustomerView } from "./context";
+import { renderStep, templateContext } from "./decide";
+import type { Engine } from "./engine";
+import { retryDelayMs } from "./engine";
+import type { Run } from "./run";
+import { claimOptions, intentFor, recheckExit, setNextRun } from "./run";
+import { loadCustomer } from "./rows";
+
+type SendStep = Extract<Step, { kind: "email" | "sms" }>;
+
+/** How a send step ended for now. */
+export type SendResult =
+  | { kind: "done" }
+  | { kind: "retry"; at: Date; why: string }
+  | { kind: "exited"; detail: string }
+  | { kind: "idle" };
+
+/** Twilio 21610: the recipient replied STOP; their SMS consent is revoked. */
+const OPTED_OUT = "21610";
+
+export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promise<SendResult> {
+  const { engine } = run;
+  const intent = intentFor(run, step, step.kind);
+  const channel = engine.channels[step.kind];
+  let content: Content | undefined;
+  let renderError: string | undefined;
+  try {
+    content = render(run, cs, step);
+  } catch (error) {
+    renderError = (error as Error).message;
+  }
+  const recheck = async (tx: Tx): Promise<Recheck> => {
+    const exit = await recheckExit(run, tx);
+    if (!exit.go) return exit;
+    if (renderError)
+      return { go: false, outcome: "skip", reason: "template_error", detail: renderError };
+    return recheckPolicies(run, tx, intent, step.kind);
+  };
+  const opts = {
+    ...claimOptions(engine),
+    ...(channel.lookup && { resolveAfterMs: engine.tuning.inDoubtGraceMs }),
+  };
+  let claim: ClaimResult = await claimAction(engine.db, intent, opts, recheck);
+  if (claim.kind === "resolve") {
+    const customer = await loadCustomer(engine.db, intent.customerId);
+    const message = buildMessage(engine, step, intent.key, customer, content!);
+    let found: string | undefined;
+    try {
+      found = await channel.lookup!(message as SmsMessage & EmailMessage, claim.callStartedAt);
+    } catch (error) {
+      const at = new Date(engine.clock.now().getTime() + engine.tuning.inDoubtGraceMs);
+      engine.log.warn("look-up at the provider failed; will try again", {
+        key: intent.key,
+        error: (error as Error).message,
+      });
+      await setNextRun(run, at);
+      return { kind: "retry", at, why: "provider look-up failed" };
+    }
+    if (found) {
+      await resolveFound(engine.db, intent, claim.token, found, {
+        now: engine.clock.now(),
+        workerId: engine.workerId,
+      });
+      engine.log.info("in-doubt send found at the provider", {
+        key: intent.key,
+        providerId: found,
+      });
+      return { kind: "done" };
+    }
+    claim = await releaseInDoubt(engine.db, intent, claim.token, claimOptions(engine), recheck);
+  }
+  switch (claim.kind) {
+    case "proceed":
+      return call(run, step, intent, content!, claim);
+    case "settled":
+      return { kind: "done" };
+    case "wait":
+      await setNextRun(run, claim.until);
+      return { kind: "retry", at: claim.until, why: claim.why };
+    case "stale":
+    case "resolve":
+      return { kind: "idle" };
+    case "exited":
+      return { kind: "exited", detail: claim.detail };
+  }
+}
+
+async function call(
+  run: Run,
+  step: SendStep,
+  intent: ActionIntent,
+  content: Content,
+  claim: { attempt: number; token: number },
+): Promise<SendResult> {
+  const { engine } = run;
+  await engine.failpoint?.("after_claim", intent.key);
+  // Fresh profile: the address is the one in force now, not at enrollment.
+  const customer = await loadCustomer(engine.db, intent.customerId);
+  const message = buildMessage(engine, step, intent.key, customer, content);
+  const started = await markCallStarted(
+    engine.db,
+    intent.key,
+    claim.token,
+    engine.workerId,
+    engine.clock.now(),
+  );
+  if (!started)
+    return { kind: "retry", at: engine.clock.now(), why: "a newer attempt took the action over" };
+  let outcome: Outcome;
+  const began = Date.now();
+  try {
+    const delivery =
+      step.kind === "email"
+        ? await engine.channels.email.send(message as EmailMessage, intent.key)
+        : await engine.channels.sms.send(message as SmsMessage, intent.key);
+    outcome = { state: "sent", providerId: delivery.providerId };
+  } catch (error) {
+    outcome = classify(engine, error, claim.attempt);
+  }
+  await engine.failpoint?.("after_call", intent.key);
+  const now = engine.clock.now();
+  const recorded = await recordOutcome(engine.db, intent, claim.token, outcome, {
+    now,
+    workerId: engine.workerId,
+  });
+  await engine.failpoint?.("after_outcome", intent.key);
+  const fields = {
+    key: intent.key,
+    attempt: claim.attempt,
+    ms: Date.now() - began,
+    journey: intent.journeyId,
+    step: intent.stepId,
+  };
+  if (!recorded) {
+    engine.log.warn("outcome ignored: a newer attempt owns the action", {
+      ...fields,
+      outcome: outcome.state,
+    });
+    return { kind: "idle" };
+  }
+  switch (outcome.state) {
+    case "sent":
+      return { kind: "done" };
+    case "failed_retryable":
+      engine.log.warn("send failed, will retry", {
+        ...fields,
+        error: outcome.error,
+        at: outcome.nextAttemptAt.toISOString(),
+      });
+      await setNextRun(run, outcome.nextAttemptAt);
+      return { kind: "retry", at: outcome.nextAttemptAt, why: "retry backoff" };
+    case "failed_permanent":
+      engine.log.warn("send refused", { ...fields, error: outcome.error });
+      if (step.kind === "sms" && outcome.code === OPTED_OUT) {
+        await revokeChannel(
+          engine.db,
+          intent.customerId,
+          "sms",
+          run.cj.journey.consent,
+          "provider_21610",
+          now,
+        );
+      }
+      return { kind: "done" };
+    case "in_doubt": {
+      engine.log.warn("send in doubt", { ...fields, error: outcome.error });
+      if (!engine.channels[step.kind].lookup) return { kind: "done" };
+      // Stay on this step: after the grace period the next run looks the message up.
+      const at = new Date(now.getTime() + engine.tuning.inDoubtGraceMs);
+      await setNextRun(run, at);
+      return { kind: "retry", at, why: "in doubt: to be looked up at the provider" };
+    }
+  }
+}
+
+function classify(engine: Engine, error: unknown, attempt: number): Outcome {
+  const { tuning, clock } = engine;
+  if (!(error instanceof ChannelError)) {
+    // A bug after the call started: the provider may have acted, so never resend blindly.
+    return {
+      state: "in_doubt",
+      error: `unexpected: ${(error as Error)?.message ?? String(error)}`,
+    };
+  }
+  const code = error.code !== undefined ? { code: error.code } : {};
+  switch (error.failure) {
+    case "retryable":
+      if (attempt >= tuning.maxAttempts) {
+        return {
+          state: "failed_permanent",
+          error: error.message,
+          reason: "retries_exhausted",
+          ...code,
+        };
+      }
+      return {
+        state: "failed_retryable",
+        error: error.message,
+        nextAttemptAt: new Date(clock.now().getTime() + retryDelayMs(tuning, attempt)),
+        ...code,
+      };
+    case "permanent":
+      return {
+        state: "failed_permanent",
+        error: error.message,
+        reason: error.code === OPTED_OUT ? "recipient_opted_out" : "provider_refused",
+        ...code,
+      };
+    case "in_doubt":
+      return { state: "in_doubt", error: error.message, ...code };
+  }
+}
+
+/** Rendered fields, plus the unsubscribe headers of a marketing email. */
+interface Content {
+  fields: Record<string, string>;
+  headers?: Record<string, string>;
+}
+
+function render(run: Run, cs: CompiledStep, step: SendStep): Content {
+  const { engine, cj } = run;
+  const topic = cj.journey.consent;
+  const links =
+    step.kind === "email" && cj.journey.category === "marketing" && topic && engine.links
+      ? unsubscribeLinks(engine.links.secret, engine.links.publicBaseUrl, engine.messageIdDomain, {
+          customerId: run.enrollment.customerId,
+          channel: "email",
+          topic,
+        })
+      : undefined;
+  const ctx = templateContext(cj, run.event, run.customer, run.enrollment, {
+    unsubscribe_url: links?.url ?? "",
+  });
+  return { fields: renderStep(cs, ctx), ...(links && { headers: links.headers }) };
+}
+
+function buildMessage(
+  engine: Engine,
+  step: SendStep,
+  key: string,
+  customer: CustomerView,
+  c: Content,
+): EmailMessage | SmsMessage {
+  if (step.kind === "sms") return { to: customer.phone!, body: c.fields.body! };
+  return {
+    to: customer.email!,
+    subject: c.fields.subject!,
+    ...(c.fields.html !== undefined && { html: c.fields.html }),
+    ...(c.fields.text !== undefined && { text: c.fields.text }),
+    messageId: `<${key}@${engine.messageIdDomain}>`,
+    ...(c.headers && { headers: c.headers }),
+  };
+}
+
+async function recheckPolicies(
+  run: Run,
+  tx: Tx,
+  intent: ActionIntent,
+  channel: "email" | "sms",
+): Promise<Recheck> {
+  const { engine, cj } = run;
+  const facts = await loadSendFacts(
+    tx,
+    intent,
+    cj.journey,
+    engine.catalog.policies,
+    channel,
+    engine.clock.now(),
+  );
+  const verdict = evaluateSend(facts);
+  if (verdict.allow) return { go: true };
+  if ("delayUntil" in verdict) {
+    return {
+      go: false,
+      outcome: "delay",
+      until: verdict.delayUntil,
+      reason: verdict.reason,
+      detail: verdict.detail,
+    };
+  }
+  return { go: false, outcome: "skip", reason: verdict.reason, detail: verdict.detail };
+}

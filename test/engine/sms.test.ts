@@ -1,0 +1,152 @@
+// SMS through the twilio library against a real HTTP server that speaks Twilio's Messages
+// API: each answer Twilio can give, and in-doubt sends resolved from the provider's list.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { actionKey } from "../../src/engine/keys";
+import type { Harness } from "../support/harness";
+import { actionState, startHarness, teardown, twilioEnv } from "../support/harness";
+import { journeysDir } from "../support/journeys";
+import type { TwilioServer } from "../support/twilio";
+import { startTwilioServer } from "../support/twilio";
+import { eventually, startWorker } from "../support/workers";
+
+const JOURNEYS = journeysDir({
+  "texts.yaml": `
+id: texts
+name: One text per reference
+category: marketing
+consent: offers
+trigger: { event: text.requested }
+entry: { once: per_reference, reference: "{{ event.properties.ref }}" }
+steps:
+  - id: offer_sms
+    sms: { body: "Offer {{ event.properties.ref }} for {{ customer.attributes.name | default: 'you' }}" }
+`,
+});
+
+const key = (customerId: string, ref: string) =>
+  actionKey({ journeyId: "texts", stepId: "offer_sms", customerId, reference: ref });
+
+describe("SMS through a Twilio-compatible API", () => {
+  let twilio: TwilioServer;
+  let h: Harness;
+  beforeAll(async () => {
+    twilio = await startTwilioServer();
+    h = await startHarness(JOURNEYS, twilioEnv(twilio));
+    h.workers.push(startWorker(h.env({ SENDONCE_RETRY_BASE_MS: "300" })));
+    await h.workers[0]!.waitFor(/worker started/);
+  }, 60_000);
+  afterAll(async () => {
+    await teardown(h);
+    await twilio.close();
+  });
+
+  let n = 0;
+  async function text(
+    customerId: string,
+    ref: string,
+    phone = `+49151000${String(++n).padStart(5, "0")}`,
+  ) {
+    await h.deliver({
+      id: `evt_${customerId}_${ref}`,
+      type: "text.requested",
+      customerId,
+      occurredAt: "2026-11-02T10:00:00Z",
+      properties: { ref },
+      customer: { phone, timezone: "UTC", consents: { sms: { offers: "granted" } } },
+    });
+  }
+  const settled = (k: string, state: string) =>
+    eventually(
+      async () => {
+        const a = await actionState(h, k);
+        return a?.state === state ? a : undefined;
+      },
+      20_000,
+      `action ${state}`,
+    );
+
+  it("sends once, with the action key in the status callback", async () => {
+    await text("c_ok", "r1");
+    const action = await settled(key("c_ok", "r1"), "sent");
+    const sent = twilio.messages.find((m) => m.actionKey === key("c_ok", "r1"))!;
+    expect(action.providerId).toBe(sent.sid);
+    expect(sent.statusCallback).toBe(
+      `https://hooks.shop.example/v1/webhooks/twilio/status?key=${key("c_ok", "r1")}`,
+    );
+    expect(sent.body).toBe("Offer r1 for you");
+  });
+
+  it("retries 429 and 503 with backoff, then sends once", async () => {
+    twilio.fail({ kind: "error", status: 429, code: 20429 }, 1);
+    await text("c_busy", "r1");
+    await settled(key("c_busy", "r1"), "sent");
+    twilio.fail({ kind: "error", status: 503, code: 20503 }, 1);
+    await text("c_busy", "r2");
+    const action = await settled(key("c_busy", "r2"), "sent");
+    expect(action.attempt).toBe(2);
+    expect(twilio.countByKey().get(key("c_busy", "r2"))).toBe(1);
+  });
+
+  it("gives up on an invalid number (21211)", async () => {
+    twilio.fail({ kind: "error", status: 400, code: 21211 }, 1);
+    await text("c_invalid", "r1");
+    const action = await settled(key("c_invalid", "r1"), "failed_permanent");
+    expect(action.lastError).toMatch(/21211/);
+    expect(twilio.countByKey().get(key("c_invalid", "r1"))).toBeUndefined();
+  });
+
+  it("revokes SMS consent on 21610 (the recipient replied STOP), so later texts are skipped", async () => {
+    twilio.fail({ kind: "error", status: 400, code: 21610 }, 1);
+    await text("c_stopped", "r1", "+4915199999999");
+    const action = await settled(key("c_stopped", "r1"), "failed_permanent");
+    expect(action.reason).toBe("recipient_opted_out");
+    const consent = await h.schema.db.consent.findUniqueOrThrow({
+      where: {
+        customerId_channel_topic: { customerId: "c_stopped", channel: "sms", topic: "offers" },
+      },
+    });
+    expect([consent.status, consent.source]).toEqual(["revoked", "provider_21610"]);
+    // A later text: its event carries no consent, so the revocation stands.
+    await h.deliver({
+      id: "evt_c_stopped_r2",
+      type: "text.requested",
+      customerId: "c_stopped",
+      occurredAt: "2026-11-02T09:00:00Z",
+      properties: { ref: "r2" },
+    });
+    expect((await settled(key("c_stopped", "r2"), "skipped")).reason).toBe("no_consent");
+  });
+
+  it("resolves an in-doubt send from the provider's list: the message was created → sent, not resent", async () => {
+    twilio.fail({ kind: "drop_after_create" }, 1);
+    await text("c_lost_answer", "r1");
+    await settled(key("c_lost_answer", "r1"), "in_doubt");
+    const action = await settled(key("c_lost_answer", "r1"), "sent");
+    expect(action.reason).toBe("found_at_provider");
+    const created = twilio.messages.filter((m) => m.actionKey === key("c_lost_answer", "r1"));
+    expect(created).toHaveLength(1);
+    expect(action.providerId).toBe(created[0]!.sid);
+  });
+
+  it("releases an in-doubt send the provider never created for one retry: sent once", async () => {
+    twilio.fail({ kind: "drop" }, 1);
+    await text("c_never_made", "r1");
+    await settled(key("c_never_made", "r1"), "in_doubt");
+    const action = await settled(key("c_never_made", "r1"), "sent");
+    expect(action.attempt).toBe(2);
+    expect(twilio.countByKey().get(key("c_never_made", "r1"))).toBe(1);
+    const attempts = await h.schema.db.actionAttempt.findMany({
+      where: { actionKey: key("c_never_made", "r1") },
+      orderBy: { attempt: "asc" },
+    });
+    expect(attempts.map((a) => a.outcome)).toEqual(["released", "sent"]);
+  });
+
+  it("treats a 500 as in doubt and finds the message it did create", async () => {
+    twilio.fail({ kind: "error_after_create", status: 500 }, 1);
+    await text("c_500", "r1");
+    const action = await settled(key("c_500", "r1"), "sent");
+    expect(action.reason).toBe("found_at_provider");
+    expect(twilio.countByKey().get(key("c_500", "r1"))).toBe(1);
+  });
+});

@@ -1,0 +1,162 @@
+// The send policies as pure decisions, with time pinned: resend, caps, quiet hours across
+// daylight-saving changes, and unsubscribe tokens that cannot be forged or altered.
+import { describe, expect, it } from "vitest";
+import type { SendFacts } from "../../src/policies/evaluate";
+import { evaluateSend } from "../../src/policies/evaluate";
+import { quietHoursEnd } from "../../src/policies/quiet-hours";
+import {
+  signUnsubscribeToken,
+  unsubscribeLinks,
+  verifyUnsubscribeToken,
+} from "../../src/policies/unsubscribe";
+
+const DAY = 86_400_000;
+const at = (iso: string) => new Date(iso);
+const base = (over: Partial<SendFacts> = {}): SendFacts => ({
+  now: at("2026-06-10T12:00:00Z"),
+  channel: "email",
+  category: "marketing",
+  journeyId: "promo",
+  topic: "promotions",
+  address: "ana@example.com",
+  consent: { status: "granted", grantedAt: at("2026-01-01T00:00:00Z") },
+  resend: { kind: "per_reference" },
+  globalCaps: [],
+  journeyCaps: [],
+  onCap: "skip",
+  recentSends: [],
+  timezone: "Europe/Berlin",
+  ...over,
+});
+
+describe("resend policies", () => {
+  const last = at("2026-06-01T12:00:00Z");
+  it("never: once per customer, whatever the reference", () => {
+    expect(evaluateSend(base({ resend: { kind: "never" } }))).toEqual({ allow: true });
+    expect(evaluateSend(base({ resend: { kind: "never" }, lastSendOfStep: last }))).toMatchObject({
+      reason: "resend_policy",
+    });
+  });
+  it("after: not before the cooldown since the last send", () => {
+    expect(
+      evaluateSend(base({ resend: { kind: "after", ms: 30 * DAY }, lastSendOfStep: last })),
+    ).toMatchObject({
+      reason: "resend_policy",
+    });
+    expect(
+      evaluateSend(base({ resend: { kind: "after", ms: 5 * DAY }, lastSendOfStep: last })),
+    ).toEqual({ allow: true });
+  });
+  it("on_reopt_in: again only after a grant newer than the last send", () => {
+    const policy = { resend: { kind: "on_reopt_in" as const }, lastSendOfStep: last };
+    expect(evaluateSend(base(policy))).toMatchObject({ reason: "resend_policy" });
+    const regranted = { status: "granted" as const, grantedAt: at("2026-06-05T00:00:00Z") };
+    expect(evaluateSend(base({ ...policy, consent: regranted }))).toEqual({ allow: true });
+  });
+});
+
+describe("frequency caps", () => {
+  const cap = { id: "email-daily", channel: "email" as const, max: 2, windowMs: DAY };
+  const sends = (...isos: string[]) =>
+    isos.map((iso) => ({ journeyId: "other", channel: "email" as const, at: at(iso) }));
+  it("count every journey's sends in the window, and skip at the limit", () => {
+    const two = sends("2026-06-10T01:00:00Z", "2026-06-10T08:00:00Z");
+    expect(evaluateSend(base({ globalCaps: [cap], recentSends: two }))).toMatchObject({
+      allow: false,
+      reason: "frequency_cap",
+    });
+    expect(
+      evaluateSend(
+        base({
+          globalCaps: [cap],
+          recentSends: sends("2026-06-09T01:00:00Z", "2026-06-10T08:00:00Z"),
+        }),
+      ),
+    ).toEqual({
+      allow: true,
+    });
+  });
+  it("delay to when a slot frees, with on_cap: delay", () => {
+    const two = sends("2026-06-10T01:00:00Z", "2026-06-10T08:00:00Z");
+    expect(
+      evaluateSend(base({ globalCaps: [cap], recentSends: two, onCap: "delay" })),
+    ).toMatchObject({
+      delayUntil: at("2026-06-11T01:00:00Z"),
+      reason: "frequency_cap",
+    });
+  });
+  it("journey caps count only the journey's own sends; transactional journeys are exempt", () => {
+    const own = { id: "promo-weekly", channel: "any" as const, max: 1, windowMs: 7 * DAY };
+    expect(
+      evaluateSend(base({ journeyCaps: [own], recentSends: sends("2026-06-10T01:00:00Z") })),
+    ).toEqual({ allow: true });
+    const mine = [{ journeyId: "promo", channel: "sms" as const, at: at("2026-06-09T00:00:00Z") }];
+    expect(evaluateSend(base({ journeyCaps: [own], recentSends: mine }))).toMatchObject({
+      reason: "frequency_cap",
+    });
+    expect(
+      evaluateSend(base({ journeyCaps: [own], recentSends: mine, category: "transactional" })),
+    ).toEqual({ allow: true });
+  });
+});
+
+describe("quiet hours across daylight-saving changes", () => {
+  const night = { startMinute: 21 * 60, endMinute: 8 * 60 };
+  it("end at 08:00 local on the morning the clocks went back (Berlin, 25 Oct 2026)", () => {
+    // 22:00 CEST (UTC+2) on the 24th; 08:00 the next morning is CET (UTC+1).
+    expect(quietHoursEnd(at("2026-10-24T20:00:00Z"), night, "Europe/Berlin")).toEqual(
+      at("2026-10-25T07:00:00Z"),
+    );
+  });
+  it("end at 08:00 local on the morning the clocks went forward (Berlin, 29 Mar 2026)", () => {
+    expect(quietHoursEnd(at("2026-03-28T21:00:00Z"), night, "Europe/Berlin")).toEqual(
+      at("2026-03-29T06:00:00Z"),
+    );
+    expect(quietHoursEnd(at("2026-03-29T06:00:00Z"), night, "Europe/Berlin")).toBeUndefined();
+  });
+  it("follow the customer's zone: New York's fall-back night", () => {
+    expect(quietHoursEnd(at("2026-11-01T05:30:00Z"), night, "America/New_York")).toEqual(
+      at("2026-11-01T13:00:00Z"),
+    );
+  });
+  it("delay a marketing send that falls inside, not drop it", () => {
+    const verdict = evaluateSend(
+      base({
+        channel: "sms",
+        address: "+4915112345678",
+        now: at("2026-10-24T20:00:00Z"),
+        quietHours: night,
+      }),
+    );
+    expect(verdict).toMatchObject({
+      allow: false,
+      reason: "quiet_hours",
+      delayUntil: at("2026-10-25T07:00:00Z"),
+    });
+  });
+});
+
+describe("unsubscribe tokens", () => {
+  const secret = "s".repeat(40);
+  const target = { customerId: "c_1", channel: "email" as const, topic: "promotions" };
+  it("round-trip, and reject forged, altered and foreign-key tokens", () => {
+    const token = signUnsubscribeToken(secret, target);
+    expect(verifyUnsubscribeToken(secret, token)).toEqual(target);
+    const [payload, mac] = token.split(".");
+    const other = Buffer.from(JSON.stringify({ c: "c_2", ch: "email", t: "promotions" })).toString(
+      "base64url",
+    );
+    expect(verifyUnsubscribeToken(secret, `${other}.${mac}`)).toBeUndefined();
+    expect(verifyUnsubscribeToken(secret, `${payload}.${mac!.slice(0, -2)}AA`)).toBeUndefined();
+    expect(verifyUnsubscribeToken("another-secret-of-enough-length-000000", token)).toBeUndefined();
+    expect(verifyUnsubscribeToken(secret, "garbage")).toBeUndefined();
+    expect(verifyUnsubscribeToken(secret, `${token}.x`)).toBeUndefined();
+  });
+  it("make RFC 8058 one-click headers with an https link and a mailto", () => {
+    const links = unsubscribeLinks(secret, "https://news.shop.example", "shop.example", target);
+    expect(links.headers["List-Unsubscribe-Post"]).toBe("List-Unsubscribe=One-Click");
+    expect(links.headers["List-Unsubscribe"]).toMatch(
+      /^<https:\/\/news\.shop\.example\/v1\/unsubscribe\/[\w-]+\.[\w-]+>, <mailto:unsubscribe@shop\.example\?subject=unsubscribe%20[\w-]+\.[\w-]+>$/,
+    );
+  });
+});
