@@ -24,7 +24,10 @@ export type AuditKind =
   | "in_doubt"
   | "released"
   | "points_granted"
-  | "stale_outcome_ignored";
+  | "stale_outcome_ignored"
+  | "delivery_status"
+  | "consent_revoked"
+  | "consent_granted";
 
 export interface AuditRecord {
   kind: AuditKind;

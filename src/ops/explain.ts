@@ -61,6 +61,9 @@ const LABELS: Record<AuditKind, string> = {
   released: "released for retry",
   points_granted: "points granted",
   stale_outcome_ignored: "stale outcome ignored",
+  delivery_status: "delivery status",
+  consent_revoked: "consent revoked",
+  consent_granted: "consent granted",
 };
 
 /** Audit details are JSON: strings print as they are, anything else as JSON. */
@@ -122,6 +125,13 @@ export function formatTimeline(entries: TimelineEntry[]): string[] {
       case "in_doubt":
       case "released":
         what = `${where} key ${short(e.actionKey)} ${e.rule ?? ""}${d.error ? `: ${text(d.error)}` : ""}`;
+        break;
+      case "delivery_status":
+        what = `${where} ${e.rule} (${text(d.providerId)})`;
+        break;
+      case "consent_revoked":
+      case "consent_granted":
+        what = `${text(d.channel)} ${text(d.topics)} by ${e.rule}`;
         break;
       default:
         what = `${where} ${JSON.stringify(d)}`;

@@ -1,0 +1,124 @@
+// Twilio's webhooks: delivery status callbacks (the action key is in the URL) and inbound
+// messages (STOP / START keywords). Both are verified with X-Twilio-Signature before anything
+// is read; an unsigned or forged request changes nothing.
+import twilio from "twilio";
+import type { Db } from "../db/client";
+import { TX_OPTIONS } from "../db/client";
+import { recordAudit } from "../ledger/audit";
+import { applyConsent } from "../policies/consent";
+
+export interface TwilioWebhookRequest {
+  /** The full URL Twilio requested, as configured (PUBLIC_BASE_URL + path + query). */
+  url: string;
+  /** The form fields of the POST body. */
+  params: Record<string, string>;
+  signature: string | undefined;
+}
+
+export interface WebhookDeps {
+  db: Db;
+  authToken: string;
+  now: () => Date;
+}
+
+export type WebhookResult =
+  { status: 204 | 200; body?: string } | { status: 403 | 400; body: string };
+
+/** Twilio's own opt-out and opt-in keywords. */
+const STOP = new Set([
+  "STOP",
+  "STOPALL",
+  "UNSUBSCRIBE",
+  "CANCEL",
+  "END",
+  "QUIT",
+  "REVOKE",
+  "OPTOUT",
+]);
+const START = new Set(["START", "YES", "UNSTOP", "OPTIN"]);
+const STOP_SOURCE = "sms_stop";
+
+function verified(deps: WebhookDeps, req: TwilioWebhookRequest): boolean {
+  return (
+    !!req.signature && twilio.validateRequest(deps.authToken, req.signature, req.url, req.params)
+  );
+}
+
+/** Records a delivery status (queued, sent, delivered, undelivered, failed) for an action. */
+export async function handleStatusCallback(
+  deps: WebhookDeps,
+  req: TwilioWebhookRequest,
+): Promise<WebhookResult> {
+  if (!verified(deps, req)) return { status: 403, body: "invalid X-Twilio-Signature" };
+  const key = new URL(req.url).searchParams.get("key");
+  const status = req.params.MessageStatus;
+  if (!key || !status) return { status: 400, body: "key and MessageStatus are required" };
+  const action = await deps.db.action.findUnique({
+    where: { key },
+    select: { customerId: true, journeyId: true, stepId: true, enrollmentId: true },
+  });
+  // An unknown key is acknowledged (Twilio would retry otherwise) but records nothing.
+  if (!action) return { status: 204 };
+  await recordAudit(deps.db, {
+    kind: "delivery_status",
+    at: deps.now(),
+    customerId: action.customerId,
+    journeyId: action.journeyId,
+    stepId: action.stepId,
+    enrollmentId: action.enrollmentId,
+    actionKey: key,
+    rule: status,
+    detail: {
+      providerId: req.params.MessageSid,
+      status,
+      ...(req.params.ErrorCode && { errorCode: req.params.ErrorCode }),
+    },
+  });
+  return { status: 204 };
+}
+
+/**
+ * An inbound text: STOP revokes every SMS topic of the customers with that number; START
+ * restores the topics a STOP revoked. Anything else is ignored. Answers empty TwiML.
+ */
+export async function handleInboundMessage(
+  deps: WebhookDeps,
+  req: TwilioWebhookRequest,
+): Promise<WebhookResult> {
+  if (!verified(deps, req)) return { status: 403, body: "invalid X-Twilio-Signature" };
+  const from = req.params.From;
+  const word = (req.params.Body ?? "").trim().toUpperCase();
+  const twiml = {
+    status: 200 as const,
+    body: '<?xml version="1.0" encoding="UTF-8"?><Response></Response>',
+  };
+  if (!from || (!STOP.has(word) && !START.has(word))) return twiml;
+  const now = deps.now();
+  await deps.db.$transaction(async (tx) => {
+    const customers = await tx.customer.findMany({ where: { phone: from }, select: { id: true } });
+    for (const { id } of customers) {
+      const topics = await tx.consent.findMany({
+        where: { customerId: id, channel: "sms", ...(START.has(word) && { source: STOP_SOURCE }) },
+        select: { topic: true },
+      });
+      for (const { topic } of topics) {
+        await applyConsent(tx, {
+          customerId: id,
+          channel: "sms",
+          topic,
+          status: STOP.has(word) ? "revoked" : "granted",
+          occurredAt: now,
+          source: STOP.has(word) ? STOP_SOURCE : "sms_start",
+        });
+      }
+      await recordAudit(tx, {
+        kind: STOP.has(word) ? "consent_revoked" : "consent_granted",
+        at: now,
+        customerId: id,
+        rule: `sms_${word.toLowerCase()}`,
+        detail: { channel: "sms", topics: topics.map((t) => t.topic) },
+      });
+    }
+  }, TX_OPTIONS);
+  return twiml;
+}

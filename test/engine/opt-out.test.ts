@@ -1,0 +1,179 @@
+// Opting out from the outside: a signed STOP reply stops later SMS and START restores them;
+// status callbacks are recorded only when Twilio's signature is right; unsubscribe links
+// revoke their topic only when the token is genuine.
+import twilio from "twilio";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { actionKey } from "../../src/engine/keys";
+import { signUnsubscribeToken } from "../../src/policies/unsubscribe";
+import { handleInboundMessage, handleStatusCallback } from "../../src/webhooks/twilio";
+import { confirmUnsubscribe, showUnsubscribe } from "../../src/webhooks/unsubscribe";
+import type { Harness } from "../support/harness";
+import { actionState, startHarness, teardown, twilioEnv } from "../support/harness";
+import { journeysDir } from "../support/journeys";
+import type { TwilioServer } from "../support/twilio";
+import { startTwilioServer } from "../support/twilio";
+import { eventually, startWorker } from "../support/workers";
+
+const SECRET = "test-secret-0123456789abcdef0123456789abcdef";
+const PHONE = "+4915155555555";
+const key = (ref: string) =>
+  actionKey({ journeyId: "texts", stepId: "offer_sms", customerId: "c_stop", reference: ref });
+
+describe("opting out through Twilio webhooks and unsubscribe links", () => {
+  let twilioServer: TwilioServer;
+  let h: Harness;
+  beforeAll(async () => {
+    twilioServer = await startTwilioServer();
+    h = await startHarness(
+      journeysDir({
+        "texts.yaml": `
+id: texts
+name: Texts
+category: marketing
+consent: offers
+trigger: { event: text.requested }
+entry: { once: per_reference, reference: "{{ event.properties.ref }}" }
+steps:
+  - id: offer_sms
+    sms: { body: "Offer {{ event.properties.ref }}" }
+`,
+      }),
+      twilioEnv(twilioServer),
+    );
+    h.workers.push(startWorker(h.env()));
+    await h.workers[0]!.waitFor(/worker started/);
+  }, 60_000);
+  afterAll(async () => {
+    await teardown(h);
+    await twilioServer.close();
+  });
+
+  const deps = () => ({
+    db: h.schema.db,
+    authToken: twilioServer.authToken,
+    now: () => new Date(),
+  });
+  const signed = (url: string, params: Record<string, string>) => ({
+    url,
+    params,
+    signature: twilio.getExpectedTwilioSignature(twilioServer.authToken, url, params),
+  });
+  const request = (ref: string, withConsent: boolean) =>
+    h.deliver({
+      id: `evt_stop_${ref}`,
+      type: "text.requested",
+      customerId: "c_stop",
+      occurredAt: "2026-11-02T10:00:00Z",
+      properties: { ref },
+      customer: { phone: PHONE, ...(withConsent && { consents: { sms: { offers: "granted" } } }) },
+    });
+  const settledState = (ref: string) =>
+    eventually(async () => {
+      const a = await actionState(h, key(ref));
+      return a && ["sent", "skipped"].includes(a.state)
+        ? `${a.state}${a.reason ? `:${a.reason}` : ""}`
+        : undefined;
+    });
+
+  it("stops later SMS after a STOP reply, and sends again after START", async () => {
+    await request("r1", true);
+    expect(await settledState("r1")).toBe("sent");
+
+    const inbound = "https://hooks.shop.example/v1/webhooks/twilio/inbound";
+    const forged = await handleInboundMessage(deps(), {
+      url: inbound,
+      params: { From: PHONE, Body: "STOP" },
+      signature: "bogus",
+    });
+    expect(forged.status).toBe(403);
+    const stop = await handleInboundMessage(
+      deps(),
+      signed(inbound, { From: PHONE, Body: " stop " }),
+    );
+    expect(stop.status).toBe(200);
+
+    await request("r2", false);
+    expect(await settledState("r2")).toBe("skipped:no_consent");
+
+    await handleInboundMessage(deps(), signed(inbound, { From: PHONE, Body: "START" }));
+    await request("r3", false);
+    expect(await settledState("r3")).toBe("sent");
+    expect(twilioServer.messages.filter((m) => m.to === PHONE).map((m) => m.body)).toEqual([
+      "Offer r1",
+      "Offer r3",
+    ]);
+  });
+
+  it("records a delivery status only with a valid signature", async () => {
+    const url = `https://hooks.shop.example/v1/webhooks/twilio/status?key=${key("r1")}`;
+    const params = { MessageSid: "SM1", MessageStatus: "delivered" };
+    expect((await handleStatusCallback(deps(), { url, params, signature: undefined })).status).toBe(
+      403,
+    );
+    const altered = signed(url, params);
+    expect(
+      (
+        await handleStatusCallback(deps(), {
+          ...altered,
+          params: { ...params, MessageStatus: "failed" },
+        })
+      ).status,
+    ).toBe(403);
+    expect((await handleStatusCallback(deps(), signed(url, params))).status).toBe(204);
+    const entries = await h.schema.db.auditEntry.findMany({
+      where: { kind: "delivery_status", actionKey: key("r1") },
+    });
+    expect(entries.map((e) => e.rule)).toEqual(["delivered"]);
+  });
+
+  it("unsubscribes by a genuine link only: GET asks, POST revokes, forged and altered tokens change nothing", async () => {
+    const db = h.schema.db;
+    await db.customer.upsert({ where: { id: "c_mail" }, create: { id: "c_mail" }, update: {} });
+    await db.consent.create({
+      data: {
+        customerId: "c_mail",
+        channel: "email",
+        topic: "news",
+        status: "granted",
+        occurredAt: new Date(),
+        source: "test",
+      },
+    });
+    const token = signUnsubscribeToken(SECRET, {
+      customerId: "c_mail",
+      channel: "email",
+      topic: "news",
+    });
+    const unsub = { db, secret: SECRET, now: () => new Date() };
+    const status = async () =>
+      (
+        await db.consent.findUniqueOrThrow({
+          where: {
+            customerId_channel_topic: { customerId: "c_mail", channel: "email", topic: "news" },
+          },
+        })
+      ).status;
+
+    const shown = showUnsubscribe(unsub, token);
+    expect(shown.status).toBe(200);
+    expect(shown.html).toContain('<form method="post">');
+    expect(await status()).toBe("granted");
+
+    const forged = signUnsubscribeToken("someone-elses-secret-0123456789abcdef", {
+      customerId: "c_mail",
+      channel: "email",
+      topic: "news",
+    });
+    expect((await confirmUnsubscribe(unsub, forged)).status).toBe(400);
+    const [payload, mac] = token.split(".");
+    const otherTopic = Buffer.from(JSON.stringify({ c: "c_mail", ch: "email", t: "all" })).toString(
+      "base64url",
+    );
+    expect((await confirmUnsubscribe(unsub, `${otherTopic}.${mac}`)).status).toBe(400);
+    expect((await confirmUnsubscribe(unsub, `${payload}.${mac!.slice(1)}`)).status).toBe(400);
+    expect(await status()).toBe("granted");
+
+    expect((await confirmUnsubscribe(unsub, token)).status).toBe(200);
+    expect(await status()).toBe("revoked");
+  });
+});
