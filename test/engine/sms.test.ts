@@ -142,6 +142,16 @@ describe("SMS through a Twilio-compatible API", () => {
     expect(attempts.map((a) => a.outcome)).toEqual(["released", "sent"]);
   });
 
+  it("treats an answer slower than the timeout as in doubt, then finds the message", async () => {
+    twilio.fail({ kind: "slow", ms: 2_500 }, 1);
+    await text("c_slow", "r1");
+    await settled(key("c_slow", "r1"), "in_doubt");
+    const action = await settled(key("c_slow", "r1"), "sent");
+    expect(action.reason).toBe("found_at_provider");
+    expect(action.lastError).toMatch(/no answer from the SMS provider/);
+    expect(twilio.countByKey().get(key("c_slow", "r1"))).toBe(1);
+  });
+
   it("treats a 500 as in doubt and finds the message it did create", async () => {
     twilio.fail({ kind: "error_after_create", status: 500 }, 1);
     await text("c_500", "r1");
