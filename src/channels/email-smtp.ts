@@ -3,6 +3,7 @@
 // connection failed? — and nodemailer reports socket errors as "CONN" whatever the stage, so
 // each send watches its own SMTP transcript for that reply.
 import nodemailer from "nodemailer";
+import type { SendMailOptions } from "nodemailer";
 import type { Delivery, EmailChannel, EmailMessage } from "./channel";
 import { ChannelError } from "./channel";
 
@@ -28,15 +29,9 @@ export function createSmtpChannel(opts: SmtpOptions): EmailChannel {
         debug: true,
       });
       try {
-        const info = (await transport.sendMail({
-          from: opts.from,
-          to: message.to,
-          subject: message.subject,
-          ...(message.html !== undefined && { html: message.html }),
-          ...(message.text !== undefined && { text: message.text }),
-          messageId: message.messageId,
-          ...(message.headers && { headers: message.headers }),
-        })) as { response?: string };
+        const info = (await transport.sendMail(mailOptions(opts.from, message))) as {
+          response?: string;
+        };
         return { providerId: queueId(info.response) ?? message.messageId };
       } catch (error) {
         throw classifySmtpError(error, stage.bodyRequested);
@@ -45,6 +40,19 @@ export function createSmtpChannel(opts: SmtpOptions): EmailChannel {
       }
     },
     close: () => Promise.resolve(),
+  };
+}
+
+/** The message as nodemailer takes it: the same for SMTP and the file outbox. */
+export function mailOptions(from: string, message: EmailMessage): SendMailOptions {
+  return {
+    from,
+    to: message.to,
+    subject: message.subject,
+    ...(message.html !== undefined && { html: message.html }),
+    ...(message.text !== undefined && { text: message.text }),
+    messageId: message.messageId,
+    ...(message.headers && { headers: message.headers }),
   };
 }
 

@@ -13,6 +13,7 @@ import {
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import type { EmailChannel, SmsChannel } from "./channel";
+import { mailOptions } from "./email-smtp";
 
 function uniqueName(actionKey: string, ext: string): string {
   return `${actionKey}.${Date.now().toString(36)}-${randomBytes(4).toString("hex")}.${ext}`;
@@ -35,15 +36,7 @@ export function createEmailOutbox(dir: string, from: string): EmailChannel {
   });
   return {
     async send(message, actionKey) {
-      const info = (await builder.sendMail({
-        from,
-        to: message.to,
-        subject: message.subject,
-        ...(message.html !== undefined && { html: message.html }),
-        ...(message.text !== undefined && { text: message.text }),
-        messageId: message.messageId,
-        ...(message.headers && { headers: message.headers }),
-      })) as { message: Buffer };
+      const info = (await builder.sendMail(mailOptions(from, message))) as { message: Buffer };
       const name = uniqueName(actionKey, "eml");
       writeAtomically(dir, name, info.message);
       return { providerId: `outbox:${name}` };

@@ -177,16 +177,7 @@ export async function claimAction(
       });
       return { kind: "wait", until: check.until, why: check.detail };
     }
-    if (!check.go) {
-      await upsertAction(tx, intent, opts, "skipped", check.reason, existing);
-      await recordAudit(tx, {
-        ...audit,
-        kind: "skipped",
-        rule: check.reason,
-        detail: { why: check.detail },
-      });
-      return { kind: "settled", state: "skipped", reason: check.reason, duplicate: false };
-    }
+    if (!check.go) return skipAction(tx, intent, opts, check, existing);
     const claimed = await upsertAction(tx, intent, opts, "claimed", null, existing);
     await recordAudit(tx, {
       ...audit,
@@ -271,16 +262,7 @@ export async function releaseInDoubt(
     });
     const check = await recheck(tx);
     if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
-    if (!check.go && check.outcome === "skip") {
-      await upsertAction(tx, intent, opts, "skipped", check.reason, row);
-      await recordAudit(tx, {
-        ...audit,
-        kind: "skipped",
-        rule: check.reason,
-        detail: { why: check.detail },
-      });
-      return { kind: "settled", state: "skipped", reason: check.reason, duplicate: false };
-    }
+    if (!check.go && check.outcome === "skip") return skipAction(tx, intent, opts, check, row);
     // A delay (quiet hours, a full cap) keeps the action released but unclaimed until then.
     const claimed = await upsertAction(tx, intent, opts, "claimed", null, row);
     if (!check.go) {
@@ -295,6 +277,24 @@ export async function releaseInDoubt(
     });
     return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
   });
+}
+
+/** Records the action as skipped by a policy, with its reason. */
+async function skipAction(
+  tx: Tx,
+  intent: ActionIntent,
+  opts: ClaimOptions,
+  check: Extract<Recheck, { outcome: "skip" }>,
+  existing: ActionRow | undefined,
+): Promise<ClaimResult> {
+  await upsertAction(tx, intent, opts, "skipped", check.reason, existing);
+  await recordAudit(tx, {
+    ...auditBase(intent, opts),
+    kind: "skipped",
+    rule: check.reason,
+    detail: { why: check.detail },
+  });
+  return { kind: "settled", state: "skipped", reason: check.reason, duplicate: false };
 }
 
 /** Inserts the action, or starts a new attempt on it under a new fencing token. */

@@ -30,6 +30,15 @@ export async function applyConsent(tx: Tx, change: ConsentChange): Promise<boole
       source = EXCLUDED.source,
       "updatedAt" = now()
     WHERE "Consent"."occurredAt" <= EXCLUDED."occurredAt"`;
+  if (rows === 0 && change.status === "revoked") {
+    // A revocation that arrives after a newer grant still happened before it: that grant was
+    // a fresh opt-in (what on_reopt_in waits for), whatever order the two arrived in.
+    await tx.$executeRaw`
+      UPDATE "Consent" SET "grantedAt" = "occurredAt"
+      WHERE "customerId" = ${change.customerId} AND channel = ${change.channel}::"Channel" AND topic = ${change.topic}
+        AND status = 'granted' AND "occurredAt" > ${change.occurredAt}
+        AND ("grantedAt" IS NULL OR "grantedAt" < ${change.occurredAt})`;
+  }
   return rows > 0;
 }
 

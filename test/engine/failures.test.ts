@@ -1,11 +1,10 @@
 // What each provider answer does to an action, against a real SMTP server and real worker
 // processes: retry with backoff under the same key, refuse for good, stay in doubt — and a
 // consent revoked between attempts wins over the retry.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import { runCli } from "../support/cli";
-import type { Harness } from "../support/harness";
-import { actionState, messageId, signup, startHarness, teardown } from "../support/harness";
+import { actionState, messageId, settledAction, signup, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
 import { eventually, startWorker } from "../support/workers";
 
@@ -73,33 +72,16 @@ function promo(
   };
 }
 
-async function settled(h: Harness, actionKeyValue: string, state: string) {
-  return eventually(
-    async () => {
-      const action = await actionState(h, actionKeyValue);
-      return action?.state === state ? action : undefined;
-    },
-    30_000,
-    `action ${state}`,
-  );
-}
-
 describe("provider answers, with one worker", () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await startHarness(JOURNEYS);
-    h.workers.push(startWorker(h.env({ SENDONCE_RETRY_BASE_MS: "1000" })));
-    await h.workers[0]!.waitFor(/worker started/);
-  }, 60_000);
-  afterAll(() => teardown(h));
+  const h = useHarness(JOURNEYS, { env: () => ({ SENDONCE_RETRY_BASE_MS: "1000" }) });
 
   it("retries a 4xx with backoff under the same key until it is sent, once", async () => {
-    h.sink.fail({ kind: "reply", stage: "mail", code: 451 }, 2);
-    await h.deliver(signup("c_retry"));
+    h().sink.fail({ kind: "reply", stage: "mail", code: 451 }, 2);
+    await h().deliver(signup("c_retry"));
     const k = key("hello", "hello_email", "c_retry");
-    const action = await settled(h, k, "sent");
+    const action = await settledAction(h(), k, "sent");
     expect(action.attempt).toBe(3);
-    const attempts = await h.schema.db.actionAttempt.findMany({
+    const attempts = await h().schema.db.actionAttempt.findMany({
       where: { actionKey: k },
       orderBy: { attempt: "asc" },
     });
@@ -115,18 +97,26 @@ describe("provider answers, with one worker", () => {
     expect(
       attempts[2]!.startedAt.getTime() - attempts[1]!.finishedAt!.getTime(),
     ).toBeGreaterThanOrEqual(950);
-    expect(h.sink.countByMessageId().get(messageId("hello", "hello_email", "c_retry"))).toBe(1);
+    expect(
+      h()
+        .sink.countByMessageId()
+        .get(messageId("hello", "hello_email", "c_retry")),
+    ).toBe(1);
   });
 
   it("ends a 5xx as failed_permanent without retrying, and the enrollment moves on", async () => {
-    h.sink.fail({ kind: "reply", stage: "rcpt", code: 550 }, 1);
-    await h.deliver(signup("c_refused"));
-    const action = await settled(h, key("hello", "hello_email", "c_refused"), "failed_permanent");
+    h().sink.fail({ kind: "reply", stage: "rcpt", code: 550 }, 1);
+    await h().deliver(signup("c_refused"));
+    const action = await settledAction(
+      h(),
+      key("hello", "hello_email", "c_refused"),
+      "failed_permanent",
+    );
     expect(action.reason).toBe("provider_refused");
     expect(action.lastError).toMatch(/SMTP 550/);
     expect(action.lastError).not.toContain("c_refused@example.com");
     await eventually(async () =>
-      (await h.schema.db.enrollment.findFirst({ where: { customerId: "c_refused" } }))?.status ===
+      (await h().schema.db.enrollment.findFirst({ where: { customerId: "c_refused" } }))?.status ===
       "completed"
         ? true
         : undefined,
@@ -135,32 +125,36 @@ describe("provider answers, with one worker", () => {
   });
 
   it("leaves a message whose reply never came in_doubt, and never sends it again", async () => {
-    h.sink.fail({ kind: "drop_after_data" }, 1);
-    await h.deliver(signup("c_dropped"));
-    const action = await settled(h, key("hello", "hello_email", "c_dropped"), "in_doubt");
+    h().sink.fail({ kind: "drop_after_data" }, 1);
+    await h().deliver(signup("c_dropped"));
+    const action = await settledAction(h(), key("hello", "hello_email", "c_dropped"), "in_doubt");
     expect(action.reason).toBe("unknown_outcome");
-    await h.deliver(signup("c_dropped"), 3);
+    await h().deliver(signup("c_dropped"), 3);
     await new Promise((r) => setTimeout(r, 2_000));
     // The server did get it: that is exactly why it must not be resent.
-    expect(h.sink.countByMessageId().get(messageId("hello", "hello_email", "c_dropped"))).toBe(1);
+    expect(
+      h()
+        .sink.countByMessageId()
+        .get(messageId("hello", "hello_email", "c_dropped")),
+    ).toBe(1);
   });
 
   it("skips the retry of a marketing email whose consent was revoked after the failed attempt", async () => {
-    h.sink.fail({ kind: "reply", stage: "mail", code: 421 }, 1);
-    await h.deliver(promo("c_revoked", "granted", "2026-11-02T09:00:00Z"));
+    h().sink.fail({ kind: "reply", stage: "mail", code: 421 }, 1);
+    await h().deliver(promo("c_revoked", "granted", "2026-11-02T09:00:00Z"));
     const k = key("promo", "promo_email", "c_revoked", "spring");
-    await settled(h, k, "failed_retryable");
-    await h.deliver({
+    await settledAction(h(), k, "failed_retryable");
+    await h().deliver({
       id: "evt_unsubscribed",
       type: "profile.updated",
       customerId: "c_revoked",
       occurredAt: "2026-11-02T09:01:00Z",
       customer: { consents: { email: { promotions: "revoked" } } },
     });
-    const action = await settled(h, k, "skipped");
+    const action = await settledAction(h(), k, "skipped");
     expect(action.reason).toBe("no_consent");
     await new Promise((r) => setTimeout(r, 500));
-    expect(h.sink.messages.filter((m) => m.to.includes("c_revoked@example.com"))).toHaveLength(0);
+    expect(h().sink.messages.filter((m) => m.to.includes("c_revoked@example.com"))).toHaveLength(0);
   });
 
   it("takes back exactly the points an order earned, however its refund is redelivered", async () => {
@@ -176,11 +170,11 @@ describe("provider answers, with one worker", () => {
     };
     // Order and refund race each other, and both are redelivered.
     await Promise.all([
-      h.deliver({ ...order, id: "evt_o9", occurredAt: "2026-11-02T09:00:00Z" }, 5),
-      h.deliver({ ...refund, id: "evt_r9", occurredAt: "2026-11-03T09:00:00Z" }, 5),
+      h().deliver({ ...order, id: "evt_o9", occurredAt: "2026-11-02T09:00:00Z" }, 5),
+      h().deliver({ ...refund, id: "evt_r9", occurredAt: "2026-11-03T09:00:00Z" }, 5),
     ]);
-    const db = h.schema.db;
-    await settled(h, key("refunds", "take_back", "c_refund", "o_9"), "sent");
+    const db = h().schema.db;
+    await settledAction(h(), key("refunds", "take_back", "c_refund", "o_9"), "sent");
     const entries = await db.pointsEntry.findMany({
       where: { customerId: "c_refund" },
       orderBy: { id: "asc" },
@@ -192,51 +186,53 @@ describe("provider answers, with one worker", () => {
 });
 
 describe("stopping and crashing workers", () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await startHarness(JOURNEYS);
-  }, 60_000);
-  afterEach(async () => {
-    await Promise.all(h.workers.map((w) => w.kill("SIGKILL")));
-    h.workers = [];
-  });
-  afterAll(() => teardown(h));
+  const h = useHarness(JOURNEYS, { workers: 0, killWorkersAfterEach: true });
 
   it("finishes the send in flight on SIGTERM, records it, and exits 0", async () => {
-    const worker = startWorker(h.env());
-    h.workers.push(worker);
+    const worker = startWorker(h().env());
+    h().workers.push(worker);
     await worker.waitFor(/worker started/);
-    h.sink.fail({ kind: "slow", ms: 800 }, 1);
-    await h.deliver(signup("c_sigterm"));
+    h().sink.fail({ kind: "slow", ms: 800 }, 1);
+    await h().deliver(signup("c_sigterm"));
     const k = key("hello", "hello_email", "c_sigterm");
-    await settled(h, k, "calling");
+    await settledAction(h(), k, "calling");
     const code = await worker.kill("SIGTERM");
     expect(code).toBe(0);
     expect(worker.output()).toMatch(/worker stopped/);
-    expect((await actionState(h, k))?.state).toBe("sent");
-    expect(h.sink.countByMessageId().get(messageId("hello", "hello_email", "c_sigterm"))).toBe(1);
+    expect((await actionState(h(), k))?.state).toBe("sent");
+    expect(
+      h()
+        .sink.countByMessageId()
+        .get(messageId("hello", "hello_email", "c_sigterm")),
+    ).toBe(1);
   });
 
   it("suppresses the duplicate when a worker died after recording the send, before moving on", async () => {
-    const doomed = startWorker(h.env({ SENDONCE_FAILPOINT: "after_outcome" }));
-    h.workers.push(doomed);
+    const doomed = startWorker(h().env({ SENDONCE_FAILPOINT: "after_outcome" }));
+    h().workers.push(doomed);
     await doomed.waitFor(/worker started/);
-    await h.deliver(signup("c_outcome"));
+    await h().deliver(signup("c_outcome"));
     await doomed.waitFor(/failpoint after_outcome reached/);
     await doomed.kill("SIGKILL");
     const k = key("hello", "hello_email", "c_outcome");
-    expect((await actionState(h, k))?.state).toBe("sent");
+    expect((await actionState(h(), k))?.state).toBe("sent");
 
-    h.workers.push(startWorker(h.env()));
+    h().workers.push(startWorker(h().env()));
     await eventually(async () =>
-      (await h.schema.db.enrollment.findFirst({ where: { customerId: "c_outcome" } }))?.status ===
+      (await h().schema.db.enrollment.findFirst({ where: { customerId: "c_outcome" } }))?.status ===
       "completed"
         ? true
         : undefined,
     );
-    expect(h.sink.countByMessageId().get(messageId("hello", "hello_email", "c_outcome"))).toBe(1);
+    expect(
+      h()
+        .sink.countByMessageId()
+        .get(messageId("hello", "hello_email", "c_outcome")),
+    ).toBe(1);
 
-    const explain = runCli(["explain", "--customer", "c_outcome"], { DATABASE_URL: h.schema.url });
+    const explain = runCli(["explain", "--customer", "c_outcome"], {
+      DATABASE_URL: h().schema.url,
+    });
     expect(explain.code).toBe(0);
     const lines = explain.stdout.split("\n");
     const find = (label: string) => lines.find((l) => l.includes(label));

@@ -7,12 +7,10 @@ import { actionKey } from "../../src/engine/keys";
 import { signUnsubscribeToken } from "../../src/policies/unsubscribe";
 import { handleInboundMessage, handleStatusCallback } from "../../src/webhooks/twilio";
 import { confirmUnsubscribe, showUnsubscribe } from "../../src/webhooks/unsubscribe";
-import type { Harness } from "../support/harness";
-import { actionState, startHarness, teardown, twilioEnv } from "../support/harness";
+import { settledOutcome, twilioEnv, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
 import type { TwilioServer } from "../support/twilio";
 import { startTwilioServer } from "../support/twilio";
-import { eventually, startWorker } from "../support/workers";
 
 const SECRET = "test-secret-0123456789abcdef0123456789abcdef";
 const PHONE = "+4915155555555";
@@ -21,12 +19,13 @@ const key = (ref: string) =>
 
 describe("opting out through Twilio webhooks and unsubscribe links", () => {
   let twilioServer: TwilioServer;
-  let h: Harness;
   beforeAll(async () => {
     twilioServer = await startTwilioServer();
-    h = await startHarness(
-      journeysDir({
-        "texts.yaml": `
+  });
+  afterAll(() => twilioServer.close());
+  const h = useHarness(
+    journeysDir({
+      "texts.yaml": `
 id: texts
 name: Texts
 category: marketing
@@ -37,19 +36,12 @@ steps:
   - id: offer_sms
     sms: { body: "Offer {{ event.properties.ref }}" }
 `,
-      }),
-      twilioEnv(twilioServer),
-    );
-    h.workers.push(startWorker(h.env()));
-    await h.workers[0]!.waitFor(/worker started/);
-  }, 60_000);
-  afterAll(async () => {
-    await teardown(h);
-    await twilioServer.close();
-  });
+    }),
+    { env: () => twilioEnv(twilioServer) },
+  );
 
   const deps = () => ({
-    db: h.schema.db,
+    db: h().schema.db,
     authToken: twilioServer.authToken,
     now: () => new Date(),
   });
@@ -59,7 +51,7 @@ steps:
     signature: twilio.getExpectedTwilioSignature(twilioServer.authToken, url, params),
   });
   const request = (ref: string, withConsent: boolean) =>
-    h.deliver({
+    h().deliver({
       id: `evt_stop_${ref}`,
       type: "text.requested",
       customerId: "c_stop",
@@ -67,13 +59,7 @@ steps:
       properties: { ref },
       customer: { phone: PHONE, ...(withConsent && { consents: { sms: { offers: "granted" } } }) },
     });
-  const settledState = (ref: string) =>
-    eventually(async () => {
-      const a = await actionState(h, key(ref));
-      return a && ["sent", "skipped"].includes(a.state)
-        ? `${a.state}${a.reason ? `:${a.reason}` : ""}`
-        : undefined;
-    });
+  const settledState = (ref: string) => settledOutcome(h(), key(ref));
 
   it("stops later SMS after a STOP reply, and sends again after START", async () => {
     await request("r1", true);
@@ -120,14 +106,14 @@ steps:
       ).status,
     ).toBe(403);
     expect((await handleStatusCallback(deps(), signed(url, params))).status).toBe(204);
-    const entries = await h.schema.db.auditEntry.findMany({
+    const entries = await h().schema.db.auditEntry.findMany({
       where: { kind: "delivery_status", actionKey: key("r1") },
     });
     expect(entries.map((e) => e.rule)).toEqual(["delivered"]);
   });
 
   it("unsubscribes by a genuine link only: GET asks, POST revokes, forged and altered tokens change nothing", async () => {
-    const db = h.schema.db;
+    const db = h().schema.db;
     await db.customer.upsert({ where: { id: "c_mail" }, create: { id: "c_mail" }, update: {} });
     await db.consent.create({
       data: {

@@ -1,10 +1,9 @@
 // The send-once guarantee against real processes: `sendonce worker` children sharing one
 // Postgres schema and one Redis prefix, sending through a real SMTP server. Workers are
 // SIGKILLed at the protocol's two dangerous points, and Redis loses its jobs mid-journey.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
-import type { Harness } from "../support/harness";
-import { actionState, messageId, signup, startHarness, teardown } from "../support/harness";
+import { actionState, messageId, signup, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
 import { flushPrefix } from "../support/redis";
 import { eventually, startWorker } from "../support/workers";
@@ -49,16 +48,10 @@ steps:
 });
 
 describe("four workers on one database and one Redis", () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await startHarness(JOURNEYS);
-    h.workers = Array.from({ length: 4 }, () => startWorker(h.env(), ["--concurrency", "10"]));
-    await Promise.all(h.workers.map((w) => w.waitFor(/worker started/)));
-  }, 60_000);
-  afterAll(() => teardown(h));
+  const h = useHarness(JOURNEYS, { workers: 4, args: ["--concurrency", "10"] });
 
   it("send one email for an event delivered 50 times at once", async () => {
-    await h.deliver(signup("c_storm"), 50);
+    await h().deliver(signup("c_storm"), 50);
     const key = actionKey({
       journeyId: "hello",
       stepId: "hello_email",
@@ -66,19 +59,23 @@ describe("four workers on one database and one Redis", () => {
       reference: "",
     });
     await eventually(
-      async () => ((await actionState(h, key))?.state === "sent" ? true : undefined),
+      async () => ((await actionState(h(), key))?.state === "sent" ? true : undefined),
       20_000,
       "sent",
     );
     // Let every redelivery finish before counting.
     await eventually(async () =>
-      (await h.queue.getJobCounts("waiting", "active")).waiting === 0 ? true : undefined,
+      (await h().queue.getJobCounts("waiting", "active")).waiting === 0 ? true : undefined,
     );
     await new Promise((r) => setTimeout(r, 1_000));
 
-    expect(h.sink.countByMessageId().get(messageId("hello", "hello_email", "c_storm"))).toBe(1);
-    expect(h.sink.messages.filter((m) => m.to.includes("c_storm@example.com"))).toHaveLength(1);
-    const db = h.schema.db;
+    expect(
+      h()
+        .sink.countByMessageId()
+        .get(messageId("hello", "hello_email", "c_storm")),
+    ).toBe(1);
+    expect(h().sink.messages.filter((m) => m.to.includes("c_storm@example.com"))).toHaveLength(1);
+    const db = h().schema.db;
     expect(await db.event.count({ where: { customerId: "c_storm" } })).toBe(1);
     expect(
       await db.eventDuplicate.count({ where: { eventId: "evt_c_storm", kind: "duplicate" } }),
@@ -97,10 +94,10 @@ describe("four workers on one database and one Redis", () => {
     });
     // The same event redelivered 100 times, and 100 distinct events naming the same order.
     await Promise.all([
-      h.deliver(order("evt_order_1"), 100),
-      ...Array.from({ length: 100 }, (_, i) => h.deliver(order(`evt_order_1_copy_${i}`))),
+      h().deliver(order("evt_order_1"), 100),
+      ...Array.from({ length: 100 }, (_, i) => h().deliver(order(`evt_order_1_copy_${i}`))),
     ]);
-    const db = h.schema.db;
+    const db = h().schema.db;
     await eventually(async () =>
       (await db.event.count({ where: { customerId: "c_points", processedAt: { not: null } } })) ===
       101
@@ -128,15 +125,15 @@ describe("four workers on one database and one Redis", () => {
       properties: { ref: "r1" },
       customer: { email: "c_flush@example.com" },
     };
-    await h.deliver(event, 3);
+    await h().deliver(event, 3);
     const first = messageId("series", "first", "c_flush", "r1");
     const second = messageId("series", "second", "c_flush", "r1");
     await eventually(
-      () => (h.sink.countByMessageId().get(first) ? true : undefined),
+      () => (h().sink.countByMessageId().get(first) ? true : undefined),
       20_000,
       "first email",
     );
-    const db = h.schema.db;
+    const db = h().schema.db;
     // The sink sees the email before the worker records it and moves on: wait for the move.
     const waiting = await eventually(async () => {
       const e = await db.enrollment.findFirstOrThrow({ where: { customerId: "c_flush" } });
@@ -145,10 +142,10 @@ describe("four workers on one database and one Redis", () => {
     expect(waiting.nextRunAt!.getTime()).toBeGreaterThan(Date.now());
 
     // Every job of this deployment, the delayed wait included, is gone.
-    expect(await flushPrefix(h.prefix)).toBeGreaterThan(0);
+    expect(await flushPrefix(h().prefix)).toBeGreaterThan(0);
 
     await eventually(
-      () => (h.sink.countByMessageId().get(second) ? true : undefined),
+      () => (h().sink.countByMessageId().get(second) ? true : undefined),
       20_000,
       "second email",
     );
@@ -159,27 +156,19 @@ describe("four workers on one database and one Redis", () => {
         : undefined,
     );
     await new Promise((r) => setTimeout(r, 1_500));
-    const counts = h.sink.countByMessageId();
+    const counts = h().sink.countByMessageId();
     expect([counts.get(first), counts.get(second)]).toEqual([1, 1]);
   });
 });
 
 describe("a worker killed in the middle of a send", () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await startHarness(JOURNEYS);
-  }, 60_000);
-  afterEach(async () => {
-    await Promise.all(h.workers.map((w) => w.kill("SIGKILL")));
-    h.workers = [];
-  });
-  afterAll(() => teardown(h));
+  const h = useHarness(JOURNEYS, { workers: 0, killWorkersAfterEach: true });
 
   it("is retried by another worker when it died after claiming, before calling SMTP: one email", async () => {
-    const doomed = startWorker(h.env({ SENDONCE_FAILPOINT: "after_claim" }));
-    h.workers.push(doomed);
+    const doomed = startWorker(h().env({ SENDONCE_FAILPOINT: "after_claim" }));
+    h().workers.push(doomed);
     await doomed.waitFor(/worker started/);
-    await h.deliver(signup("c_claimed"));
+    await h().deliver(signup("c_claimed"));
     await doomed.waitFor(/failpoint after_claim reached/);
     const key = actionKey({
       journeyId: "hello",
@@ -187,48 +176,52 @@ describe("a worker killed in the middle of a send", () => {
       customerId: "c_claimed",
       reference: "",
     });
-    expect((await actionState(h, key))?.state).toBe("claimed");
+    expect((await actionState(h(), key))?.state).toBe("claimed");
     await doomed.kill("SIGKILL");
-    expect(h.sink.messages).toHaveLength(0);
+    expect(h().sink.messages).toHaveLength(0);
 
-    const survivor = startWorker(h.env());
-    h.workers.push(survivor);
+    const survivor = startWorker(h().env());
+    h().workers.push(survivor);
     await eventually(
-      async () => ((await actionState(h, key))?.state === "sent" ? true : undefined),
+      async () => ((await actionState(h(), key))?.state === "sent" ? true : undefined),
       30_000,
       "sent",
     );
     await new Promise((r) => setTimeout(r, 1_000));
-    expect(h.sink.countByMessageId().get(messageId("hello", "hello_email", "c_claimed"))).toBe(1);
-    const action = await actionState(h, key);
+    expect(
+      h()
+        .sink.countByMessageId()
+        .get(messageId("hello", "hello_email", "c_claimed")),
+    ).toBe(1);
+    const action = await actionState(h(), key);
     expect(action?.attempt).toBe(2);
   });
 
   it("is left in_doubt, never resent, when it died after SMTP took the message", async () => {
-    const doomed = startWorker(h.env({ SENDONCE_FAILPOINT: "after_call" }));
-    h.workers.push(doomed);
+    const doomed = startWorker(h().env({ SENDONCE_FAILPOINT: "after_call" }));
+    h().workers.push(doomed);
     await doomed.waitFor(/worker started/);
-    await h.deliver(signup("c_calling"));
+    await h().deliver(signup("c_calling"));
     await doomed.waitFor(/failpoint after_call reached/);
     const id = messageId("hello", "hello_email", "c_calling");
-    expect(h.sink.countByMessageId().get(id)).toBe(1);
+    expect(h().sink.countByMessageId().get(id)).toBe(1);
     const key = actionKey({
       journeyId: "hello",
       stepId: "hello_email",
       customerId: "c_calling",
       reference: "",
     });
-    expect((await actionState(h, key))?.state).toBe("calling");
+    expect((await actionState(h(), key))?.state).toBe("calling");
     await doomed.kill("SIGKILL");
 
-    const survivor = startWorker(h.env());
-    h.workers.push(survivor);
+    const survivor = startWorker(h().env());
+    h().workers.push(survivor);
     await eventually(
-      async () => ((await actionState(h, key))?.state === "in_doubt" ? true : undefined),
+      async () => ((await actionState(h(), key))?.state === "in_doubt" ? true : undefined),
       30_000,
       "in_doubt",
     );
-    const db = h.schema.db;
+    const db = h().schema.db;
     await eventually(async () =>
       (await db.enrollment.findFirstOrThrow({ where: { customerId: "c_calling" } })).status ===
       "completed"
@@ -236,9 +229,9 @@ describe("a worker killed in the middle of a send", () => {
         : undefined,
     );
     // Redeliver the event too: still nothing new.
-    await h.deliver(signup("c_calling"), 5);
+    await h().deliver(signup("c_calling"), 5);
     await new Promise((r) => setTimeout(r, 3_000));
-    expect(h.sink.countByMessageId().get(id)).toBe(1);
-    expect((await actionState(h, key))?.reason).toBe("call_interrupted");
+    expect(h().sink.countByMessageId().get(id)).toBe(1);
+    expect((await actionState(h(), key))?.reason).toBe("call_interrupted");
   });
 });

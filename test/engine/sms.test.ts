@@ -2,12 +2,10 @@
 // API: each answer Twilio can give, and in-doubt sends resolved from the provider's list.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
-import type { Harness } from "../support/harness";
-import { actionState, startHarness, teardown, twilioEnv } from "../support/harness";
+import { settledAction, twilioEnv, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
 import type { TwilioServer } from "../support/twilio";
 import { startTwilioServer } from "../support/twilio";
-import { eventually, startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
   "texts.yaml": `
@@ -28,16 +26,12 @@ const key = (customerId: string, ref: string) =>
 
 describe("SMS through a Twilio-compatible API", () => {
   let twilio: TwilioServer;
-  let h: Harness;
   beforeAll(async () => {
     twilio = await startTwilioServer();
-    h = await startHarness(JOURNEYS, twilioEnv(twilio));
-    h.workers.push(startWorker(h.env({ SENDONCE_RETRY_BASE_MS: "300" })));
-    await h.workers[0]!.waitFor(/worker started/);
-  }, 60_000);
-  afterAll(async () => {
-    await teardown(h);
-    await twilio.close();
+  });
+  afterAll(() => twilio.close());
+  const h = useHarness(JOURNEYS, {
+    env: () => ({ ...twilioEnv(twilio), SENDONCE_RETRY_BASE_MS: "300" }),
   });
 
   let n = 0;
@@ -46,7 +40,7 @@ describe("SMS through a Twilio-compatible API", () => {
     ref: string,
     phone = `+49151000${String(++n).padStart(5, "0")}`,
   ) {
-    await h.deliver({
+    await h().deliver({
       id: `evt_${customerId}_${ref}`,
       type: "text.requested",
       customerId,
@@ -55,15 +49,7 @@ describe("SMS through a Twilio-compatible API", () => {
       customer: { phone, timezone: "UTC", consents: { sms: { offers: "granted" } } },
     });
   }
-  const settled = (k: string, state: string) =>
-    eventually(
-      async () => {
-        const a = await actionState(h, k);
-        return a?.state === state ? a : undefined;
-      },
-      20_000,
-      `action ${state}`,
-    );
+  const settled = (k: string, state: string) => settledAction(h(), k, state);
 
   it("sends once, with the action key in the status callback", async () => {
     await text("c_ok", "r1");
@@ -100,14 +86,14 @@ describe("SMS through a Twilio-compatible API", () => {
     await text("c_stopped", "r1", "+4915199999999");
     const action = await settled(key("c_stopped", "r1"), "failed_permanent");
     expect(action.reason).toBe("recipient_opted_out");
-    const consent = await h.schema.db.consent.findUniqueOrThrow({
+    const consent = await h().schema.db.consent.findUniqueOrThrow({
       where: {
         customerId_channel_topic: { customerId: "c_stopped", channel: "sms", topic: "offers" },
       },
     });
     expect([consent.status, consent.source]).toEqual(["revoked", "provider_21610"]);
     // A later text: its event carries no consent, so the revocation stands.
-    await h.deliver({
+    await h().deliver({
       id: "evt_c_stopped_r2",
       type: "text.requested",
       customerId: "c_stopped",
@@ -135,7 +121,7 @@ describe("SMS through a Twilio-compatible API", () => {
     const action = await settled(key("c_never_made", "r1"), "sent");
     expect(action.attempt).toBe(2);
     expect(twilio.countByKey().get(key("c_never_made", "r1"))).toBe(1);
-    const attempts = await h.schema.db.actionAttempt.findMany({
+    const attempts = await h().schema.db.actionAttempt.findMany({
       where: { actionKey: key("c_never_made", "r1") },
       orderBy: { attempt: "asc" },
     });

@@ -8,6 +8,8 @@ import { REDIS_URL, flushPrefix, uniquePrefix } from "./redis";
 import type { SmtpSink } from "./smtp";
 import { startSmtpSink } from "./smtp";
 import type { WorkerProcess } from "./workers";
+import { eventually, startWorker } from "./workers";
+import { afterAll, afterEach, beforeAll } from "vitest";
 
 export interface Harness {
   schema: TestSchema;
@@ -102,4 +104,57 @@ export function twilioEnv(server: {
     PUBLIC_BASE_URL: "https://hooks.shop.example",
     SENDONCE_INDOUBT_GRACE_MS: "800",
   };
+}
+
+export interface UseHarnessOptions {
+  /** Environment for every worker (evaluated when the harness starts). */
+  env?: () => NodeJS.ProcessEnv;
+  /** Workers started once for the block; 0 when each test starts its own. */
+  workers?: number;
+  /** Kill every worker after each test (tests that start and crash their own). */
+  killWorkersAfterEach?: boolean;
+  /** Command-line arguments of the block's workers. */
+  args?: string[];
+}
+
+/** Registers the hooks that give a describe block its own deployment; call the getter in tests. */
+export function useHarness(journeys: string, opts: UseHarnessOptions = {}): () => Harness {
+  let h: Harness | undefined;
+  beforeAll(async () => {
+    h = await startHarness(journeys, opts.env?.());
+    h.workers = Array.from({ length: opts.workers ?? 1 }, () => startWorker(h!.env(), opts.args));
+    await Promise.all(h.workers.map((w) => w.waitFor(/worker started/)));
+  }, 60_000);
+  if (opts.killWorkersAfterEach) {
+    afterEach(async () => {
+      await Promise.all(h!.workers.map((w) => w.kill("SIGKILL")));
+      h!.workers = [];
+    });
+  }
+  afterAll(() => h && teardown(h));
+  return () => h!;
+}
+
+/** Waits until the action is in one of `states`, and returns it. */
+export function settledAction(
+  h: Harness,
+  key: string,
+  states: string | string[],
+  timeoutMs = 20_000,
+) {
+  const wanted = typeof states === "string" ? [states] : states;
+  return eventually(
+    async () => {
+      const action = await actionState(h, key);
+      return action && wanted.includes(action.state) ? action : undefined;
+    },
+    timeoutMs,
+    `action in ${wanted.join(" or ")}`,
+  );
+}
+
+/** Waits until the action is sent or skipped; "sent", or "skipped:<reason>". */
+export async function settledOutcome(h: Harness, key: string): Promise<string> {
+  const action = await settledAction(h, key, ["sent", "skipped"]);
+  return action.reason && action.state === "skipped" ? `skipped:${action.reason}` : action.state;
 }
