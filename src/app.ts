@@ -120,8 +120,8 @@ function createChannels(config: Config): { email: EmailChannel; sms: SmsChannel 
   };
 }
 
-/** Stops the worker dead at the named point, so a test or the chaos suite can SIGKILL it there. */
-function failpoint(armed: FailpointName, log: Logger): Engine["failpoint"] {
+/** Stops the process dead at the named point, so a test or the chaos suite can SIGKILL it there. */
+export function failpoint(armed: FailpointName, log: Logger): Engine["failpoint"] {
   return async (name, actionKey) => {
     if (name !== armed) return;
     log.warn(`failpoint ${name} reached`, { key: actionKey });

@@ -58,7 +58,28 @@ const envSchema = z.object({
     .min(32, "must be at least 32 characters (e.g. openssl rand -hex 32)")
     .optional(),
   SENDONCE_INDOUBT_GRACE_MS: milliseconds(60_000),
-  SENDONCE_FAILPOINT: z.enum(["after_claim", "after_call", "after_outcome"]).optional(),
+  SENDONCE_FAILPOINT: z
+    .enum(["after_claim", "after_call", "after_outcome", "api_after_commit"])
+    .optional(),
+  SENDONCE_API_KEYS: z
+    .string()
+    .transform((v) =>
+      v
+        .split(",")
+        .map((k) => k.trim())
+        .filter(Boolean),
+    )
+    .refine((keys) => keys.every((k) => k.length >= 16), "each key must be at least 16 characters")
+    .optional(),
+  SENDONCE_BODY_LIMIT_BYTES: z.coerce
+    .number({ message: "must be a number of bytes" })
+    .int()
+    .positive()
+    .default(1_048_576),
+  SENDONCE_IDEMPOTENCY_TTL_HOURS: z.coerce
+    .number({ message: "must be a number of hours" })
+    .min(24, "must be at least 24 hours")
+    .default(24),
 });
 
 export interface Config {
@@ -92,6 +113,10 @@ export interface Config {
   secret?: string;
   /** How long an in-doubt SMS waits before it is looked up in the provider's message list. */
   inDoubtGraceMs: number;
+  /** Bearer keys the API accepts. */
+  apiKeys: string[];
+  bodyLimitBytes: number;
+  idempotencyTtlMs: number;
   /** Fault injection for the crash tests and the chaos suite: the worker stops dead here. */
   failpoint?: FailpointName;
 }
@@ -166,6 +191,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     publicBaseUrl: (e.PUBLIC_BASE_URL ?? "http://localhost:8080").replace(/\/$/, ""),
     ...(e.SENDONCE_SECRET && { secret: e.SENDONCE_SECRET }),
     inDoubtGraceMs: e.SENDONCE_INDOUBT_GRACE_MS,
+    apiKeys: e.SENDONCE_API_KEYS ?? [],
+    bodyLimitBytes: e.SENDONCE_BODY_LIMIT_BYTES,
+    idempotencyTtlMs: e.SENDONCE_IDEMPOTENCY_TTL_HOURS * 3_600_000,
     ...(e.SENDONCE_FAILPOINT && { failpoint: e.SENDONCE_FAILPOINT }),
   };
 }

@@ -48,6 +48,33 @@ program
   });
 
 program
+  .command("api")
+  .description("serve the HTTP API ($DATABASE_URL, $REDIS_URL, $SENDONCE_API_KEYS)")
+  .option("--port <n>", "port to listen on", positiveInt, 8080)
+  .option("--host <host>", "address to listen on", "0.0.0.0")
+  .action(async (opts: { port: number; host: string }) => {
+    const { runApi } = await import("./api");
+    await runApi(opts);
+  });
+
+program
+  .command("import")
+  .description(
+    "ingest an NDJSON file of events with the API's dedupe; bad lines reported by line number",
+  )
+  .argument("<file>", "one JSON event per line")
+  .option("--source <source>", "source for events that name none")
+  .addOption(
+    new Option("--on-error <mode>", "on a bad line: skip it, or stop")
+      .choices(["skip", "abort"])
+      .default("skip"),
+  )
+  .action(async (file: string, opts: { source?: string; onError: "skip" | "abort" }) => {
+    const { runImport } = await import("./import");
+    process.exitCode = await runImport(file, opts);
+  });
+
+program
   .command("demo")
   .description(
     "run the bundled journeys over sample events on embedded Postgres and Redis (under .sendonce/), then print what was sent",

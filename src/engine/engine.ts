@@ -11,7 +11,7 @@ export interface Clock {
 export const systemClock: Clock = { now: () => new Date() };
 
 /** Named points in the send protocol where a fault can be injected (tests, chaos suite). */
-export type FailpointName = "after_claim" | "after_call" | "after_outcome";
+export type FailpointName = "after_claim" | "after_call" | "after_outcome" | "api_after_commit";
 
 export interface Tuning {
   /** Waits run this many times faster (demo and tests); 1 in production. */

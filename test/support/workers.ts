@@ -17,7 +17,16 @@ export interface WorkerProcess {
 }
 
 export function startWorker(env: NodeJS.ProcessEnv, args: string[] = []): WorkerProcess {
-  const child = spawn(process.execPath, [BIN, "worker", ...args], {
+  return startProcess("worker", env, args);
+}
+
+/** Any long-running `sendonce` command (worker, api) as a child process. */
+export function startProcess(
+  command: string,
+  env: NodeJS.ProcessEnv,
+  args: string[] = [],
+): WorkerProcess {
+  const child = spawn(process.execPath, [BIN, command, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,0 +1,197 @@
+// The HTTP API (fastify): event ingestion with Idempotency-Key, customer profiles, health,
+// and the public endpoints that providers and recipients call (Twilio webhooks, unsubscribe).
+import formbody from "@fastify/formbody";
+import Fastify from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Redis } from "ioredis";
+import type { Db } from "../db/client";
+import type { Clock } from "../engine/engine";
+import type { Logger } from "../log";
+import type { Queues } from "../queue/queues";
+import { keyRing } from "./auth";
+import type { IdempotencyOptions, StoredResponse } from "./idempotency";
+import { claimKey, completeKey, releaseKey, requestHash } from "./idempotency";
+import { OPENAPI } from "./openapi";
+import { problem, sendProblem } from "./problem";
+import { registerCustomerRoutes } from "./routes/customers";
+import { registerEventRoutes } from "./routes/events";
+import { registerPublicRoutes } from "./routes/public";
+
+export interface ApiDeps {
+  db: Db;
+  queues: Queues;
+  redis: Redis;
+  apiKeys: string[];
+  bodyLimitBytes: number;
+  idempotency: IdempotencyOptions;
+  clock: Clock;
+  log: Logger;
+  publicBaseUrl: string;
+  twilioAuthToken?: string;
+  secret?: string;
+  /** Test and chaos hook: stop dead after an event row committed, before answering. */
+  afterCommit?: () => Promise<void>;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** sha256 of the caller's API key: scopes idempotency keys; never the key itself. */
+    apiKeyHash?: string;
+  }
+}
+
+export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
+  // Fastify's own logger would print URLs with tokens and bodies with PII: we log ids only.
+  const app = Fastify({ logger: false, bodyLimit: deps.bodyLimitBytes });
+  await app.register(formbody);
+  const keys = keyRing(deps.apiKeys);
+
+  app.setErrorHandler(
+    (error: { code?: string; statusCode?: number; message: string }, req, reply) => {
+      if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+        return sendProblem(
+          reply,
+          problem(413, "Body too large", `the limit is ${deps.bodyLimitBytes} bytes`),
+        );
+      }
+      if (error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+        return sendProblem(reply, problem(415, "Unsupported media type", "send application/json"));
+      }
+      if (error.statusCode === 400) {
+        return sendProblem(
+          reply,
+          problem(400, "Malformed body", error.message, [
+            { field: "(body)", message: error.message },
+          ]),
+        );
+      }
+      deps.log.error("request failed", {
+        method: req.method,
+        route: req.routeOptions.url,
+        error: error.message,
+      });
+      return sendProblem(
+        reply,
+        problem(500, "Internal error", "the request failed on our side; retry it"),
+      );
+    },
+  );
+  app.setNotFoundHandler((req, reply) =>
+    sendProblem(reply, problem(404, "Not found", `${req.method} ${req.url.split("?")[0]}`)),
+  );
+
+  const authenticate = async (req: FastifyRequest, reply: FastifyReply) => {
+    const hash = keys.match(req.headers.authorization);
+    if (!hash) {
+      void reply.header("WWW-Authenticate", 'Bearer realm="sendonce"');
+      return sendProblem(
+        reply,
+        problem(401, "Unauthorized", "send Authorization: Bearer <API key>"),
+      );
+    }
+    req.apiKeyHash = hash;
+  };
+
+  /** Runs `handler` under the request's Idempotency-Key, if it sent one. */
+  const idempotent = async (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    handler: () => Promise<StoredResponse>,
+  ): Promise<FastifyReply> => {
+    const send = (r: StoredResponse) =>
+      r.status >= 400
+        ? reply.code(r.status).type("application/problem+json").send(r.body)
+        : reply.code(r.status).send(r.body);
+    const key = req.headers["idempotency-key"];
+    if (key === undefined) return send(await handler());
+    if (typeof key !== "string" || key.length === 0 || key.length > 255) {
+      return sendProblem(
+        reply,
+        problem(400, "Invalid Idempotency-Key", "one header of 1 to 255 characters", [
+          { field: "Idempotency-Key", message: "1 to 255 characters" },
+        ]),
+      );
+    }
+    const hash = requestHash(req.method, req.routeOptions.url ?? req.url, req.body);
+    const claim = await claimKey(
+      deps.db,
+      req.apiKeyHash!,
+      key,
+      hash,
+      deps.clock.now(),
+      deps.idempotency,
+    );
+    switch (claim.kind) {
+      case "mismatch":
+        return sendProblem(
+          reply,
+          problem(
+            422,
+            "Idempotency-Key reused",
+            "this key was used with a different request; use a new key for a new request",
+          ),
+        );
+      case "in_flight":
+        void reply.header("Retry-After", String(claim.retryAfterSeconds));
+        return sendProblem(
+          reply,
+          problem(
+            409,
+            "Request in progress",
+            "a request with this Idempotency-Key is still being processed; retry later",
+          ),
+        );
+      case "replay":
+        void reply.header("Idempotent-Replayed", "true");
+        return send(claim.response);
+      case "run":
+        break;
+    }
+    let response: StoredResponse;
+    try {
+      response = await handler();
+    } catch (error) {
+      await releaseKey(deps.db, req.apiKeyHash!, key);
+      throw error;
+    }
+    if (response.status >= 500) await releaseKey(deps.db, req.apiKeyHash!, key);
+    else await completeKey(deps.db, req.apiKeyHash!, key, response, deps.clock.now());
+    return send(response);
+  };
+
+  app.get("/healthz", () => ({ status: "ok" }));
+  app.get("/readyz", async (_req, reply) => {
+    const checks = await Promise.all([
+      deps.db.$queryRaw`SELECT 1`.then(
+        () => "ok",
+        (e: Error) => e.message,
+      ),
+      deps.redis.ping().then(
+        () => "ok",
+        (e: Error) => e.message,
+      ),
+    ]);
+    const [database, redis] = checks.map((c) => (c === "ok" ? "ok" : "unreachable"));
+    if (database === "ok" && redis === "ok") return { status: "ready", database, redis };
+    return sendProblem(reply, {
+      ...problem(503, "Not ready", `database: ${database}, redis: ${redis}`),
+    });
+  });
+  app.get("/openapi.json", () => OPENAPI);
+
+  // Authentication covers exactly the client API, in a scope of its own.
+  await app.register((v1, _opts, done) => {
+    v1.addHook("onRequest", authenticate);
+    registerEventRoutes(v1, deps, idempotent);
+    registerCustomerRoutes(v1, deps, idempotent);
+    done();
+  });
+  registerPublicRoutes(app, deps);
+  return app;
+}
+
+export type Idempotent = (
+  req: FastifyRequest,
+  reply: FastifyReply,
+  handler: () => Promise<StoredResponse>,
+) => Promise<FastifyReply>;

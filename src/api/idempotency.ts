@@ -1,0 +1,90 @@
+// The Idempotency-Key header, with the semantics of the IETF draft and of Stripe: the first
+// response (status and body) is stored and replayed for a repeat; the same key with another
+// payload is a 422; the same key while the first request is in flight is a 409. Keys are
+// scoped per API key and kept for a configurable time (at least 24 h).
+import { createHash } from "node:crypto";
+import type { Db } from "../db/client";
+import { canonicalJson } from "../ingest/event";
+
+export interface StoredResponse {
+  status: number;
+  body: unknown;
+}
+
+export type IdempotencyClaim =
+  | { kind: "run" }
+  | { kind: "replay"; response: StoredResponse }
+  | { kind: "mismatch" }
+  | { kind: "in_flight"; retryAfterSeconds: number };
+
+export interface IdempotencyOptions {
+  ttlMs: number;
+  /** An in-flight key older than this belongs to a request that died: it may run again. */
+  inFlightLeaseMs: number;
+}
+
+export function requestHash(method: string, path: string, body: unknown): string {
+  return createHash("sha256")
+    .update(`${method} ${path}\n${canonicalJson(body ?? null)}`)
+    .digest("hex");
+}
+
+/** Takes the key for this request, or says how to answer instead. */
+export async function claimKey(
+  db: Db,
+  apiKeyHash: string,
+  key: string,
+  hash: string,
+  now: Date,
+  opts: IdempotencyOptions,
+): Promise<IdempotencyClaim> {
+  const expiresAt = new Date(now.getTime() + opts.ttlMs);
+  const staleBefore = new Date(now.getTime() - opts.inFlightLeaseMs);
+  // An expired key, or an in-flight one whose request died, is free again.
+  await db.$executeRaw`
+    DELETE FROM "IdempotencyKey"
+    WHERE "apiKeyHash" = ${apiKeyHash} AND key = ${key}
+      AND ("expiresAt" <= ${now} OR (status = 'in_flight' AND "createdAt" < ${staleBefore}))`;
+  const inserted = await db.$queryRaw<unknown[]>`
+    INSERT INTO "IdempotencyKey" ("apiKeyHash", key, "requestHash", status, "createdAt", "expiresAt")
+    VALUES (${apiKeyHash}, ${key}, ${hash}, 'in_flight', ${now}, ${expiresAt})
+    ON CONFLICT ("apiKeyHash", key) DO NOTHING
+    RETURNING 1`;
+  if (inserted.length === 1) return { kind: "run" };
+  const row = await db.idempotencyKey.findUnique({
+    where: { apiKeyHash_key: { apiKeyHash, key } },
+  });
+  if (!row) return claimKey(db, apiKeyHash, key, hash, now, opts);
+  if (row.requestHash !== hash) return { kind: "mismatch" };
+  if (row.status === "in_flight") return { kind: "in_flight", retryAfterSeconds: 1 };
+  return { kind: "replay", response: { status: row.responseStatus!, body: row.responseBody } };
+}
+
+/** Stores the first response for replay. */
+export async function completeKey(
+  db: Db,
+  apiKeyHash: string,
+  key: string,
+  response: StoredResponse,
+  now: Date,
+): Promise<void> {
+  await db.idempotencyKey.update({
+    where: { apiKeyHash_key: { apiKeyHash, key } },
+    data: {
+      status: "completed",
+      responseStatus: response.status,
+      responseBody: response.body as object,
+      completedAt: now,
+    },
+  });
+}
+
+/** A request that failed on our side leaves nothing to replay: the client may retry. */
+export async function releaseKey(db: Db, apiKeyHash: string, key: string): Promise<void> {
+  await db.idempotencyKey.deleteMany({ where: { apiKeyHash, key, status: "in_flight" } });
+}
+
+/** Deletes expired keys; returns how many. */
+export async function reapKeys(db: Db, now: Date): Promise<number> {
+  return (await db.idempotencyKey.deleteMany({ where: { expiresAt: { lte: now } } })).count;
+}

@@ -1,0 +1,38 @@
+// RFC 9457 problem details: every API error names what went wrong and, for bad input, which
+// field, so a client can fix the request without reading our logs.
+import type { FastifyReply } from "fastify";
+
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  errors?: FieldError[];
+}
+
+export function problem(
+  status: number,
+  title: string,
+  detail?: string,
+  errors?: FieldError[],
+): Problem {
+  return {
+    type: `https://sendonce.dev/problems/${title
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, "-")
+      .replace(/-$/, "")}`,
+    title,
+    status,
+    ...(detail !== undefined && { detail }),
+    ...(errors && { errors }),
+  };
+}
+
+export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
+  return reply.code(p.status).type("application/problem+json").send(p);
+}

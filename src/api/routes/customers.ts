@@ -1,0 +1,96 @@
+// Customer profiles: PUT applies a profile and consents as of `occurredAt` (an older update
+// arriving later changes nothing); GET shows profile, consents and points balance.
+import type { FastifyInstance } from "fastify";
+import { z } from "zod";
+import { TX_OPTIONS } from "../../db/client";
+import { customerTraitsSchema } from "../../ingest/event";
+import { applyTraits, ensureCustomer } from "../../ingest/store";
+import type { ApiDeps, Idempotent } from "../app";
+import { problem } from "../problem";
+
+const putSchema = customerTraitsSchema.extend({
+  occurredAt: z.iso
+    .datetime({
+      offset: true,
+      message: 'must be an ISO-8601 timestamp, e.g. "2026-11-02T09:30:00Z"',
+    })
+    .transform((s) => new Date(s)),
+  source: z.string().min(1).max(100).default("api"),
+});
+
+const idSchema = z.string().min(1).max(200);
+
+export function registerCustomerRoutes(
+  app: FastifyInstance,
+  deps: ApiDeps,
+  idempotent: Idempotent,
+): void {
+  const view = async (id: string) => {
+    const customer = await deps.db.customer.findUnique({
+      where: { id },
+      include: { consents: true, pointsBalance: true },
+    });
+    if (!customer) return undefined;
+    return {
+      id: customer.id,
+      email: customer.email,
+      phone: customer.phone,
+      timezone: customer.timezone,
+      attributes: customer.attributes,
+      profileOccurredAt: customer.profileOccurredAt,
+      consents: customer.consents.map((c) => ({
+        channel: c.channel,
+        topic: c.topic,
+        status: c.status,
+        occurredAt: c.occurredAt,
+        source: c.source,
+      })),
+      points: { balance: customer.pointsBalance?.balance ?? 0 },
+    };
+  };
+
+  app.put<{ Params: { id: string } }>("/v1/customers/:id", (req, reply) =>
+    idempotent(req, reply, async () => {
+      const id = idSchema.safeParse(req.params.id);
+      if (!id.success)
+        return {
+          status: 400,
+          body: problem(400, "Invalid customer id", "1 to 200 characters", [
+            { field: "id", message: "1 to 200 characters" },
+          ]),
+        };
+      const parsed = putSchema.safeParse(req.body);
+      if (!parsed.success) {
+        const errors = parsed.error.issues.map((i) => ({
+          field: i.code === "unrecognized_keys" ? i.keys.join(", ") : i.path.join(".") || "(body)",
+          message: i.code === "unrecognized_keys" ? "unknown field" : i.message,
+        }));
+        return {
+          status: 400,
+          body: problem(
+            400,
+            "Invalid customer",
+            errors.map((e) => `${e.field}: ${e.message}`).join("; "),
+            errors,
+          ),
+        };
+      }
+      const { occurredAt, source, ...traits } = parsed.data;
+      await deps.db.$transaction(async (tx) => {
+        await ensureCustomer(tx, id.data);
+        await applyTraits(tx, id.data, traits, occurredAt, source);
+      }, TX_OPTIONS);
+      return { status: 200, body: await view(id.data) };
+    }),
+  );
+
+  app.get<{ Params: { id: string } }>("/v1/customers/:id", async (req, reply) => {
+    const customer = await view(req.params.id);
+    if (!customer)
+      return reply
+        .code(404)
+        .type("application/problem+json")
+        .send(problem(404, "Customer not found", `no customer "${req.params.id}"`));
+    return customer;
+  });
+}

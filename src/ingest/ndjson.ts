@@ -1,0 +1,76 @@
+// Importing a file of events, one JSON object per line, through the same path as the API:
+// stored (deduplicated on source and id) before it is enqueued. Streams, so a large file
+// never sits in memory.
+import { createReadStream, statSync } from "node:fs";
+import { createInterface } from "node:readline";
+import type { Db } from "../db/client";
+import type { Logger } from "../log";
+import type { Queues } from "../queue/queues";
+import { EventValidationError, parseEvent } from "./event";
+import type { IngestStatus } from "./ingest";
+import { ingestEvent } from "./ingest";
+
+export interface ImportProgress {
+  line: number;
+  bytesRead: number;
+  totalBytes: number;
+  counts: Record<IngestStatus | "bad", number>;
+}
+
+export interface ImportOptions {
+  source?: string;
+  onError: "skip" | "abort";
+  /** A bad line, with its 1-based number and what is wrong. */
+  onBadLine: (line: number, message: string) => void;
+  onProgress?: (p: ImportProgress) => void;
+}
+
+export async function importNdjson(
+  db: Db,
+  queues: Queues,
+  file: string,
+  opts: ImportOptions,
+  log: Logger,
+): Promise<ImportProgress & { aborted: boolean }> {
+  const totalBytes = statSync(file).size;
+  const stream = createReadStream(file, { encoding: "utf8" });
+  const lines = createInterface({ input: stream, crlfDelay: Infinity });
+  const progress: ImportProgress = {
+    line: 0,
+    bytesRead: 0,
+    totalBytes,
+    counts: { accepted: 0, duplicate: 0, conflict: 0, bad: 0 },
+  };
+  for await (const text of lines) {
+    progress.line += 1;
+    progress.bytesRead += Buffer.byteLength(text) + 1;
+    if (text.trim() === "") continue;
+    let event;
+    try {
+      const raw = JSON.parse(text) as unknown;
+      const withSource =
+        opts.source && raw && typeof raw === "object" && !("source" in raw)
+          ? { ...raw, source: opts.source }
+          : raw;
+      event = parseEvent(withSource);
+    } catch (error) {
+      const message =
+        error instanceof EventValidationError
+          ? error.message
+          : `not JSON: ${(error as Error).message}`;
+      progress.counts.bad += 1;
+      opts.onBadLine(progress.line, message);
+      if (opts.onError === "abort") {
+        lines.close();
+        stream.destroy();
+        return { ...progress, aborted: true };
+      }
+      continue;
+    }
+    const result = await ingestEvent(db, queues, event, "import", { now: new Date(), log });
+    progress.counts[result.status] += 1;
+    if (progress.line % 200 === 0) opts.onProgress?.(progress);
+  }
+  opts.onProgress?.(progress);
+  return { ...progress, aborted: false };
+}

@@ -1,0 +1,300 @@
+// The HTTP API against real Postgres and Redis and a real worker process: authentication,
+// Idempotency-Key semantics under 200 concurrent requests, validation that names the field,
+// profiles applied in occurredAt order, and events that survive a Redis flush.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { reapKeys } from "../../src/api/idempotency";
+import type { RunningApi } from "../support/api";
+import { API_KEY, SECRET, startApi } from "../support/api";
+import { signUnsubscribeToken } from "../../src/policies/unsubscribe";
+import { useHarness } from "../support/harness";
+import { journeysDir } from "../support/journeys";
+import { flushPrefix } from "../support/redis";
+import { eventually, startWorker } from "../support/workers";
+
+const JOURNEYS = journeysDir({
+  "welcome.yaml": `
+id: welcome
+name: Welcome points
+category: transactional
+trigger: { event: signed_up }
+steps:
+  - id: bonus
+    points: { amount: 10, reason: welcome }
+`,
+});
+
+const event = (id: string, customerId = `c_${id}`, extra: object = {}) => ({
+  id,
+  type: "signed_up",
+  customerId,
+  occurredAt: "2026-11-02T09:00:00Z",
+  ...extra,
+});
+
+describe("the HTTP API", () => {
+  const h = useHarness(JOURNEYS);
+  let api: RunningApi;
+  beforeAll(async () => {
+    api = await startApi(h());
+  });
+  afterAll(() => api.close());
+
+  it("refuses requests without a valid bearer key, as problem+json", async () => {
+    const none = await fetch(`${api.url}/v1/events`, {
+      method: "POST",
+      body: "{}",
+      headers: { "content-type": "application/json" },
+    });
+    expect(none.status).toBe(401);
+    expect(none.headers.get("content-type")).toMatch(/^application\/problem\+json/);
+    expect(none.headers.get("www-authenticate")).toMatch(/^Bearer/);
+    const wrong = await api.post("/v1/events", event("e0"), {
+      authorization: "Bearer not-the-key-at-all-000000",
+    });
+    expect(wrong.status).toBe(401);
+    expect(await wrong.text()).not.toContain(API_KEY);
+  });
+
+  it("stores one event and enrolls once for 200 concurrent POSTs under one Idempotency-Key", async () => {
+    const responses = await Promise.all(
+      Array.from({ length: 200 }, () =>
+        api.post("/v1/events", event("e_race"), { "idempotency-key": "race-1" }),
+      ),
+    );
+    const kinds = responses.map((r) =>
+      r.status === 202
+        ? r.headers.get("idempotent-replayed") === "true"
+          ? "replay"
+          : "first"
+        : `${r.status}`,
+    );
+    expect(kinds.filter((k) => k === "first")).toHaveLength(1);
+    expect(kinds.every((k) => ["first", "replay", "409"].includes(k))).toBe(true);
+    for (const r of responses.filter((x) => x.status === 409))
+      expect(r.headers.get("retry-after")).toBe("1");
+    const bodies = await Promise.all(
+      responses.filter((r) => r.status === 202).map((r) => r.json()),
+    );
+    expect(new Set(bodies.map((b) => JSON.stringify(b)))).toEqual(
+      new Set([JSON.stringify({ id: "e_race", source: "default", status: "accepted" })]),
+    );
+
+    const db = h().schema.db;
+    expect(await db.event.count({ where: { eventId: "e_race" } })).toBe(1);
+    await eventually(async () =>
+      (await db.pointsEntry.count({ where: { customerId: "c_e_race" } })) === 1 ? true : undefined,
+    );
+    expect(await db.enrollment.count({ where: { customerId: "c_e_race" } })).toBe(1);
+  });
+
+  it("answers 422 for a key reused with another payload, and 409 while the first is in flight", async () => {
+    expect((await api.post("/v1/events", event("e_k1"), { "idempotency-key": "k1" })).status).toBe(
+      202,
+    );
+    const reused = await api.post("/v1/events", event("e_k1_other"), { "idempotency-key": "k1" });
+    expect(reused.status).toBe(422);
+
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = await startApi(h(), { afterCommit: () => gate });
+    try {
+      const first = slow.post("/v1/events", event("e_slow"), { "idempotency-key": "k2" });
+      await eventually(async () =>
+        (await h().schema.db.event.count({ where: { eventId: "e_slow" } })) === 1
+          ? true
+          : undefined,
+      );
+      const second = await slow.post("/v1/events", event("e_slow"), { "idempotency-key": "k2" });
+      expect(second.status).toBe(409);
+      expect(second.headers.get("retry-after")).toBe("1");
+      release();
+      expect((await first).status).toBe(202);
+      const replay = await slow.post("/v1/events", event("e_slow"), { "idempotency-key": "k2" });
+      expect([replay.status, replay.headers.get("idempotent-replayed")]).toEqual([202, "true"]);
+    } finally {
+      release();
+      await slow.close();
+    }
+  });
+
+  it("deduplicates by event id without the header, and rejects a reused id with another payload", async () => {
+    expect(await (await api.post("/v1/events", event("e_plain"))).json()).toMatchObject({
+      status: "accepted",
+    });
+    expect(await (await api.post("/v1/events", event("e_plain"))).json()).toMatchObject({
+      status: "duplicate",
+    });
+    const conflict = await api.post("/v1/events", event("e_plain", "c_someone_else"));
+    expect(conflict.status).toBe(409);
+    expect((await conflict.json()) as { title: string }).toMatchObject({
+      title: "Event id conflict",
+    });
+  });
+
+  it("names the bad field: missing, malformed timestamp, unknown top-level field", async () => {
+    const missing = await api.post("/v1/events", {
+      id: "x",
+      type: "t",
+      occurredAt: "2026-11-02T09:00:00Z",
+    });
+    expect(missing.status).toBe(400);
+    expect(
+      ((await missing.json()) as { errors: { field: string }[] }).errors.map((e) => e.field),
+    ).toEqual(["customerId"]);
+    const badTime = await api.post("/v1/events", event("x", "c", { occurredAt: "yesterday" }));
+    expect(await badTime.json()).toMatchObject({
+      errors: [{ field: "occurredAt", message: expect.stringMatching(/ISO-8601/) as string }],
+    });
+    const unknown = await api.post("/v1/events", event("x", "c", { colour: "red" }));
+    expect(await unknown.json()).toMatchObject({
+      detail: expect.stringContaining('unknown field "colour"') as string,
+    });
+    const malformed = await api.post("/v1/events", "{not json");
+    expect(malformed.status).toBe(400);
+    const huge = await api.post(
+      "/v1/events",
+      event("x", "c", { properties: { blob: "x".repeat(70_000) } }),
+    );
+    expect(huge.status).toBe(413);
+    expect(await h().schema.db.event.count({ where: { eventId: "x" } })).toBe(0);
+  });
+
+  it("validates a batch item by item, with a result per item", async () => {
+    const res = await api.post("/v1/events", {
+      events: [event("b1"), { ...event("b2"), occurredAt: "nope" }, event("b1"), event("b3")],
+    });
+    expect(res.status).toBe(202);
+    const body = (await res.json()) as {
+      results: { index: number; status: string; errors?: { field: string }[] }[];
+    };
+    expect(body.results.map((r) => r.status)).toEqual([
+      "accepted",
+      "invalid",
+      "duplicate",
+      "accepted",
+    ]);
+    expect(body.results[1]!.errors![0]!.field).toBe("events[1].occurredAt");
+    const tooMany = await api.post(
+      "/v1/events",
+      { events: Array.from({ length: 1001 }, (_, i) => event(`m${i}`)) },
+      {},
+    );
+    expect([413, 400]).toContain(tooMany.status);
+  });
+
+  it("applies profile and consent updates by occurredAt: an older one arriving later changes nothing", async () => {
+    const put = (body: object) =>
+      fetch(`${api.url}/v1/customers/c_profile`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const newer = await put({
+      occurredAt: "2026-11-02T10:00:00Z",
+      email: "new@example.com",
+      consents: { email: { promotions: "revoked" } },
+    });
+    expect(newer.status).toBe(200);
+    await put({
+      occurredAt: "2026-11-02T09:00:00Z",
+      email: "old@example.com",
+      consents: { email: { promotions: "granted" } },
+    });
+    const got = await fetch(`${api.url}/v1/customers/c_profile`, {
+      headers: { authorization: `Bearer ${API_KEY}` },
+    });
+    const customer = (await got.json()) as {
+      email: string;
+      consents: { topic: string; status: string }[];
+      points: { balance: number };
+    };
+    expect(customer.email).toBe("new@example.com");
+    expect(customer.consents).toMatchObject([{ topic: "promotions", status: "revoked" }]);
+    expect(customer.points.balance).toBe(0);
+    expect((await put({ occurredAt: "2026-11-02T11:00:00Z", phone: "12345" })).status).toBe(400);
+  });
+
+  it("serves unsubscribe links: GET asks, a one-click POST revokes, a forged token is refused", async () => {
+    const db = h().schema.db;
+    await db.customer.create({ data: { id: "c_unsub" } });
+    await db.consent.create({
+      data: {
+        customerId: "c_unsub",
+        channel: "email",
+        topic: "news",
+        status: "granted",
+        occurredAt: new Date(),
+        source: "test",
+      },
+    });
+    const token = signUnsubscribeToken(SECRET, {
+      customerId: "c_unsub",
+      channel: "email",
+      topic: "news",
+    });
+    const page = await fetch(`${api.url}/v1/unsubscribe/${token}`);
+    expect([page.status, page.headers.get("content-type")]).toEqual([
+      200,
+      "text/html; charset=utf-8",
+    ]);
+    const forged = await fetch(`${api.url}/v1/unsubscribe/${token.slice(0, -3)}abc`, {
+      method: "POST",
+    });
+    expect(forged.status).toBe(400);
+    const oneClick = await fetch(`${api.url}/v1/unsubscribe/${token}`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "List-Unsubscribe=One-Click",
+    });
+    expect(oneClick.status).toBe(200);
+    const consent = await db.consent.findUniqueOrThrow({
+      where: {
+        customerId_channel_topic: { customerId: "c_unsub", channel: "email", topic: "news" },
+      },
+    });
+    expect([consent.status, consent.source]).toEqual(["revoked", "unsubscribe_link"]);
+  });
+
+  it("serves health, readiness and its OpenAPI document", async () => {
+    expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+    expect(await (await fetch(`${api.url}/readyz`)).json()).toEqual({
+      status: "ready",
+      database: "ok",
+      redis: "ok",
+    });
+    const doc = (await (await fetch(`${api.url}/openapi.json`)).json()) as {
+      paths: Record<string, unknown>;
+    };
+    expect(Object.keys(doc.paths)).toContain("/v1/events");
+  });
+
+  it("keeps idempotency keys until they expire, then reaps them", async () => {
+    const db = h().schema.db;
+    expect(await db.idempotencyKey.count()).toBeGreaterThan(0);
+    expect(await reapKeys(db, new Date(Date.now() + 23 * 3_600_000))).toBe(0);
+    expect(await reapKeys(db, new Date(Date.now() + 25 * 3_600_000))).toBeGreaterThan(0);
+  });
+});
+
+describe("nothing lost between Postgres and Redis", () => {
+  const h = useHarness(JOURNEYS, { workers: 0, killWorkersAfterEach: true });
+
+  it("processes an event once when Redis is flushed after the 202", async () => {
+    const api = await startApi(h());
+    try {
+      expect((await api.post("/v1/events", event("e_flushed"))).status).toBe(202);
+    } finally {
+      await api.close();
+    }
+    expect(await flushPrefix(h().prefix)).toBeGreaterThan(0);
+    h().workers.push(startWorker(h().env()));
+    const db = h().schema.db;
+    await eventually(async () =>
+      (await db.pointsEntry.count({ where: { customerId: "c_e_flushed" } })) === 1
+        ? true
+        : undefined,
+    );
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await db.pointsEntry.count({ where: { customerId: "c_e_flushed" } })).toBe(1);
+  });
+});

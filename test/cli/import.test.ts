@@ -1,0 +1,69 @@
+// `sendonce import`: the API's dedupe for a file, bad lines reported by number, skip or abort.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../support/cli";
+import type { TestSchema } from "../support/db";
+import { createTestSchema } from "../support/db";
+import { REDIS_URL, flushPrefix, uniquePrefix } from "../support/redis";
+
+describe("sendonce import", () => {
+  let schema: TestSchema;
+  const prefix = uniquePrefix("import");
+  beforeAll(async () => {
+    schema = await createTestSchema("import");
+  });
+  afterAll(async () => {
+    await flushPrefix(prefix);
+    await schema.drop();
+  });
+
+  const line = (id: string, extra: object = {}) =>
+    JSON.stringify({
+      id,
+      type: "signed_up",
+      customerId: `c_${id}`,
+      occurredAt: "2026-11-02T09:00:00Z",
+      ...extra,
+    });
+  const file = (lines: string[]) => {
+    const path = join(mkdtempSync(join(tmpdir(), "sendonce-import-")), "events.ndjson");
+    writeFileSync(path, `${lines.join("\n")}\n`);
+    return path;
+  };
+  const env = () => ({ DATABASE_URL: schema.url, REDIS_URL, SENDONCE_QUEUE_PREFIX: prefix });
+
+  it("stores each event once, reports bad lines by number, and exits 1", async () => {
+    const path = file([
+      line("i1"),
+      line("i2"),
+      "{oops",
+      line("i3", { occurredAt: "soon" }),
+      line("i1"),
+      line("i4", { source: "crm" }),
+    ]);
+    const result = runCli(["import", path, "--source", "shop"], env());
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`${path}:3: not JSON`);
+    expect(result.stderr).toMatch(
+      new RegExp(
+        `${path.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}:4: occurredAt: must be an ISO-8601 timestamp`,
+      ),
+    );
+    expect(result.stdout).toContain("3 accepted, 1 duplicates, 0 conflicts, 2 bad lines");
+    const events = await schema.db.event.findMany({ orderBy: { eventId: "asc" } });
+    expect(events.map((e) => `${e.source}/${e.eventId}`)).toEqual(["shop/i1", "shop/i2", "crm/i4"]);
+
+    const again = runCli(["import", path, "--source", "shop"], env());
+    expect(again.stdout).toContain("0 accepted, 4 duplicates");
+  });
+
+  it("stops at the first bad line with --on-error abort", async () => {
+    const path = file([line("a1"), "not json", line("a2")]);
+    const result = runCli(["import", path, "--on-error", "abort"], env());
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain("aborted at line 2");
+    expect(await schema.db.event.count({ where: { eventId: { in: ["a1", "a2"] } } })).toBe(1);
+  });
+});
