@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { loadConfig, requireDatabaseUrl } from "../config";
 import { migrate } from "../db/migrate";
 import { redactUrl } from "../db/url";
+import type { BackfillFlags } from "./backfill";
 import { runValidate } from "./validate";
 
 const program = new Command("sendonce")
@@ -75,6 +76,27 @@ program
   });
 
 program
+  .command("backfill")
+  .description(
+    "replay stored events (or a file) through one journey with the same keys; nothing already sent is sent again",
+  )
+  .option("--journey <id>", "the journey to backfill")
+  .option("--since <when>", "stored events from this date (ISO-8601) or this long ago (30d)")
+  .option("--until <when>", "stored events before this date or this long ago")
+  .option("--file <events.ndjson>", "events from a file instead of the stored ones")
+  .option(
+    "--dry-run",
+    "print per step what would be sent and what suppressed, and why; change nothing",
+    false,
+  )
+  .option("--rate <n/s>", "at most this many events per second")
+  .option("--resume <id>", "continue a backfill that stopped, from its recorded cursor")
+  .action(async (opts: BackfillFlags) => {
+    const { runBackfillCommand } = await import("./backfill");
+    process.exitCode = await runBackfillCommand(opts);
+  });
+
+program
   .command("demo")
   .description(
     "run the bundled journeys over sample events on embedded Postgres and Redis (under .sendonce/), then print what was sent",
@@ -124,6 +146,7 @@ const USER_ERRORS = new Set([
   "JourneyLoadError",
   "EmbeddedServiceError",
   "EventValidationError",
+  "BackfillError",
 ]);
 
 try {

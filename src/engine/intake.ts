@@ -52,13 +52,17 @@ export async function processEvent(engine: Engine, eventRowId: bigint): Promise<
 
 type Audit = Pick<AuditRecord, "kind" | "rule" | "enrollmentId" | "detail">;
 
-async function enroll(
+/**
+ * The entry policy for one event and journey: the reference to enroll under, or the rule that
+ * refuses it (trigger condition, empty reference, cooldown, already enrolled). Read-only, so a
+ * backfill's dry run decides exactly as the real run will.
+ */
+export async function checkEntry(
   tx: Tx,
   cj: CompiledJourney,
   event: EventView,
   customer: CustomerView,
-  now: Date,
-): Promise<{ enrollmentId: bigint; audit: Audit } | { audit: Audit }> {
+): Promise<{ reference: string } | { audit: Audit }> {
   const { journey } = cj;
   const detail = { eventId: event.id, source: event.source };
   const decision = decideEntry(cj, event, customer);
@@ -72,6 +76,19 @@ async function enroll(
     };
   }
   const { reference } = decision;
+  const [existing] = await tx.$queryRaw<{ id: bigint }[]>`
+    SELECT id FROM "Enrollment"
+    WHERE "journeyId" = ${journey.id} AND "customerId" = ${customer.id} AND reference = ${reference}`;
+  if (existing) {
+    return {
+      audit: {
+        kind: "not_enrolled",
+        rule: `already_enrolled_${journey.entry.once}`,
+        enrollmentId: existing.id,
+        detail: { ...detail, reference },
+      },
+    };
+  }
   if (journey.entry.cooldownMs !== undefined) {
     // Cooldown counts in event time, so a backfill of old events decides as live traffic did.
     const [recent] = await tx.$queryRaw<{ id: bigint }[]>`
@@ -90,7 +107,23 @@ async function enroll(
       };
     }
   }
+  return { reference };
+}
+
+async function enroll(
+  tx: Tx,
+  cj: CompiledJourney,
+  event: EventView,
+  customer: CustomerView,
+  now: Date,
+): Promise<{ enrollmentId: bigint; audit: Audit } | { audit: Audit }> {
+  const { journey } = cj;
+  const entry = await checkEntry(tx, cj, event, customer);
+  if ("audit" in entry) return entry;
+  const { reference } = entry;
+  const detail = { eventId: event.id, source: event.source };
   const first = journey.steps[0]!.id;
+  // The unique index settles a race that checkEntry's read could not see.
   const [row] = await tx.$queryRaw<{ id: bigint }[]>`
     INSERT INTO "Enrollment" ("journeyId", "journeyVersion", "customerId", reference, "triggerEventId",
                               status, "currentStepId", "stepSeq", "nextRunAt", "enrolledAt", "updatedAt")
@@ -115,6 +148,33 @@ async function enroll(
       detail: { ...detail, reference, version: journey.version.slice(0, 12) },
     },
   };
+}
+
+/** A backfill's enrollment: one stored event into one journey, with the customer locked. */
+export async function enrollInJourney(
+  engine: Engine,
+  cj: CompiledJourney,
+  eventRowId: bigint,
+): Promise<{ enrolled?: NewEnrollment; rule?: string }> {
+  return engine.db.$transaction(async (tx) => {
+    const event = await loadEvent(tx, eventRowId);
+    if (!event) return { rule: "event_missing" };
+    await tx.$queryRaw`SELECT 1 FROM "Customer" WHERE id = ${event.customerId} FOR UPDATE`;
+    const customer = await loadCustomer(tx, event.customerId);
+    const now = engine.clock.now();
+    const result = await enroll(tx, cj, event, customer, now);
+    await recordAudit(tx, {
+      at: now,
+      customerId: customer.id,
+      journeyId: cj.journey.id,
+      workerId: engine.workerId,
+      ...result.audit,
+      detail: { ...result.audit.detail, via: "backfill" },
+    });
+    return "enrollmentId" in result
+      ? { enrolled: { enrollmentId: result.enrollmentId, stepSeq: 0 } }
+      : { ...(result.audit.rule && { rule: result.audit.rule }) };
+  }, TX_OPTIONS);
 }
 
 /** Ends this customer's active enrollments in the journey that the event exits. */

@@ -21,16 +21,19 @@ export async function storeEvent(
   event: ParsedEvent,
   via: Via,
   now: Date,
+  /** Stored as already processed: a backfill from a file feeds one journey, not all of them. */
+  opts: { processed?: boolean } = {},
 ): Promise<StoreResult> {
   const hash = payloadHash(event);
+  const processedAt = opts.processed ? now : null;
   return db.$transaction(async (tx) => {
     await ensureCustomer(tx, event.customerId);
     const inserted = await tx.$queryRaw<{ id: bigint }[]>`
       INSERT INTO "Event" (source, "eventId", type, "customerId", "occurredAt", "receivedAt",
-                           properties, customer, "payloadHash")
+                           properties, customer, "payloadHash", "processedAt")
       VALUES (${event.source}, ${event.id}, ${event.type}, ${event.customerId}, ${event.occurredAt},
               ${now}, ${JSON.stringify(event.properties)}::jsonb,
-              ${event.customer ? JSON.stringify(event.customer) : null}::jsonb, ${hash})
+              ${event.customer ? JSON.stringify(event.customer) : null}::jsonb, ${hash}, ${processedAt})
       ON CONFLICT (source, "eventId") DO NOTHING
       RETURNING id`;
     const row = inserted[0];

@@ -14,6 +14,8 @@ export interface WorkerProcess {
   /** Resolves with the first log line matching `pattern`. */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
   kill(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Resolves with the exit code when the process ends by itself. */
+  exited: Promise<number | null>;
 }
 
 export function startWorker(env: NodeJS.ProcessEnv, args: string[] = []): WorkerProcess {
@@ -69,6 +71,7 @@ export function startProcess(
         if (!check()) waiters.add(check);
       });
     },
+    exited,
     async kill(signal = "SIGKILL") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;

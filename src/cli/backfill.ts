@@ -1,0 +1,110 @@
+// `sendonce backfill`: flags in, a progress bar on stderr, per-step counts out.
+import { createApp } from "../app";
+import { ConfigError, loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
+import { parseDuration, isDurationError } from "../journeys/duration";
+import { createLogger } from "../log";
+import type { BackfillParams, BackfillProgress } from "../ops/backfill";
+import { runBackfill } from "../ops/backfill";
+import type { Tally } from "../ops/simulate";
+
+export interface BackfillFlags {
+  journey?: string;
+  since?: string;
+  until?: string;
+  file?: string;
+  dryRun: boolean;
+  rate?: string;
+  resume?: string;
+}
+
+/** `2026-11-01`, `2026-11-01T09:00:00Z`, or a duration back from now: `30d`. */
+export function parseWhen(flag: string, value: string, now = new Date()): string {
+  const d = parseDuration(value);
+  if (!isDurationError(d)) return new Date(now.getTime() - d.ms).toISOString();
+  const t = Date.parse(value);
+  if (Number.isNaN(t))
+    throw new ConfigError(
+      `--${flag} ${value}: use an ISO-8601 date (2026-11-01) or a duration back from now (30d)`,
+    );
+  return new Date(t).toISOString();
+}
+
+function parseRate(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(?:\/s)?$/.exec(value.trim());
+  if (!m || Number(m[1]) <= 0)
+    throw new ConfigError(`--rate ${value}: use events per second, e.g. 50/s`);
+  return Number(m[1]);
+}
+
+export async function runBackfillCommand(flags: BackfillFlags): Promise<number> {
+  if (!flags.resume) {
+    if (!flags.journey) throw new ConfigError("--journey is required (or --resume ID)");
+    if (!flags.since === !flags.file)
+      throw new ConfigError("give either --since (stored events) or --file (an NDJSON file)");
+    if (flags.until && !flags.since) throw new ConfigError("--until needs --since");
+  }
+  const params: BackfillParams = {
+    journeyId: flags.journey ?? "",
+    ...(flags.since && { since: parseWhen("since", flags.since) }),
+    ...(flags.until && { until: parseWhen("until", flags.until) }),
+    ...(flags.file && { file: flags.file }),
+    ...(flags.rate && { rate: parseRate(flags.rate) }),
+  };
+  const config = loadConfig();
+  const app = await createApp(config, {
+    databaseUrl: requireDatabaseUrl(config),
+    redisUrl: requireRedisUrl(config),
+    log: createLogger(),
+  });
+  const tty = process.stderr.isTTY;
+  let lastLine = 0;
+  const progress = (p: BackfillProgress) => {
+    const eta = p.etaSeconds === undefined ? "?" : `${Math.ceil(p.etaSeconds)} s`;
+    const text = `${p.done}/${p.total || "?"} events · ${p.enrolled} enrolled · ${p.ratePerSecond.toFixed(1)}/s · ETA ${eta}`;
+    if (tty) {
+      const pct = p.total ? p.done / p.total : 0;
+      process.stderr.write(`\r[${"#".repeat(Math.round(pct * 24)).padEnd(24, "-")}] ${text}`);
+    } else if (Date.now() - lastLine > 5_000) {
+      lastLine = Date.now();
+      process.stderr.write(`${text}\n`);
+    }
+  };
+  try {
+    const result = await runBackfill(app, {
+      params,
+      dryRun: flags.dryRun,
+      ...(flags.resume && { resume: flags.resume }),
+      onProgress: progress,
+      onStart: (id) =>
+        process.stderr.write(`backfill ${id} started (resume it with --resume ${id})\n`),
+    });
+    if (tty) process.stderr.write("\n");
+    for (const bad of result.badLines)
+      process.stderr.write(`${flags.file}:${bad.line}: ${bad.message}\n`);
+    printTally(result.tally, result.dryRun);
+    if (result.id) {
+      console.log(
+        `\nbackfill ${result.id} done: the workers run the new enrollments' steps; sendonce report --journey ${params.journeyId || "…"} shows what they sent.`,
+      );
+    }
+    return result.badLines.length > 0 ? 1 : 0;
+  } finally {
+    await app.close();
+  }
+}
+
+function printTally(t: Tally, dryRun: boolean): void {
+  console.log(`${dryRun ? "dry run: " : ""}${t.events} events`);
+  for (const [k, v] of Object.entries(t.entry).sort()) console.log(`  entry ${k.padEnd(30)} ${v}`);
+  if (!dryRun) return;
+  console.log(`\n  ${"step".padEnd(24)} ${"would send".padStart(10)}  suppressed`);
+  for (const s of t.steps) {
+    const why = Object.entries(s.suppressed)
+      .sort()
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ");
+    console.log(
+      `  ${`${s.stepId} (${s.kind})`.padEnd(24)} ${String(s.wouldSend).padStart(10)}  ${why || "-"}`,
+    );
+  }
+}

@@ -1,0 +1,274 @@
+// Backfills: replay stored events (or a file of them) through one journey with the same keys
+// as live traffic, so nothing already sent is sent again. A dry run says, per step, what would
+// be sent and what suppressed and why; a real run enrolls (the workers do the steps), keeps
+// to a rate, records its cursor, and resumes after a crash.
+import { randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { createInterface } from "node:readline";
+import type { App } from "../app";
+import type { Prisma } from "../generated/prisma/client";
+import type { CustomerView, EventView } from "../engine/context";
+import { enrollInJourney } from "../engine/intake";
+import { loadCustomer, loadEvent } from "../engine/rows";
+import { TX_OPTIONS } from "../db/client";
+import { EventValidationError, parseEvent } from "../ingest/event";
+import { storeEvent } from "../ingest/store";
+import type { CompiledJourney } from "../journeys/compile";
+import { enqueueSteps } from "../queue/queues";
+import type { Hypothetical, Tally } from "./simulate";
+import { emptyTally, simulateEvent } from "./simulate";
+
+export interface BackfillParams {
+  journeyId: string;
+  since?: string;
+  until?: string;
+  file?: string;
+  /** Events per second; unlimited when unset. */
+  rate?: number;
+}
+
+export interface BackfillProgress {
+  id: string;
+  done: number;
+  total: number;
+  enrolled: number;
+  ratePerSecond: number;
+  etaSeconds: number | undefined;
+}
+
+export interface BackfillResult {
+  id?: string;
+  dryRun: boolean;
+  tally: Tally;
+  badLines: { line: number; message: string }[];
+}
+
+export class BackfillError extends Error {
+  override readonly name = "BackfillError";
+}
+
+interface Source {
+  total: number;
+  /** Events after the cursor, in order; each with the cursor to record once it is done. */
+  events(): AsyncIterable<
+    { event: EventView; customer: CustomerView; cursor: Cursor } | { bad: string; line: number }
+  >;
+}
+
+type Cursor = { at: Date; id: bigint } | { line: number };
+
+export async function runBackfill(
+  app: App,
+  opts: {
+    params: BackfillParams;
+    dryRun: boolean;
+    resume?: string;
+    onStart?: (id: string) => void;
+    onProgress?: (p: BackfillProgress) => void;
+  },
+): Promise<BackfillResult> {
+  const { engine, db } = app;
+  let params = opts.params;
+  let id = opts.resume;
+  let cursor: Cursor | undefined;
+  if (opts.resume) {
+    const row = await db.backfill.findUnique({ where: { id: opts.resume } });
+    if (!row) throw new BackfillError(`no backfill "${opts.resume}" to resume`);
+    if (row.status === "completed") throw new BackfillError(`backfill ${row.id} already completed`);
+    params = row.params as unknown as BackfillParams;
+    if (row.cursorLine !== null) cursor = { line: row.cursorLine };
+    else if (row.cursorAt && row.cursorId !== null) cursor = { at: row.cursorAt, id: row.cursorId };
+  }
+  const cj = engine.catalog.current.find((c) => c.journey.id === params.journeyId);
+  if (!cj) {
+    throw new BackfillError(
+      `journey "${params.journeyId}" is not deployed here; journeys: ${engine.catalog.current.map((c) => c.journey.id).join(", ")}`,
+    );
+  }
+  const source = params.file
+    ? fileSource(app, params.file, cursor, opts.dryRun)
+    : await storedSource(app, cj, params, cursor);
+  if (!opts.dryRun && !id) {
+    id = `bf_${Date.now().toString(36)}_${randomBytes(3).toString("hex")}`;
+    await db.backfill.create({
+      data: {
+        id,
+        journeyId: cj.journey.id,
+        params: params as unknown as Prisma.InputJsonObject,
+        total: source.total,
+      },
+    });
+  }
+  if (id) opts.onStart?.(id);
+  const tally = emptyTally(cj);
+  const hypothetical: Hypothetical = new Map();
+  const badLines: BackfillResult["badLines"] = [];
+  const started = Date.now();
+  let done = 0;
+  let enrolled = 0;
+  let savedDone = 0;
+  let savedEnrolled = 0;
+  let lastSaved = Date.now();
+  const save = async (c: Cursor, status?: "completed") => {
+    if (!id) return;
+    await db.backfill.update({
+      where: { id },
+      data: {
+        ...("line" in c ? { cursorLine: c.line } : { cursorAt: c.at, cursorId: c.id }),
+        done: { increment: done - savedDone },
+        enrolled: { increment: enrolled - savedEnrolled },
+        ...(status && { status, finishedAt: new Date() }),
+      },
+    });
+    savedDone = done;
+    savedEnrolled = enrolled;
+  };
+  let last: Cursor | undefined;
+  for await (const item of source.events()) {
+    if ("bad" in item) {
+      badLines.push({ line: item.line, message: item.bad });
+      continue;
+    }
+    if (opts.dryRun) {
+      await db.$transaction(
+        (tx) => simulateEvent(engine, tx, cj, item.event, item.customer, tally, hypothetical),
+        TX_OPTIONS,
+      );
+    } else {
+      const result = await enrollInJourney(engine, cj, item.event.rowId);
+      tally.events += 1;
+      const outcome = result.enrolled ? "enrolled" : (result.rule ?? "refused");
+      tally.entry[outcome] = (tally.entry[outcome] ?? 0) + 1;
+      if (result.enrolled) {
+        enrolled += 1;
+        await enqueueSteps(
+          app.queues,
+          [{ ...result.enrolled, at: engine.clock.now() }],
+          engine.clock.now(),
+        );
+      }
+    }
+    done += 1;
+    last = item.cursor;
+    if (Date.now() - lastSaved > 1_000) {
+      await save(last);
+      lastSaved = Date.now();
+    }
+    const elapsed = (Date.now() - started) / 1000;
+    if (params.rate) {
+      // Keep to the rate: event n is due at n / rate seconds after the start.
+      const ahead = done / params.rate - elapsed;
+      if (ahead > 0) await new Promise((r) => setTimeout(r, ahead * 1000));
+    }
+    const rate = done / Math.max(0.001, (Date.now() - started) / 1000);
+    opts.onProgress?.({
+      id: id ?? "dry-run",
+      done,
+      total: source.total,
+      enrolled,
+      ratePerSecond: rate,
+      etaSeconds: source.total > done ? (source.total - done) / rate : 0,
+    });
+  }
+  if (id) await save(last ?? cursor ?? { line: 0 }, "completed");
+  return { ...(id && { id }), dryRun: opts.dryRun, tally, badLines };
+}
+
+async function storedSource(
+  app: App,
+  cj: CompiledJourney,
+  params: BackfillParams,
+  cursor: Cursor | undefined,
+): Promise<Source> {
+  const since = params.since ? new Date(params.since) : new Date(0);
+  const until = params.until ? new Date(params.until) : new Date("9999-01-01T00:00:00Z");
+  const type = cj.journey.trigger.event;
+  const after = cursor && "at" in cursor ? cursor : { at: new Date(0), id: 0n };
+  const [count] = await app.db.$queryRaw<{ n: bigint }[]>`
+    SELECT count(*) AS n FROM "Event" WHERE type = ${type} AND "occurredAt" >= ${since} AND "occurredAt" < ${until}
+      AND ("occurredAt", id) > (${after.at}::timestamptz, ${after.id}::bigint)`;
+  return {
+    total: Number(count?.n ?? 0),
+    async *events() {
+      let from = after;
+      for (;;) {
+        const page = await app.db.$queryRaw<{ id: bigint; occurredAt: Date }[]>`
+          SELECT id, "occurredAt" FROM "Event"
+          WHERE type = ${type} AND "occurredAt" >= ${since} AND "occurredAt" < ${until}
+            AND ("occurredAt", id) > (${from.at}::timestamptz, ${from.id}::bigint)
+          ORDER BY "occurredAt", id LIMIT 500`;
+        if (page.length === 0) return;
+        for (const row of page) {
+          const event = (await loadEvent(app.db, row.id))!;
+          yield {
+            event,
+            customer: await loadCustomer(app.db, event.customerId),
+            cursor: { at: row.occurredAt, id: row.id },
+          };
+        }
+        const lastRow = page[page.length - 1]!;
+        from = { at: lastRow.occurredAt, id: lastRow.id };
+      }
+    },
+  };
+}
+
+function fileSource(app: App, file: string, cursor: Cursor | undefined, dryRun: boolean): Source {
+  const skip = cursor && "line" in cursor ? cursor.line : 0;
+  return {
+    total: 0,
+    async *events() {
+      const lines = createInterface({
+        input: createReadStream(file, { encoding: "utf8" }),
+        crlfDelay: Infinity,
+      });
+      let n = 0;
+      for await (const text of lines) {
+        n += 1;
+        if (n <= skip || text.trim() === "") continue;
+        let parsed;
+        try {
+          parsed = parseEvent(JSON.parse(text));
+        } catch (error) {
+          yield {
+            line: n,
+            bad:
+              error instanceof EventValidationError
+                ? error.message
+                : `not JSON: ${(error as Error).message}`,
+          };
+          continue;
+        }
+        let event: EventView;
+        if (dryRun) {
+          event = {
+            rowId: 0n,
+            id: parsed.id,
+            source: parsed.source,
+            type: parsed.type,
+            customerId: parsed.customerId,
+            occurredAt: parsed.occurredAt,
+            properties: parsed.properties,
+          };
+        } else {
+          // Stored as processed: this file feeds the one journey, not every journey.
+          const stored = await storeEvent(app.db, parsed, "backfill", app.engine.clock.now(), {
+            processed: true,
+          });
+          event = (await loadEvent(app.db, stored.eventRowId))!;
+        }
+        const existing = await app.db.customer.findUnique({ where: { id: parsed.customerId } });
+        const customer: CustomerView = existing
+          ? await loadCustomer(app.db, parsed.customerId)
+          : {
+              id: parsed.customerId,
+              email: parsed.customer?.email ?? null,
+              phone: parsed.customer?.phone ?? null,
+              timezone: parsed.customer?.timezone ?? null,
+              attributes: parsed.customer?.attributes ?? {},
+            };
+        yield { event, customer, cursor: { line: n } };
+      }
+    },
+  };
+}

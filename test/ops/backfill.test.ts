@@ -1,0 +1,155 @@
+// Backfills against real workers: the dry run's counts are what the real run then does, a
+// rerun sends nothing, overlapping runs send each message once, and a killed run resumes.
+import { describe, expect, it } from "vitest";
+import { actionKey } from "../../src/engine/keys";
+import { storeEvent } from "../../src/ingest/store";
+import { parseEvent } from "../../src/ingest/event";
+import { runCli } from "../support/cli";
+import { settledOutcome, useHarness } from "../support/harness";
+import { journeysDir } from "../support/journeys";
+import { eventually, startProcess } from "../support/workers";
+
+const JOURNEYS = journeysDir({
+  "promo.yaml": `
+id: promo
+name: Order follow-up
+category: marketing
+consent: promotions
+trigger: { event: order.completed }
+entry: { once: per_reference, reference: "{{ event.properties.order_id }}" }
+steps:
+  - id: thanks
+    email: { subject: "Thanks for {{ event.properties.order_id }}", text: "Thank you" }
+  - id: bonus
+    points: { amount: 5, reason: promo }
+`,
+});
+
+const order = (n: number, consent: boolean, at = "2026-10-01T10:00:00Z") =>
+  parseEvent({
+    id: `hist_${n}`,
+    type: "order.completed",
+    customerId: `c_${n}`,
+    occurredAt: at,
+    properties: { order_id: `o_${n}` },
+    customer: {
+      email: `c_${n}@example.com`,
+      ...(consent && { consents: { email: { promotions: "granted" } } }),
+    },
+  });
+
+describe("sendonce backfill", () => {
+  const h = useHarness(JOURNEYS, { workers: 2 });
+  const cli = (args: string[]) =>
+    runCli(["backfill", "--journey", "promo", ...args], h().env(), 120_000);
+  const row = (stdout: string, step: string) =>
+    new RegExp(`^\\s+${step} \\(\\w+\\)\\s+(\\d+)\\s+(.*)$`, "m").exec(stdout);
+
+  it("does what its dry run said, and a rerun sends nothing", async () => {
+    const db = h().schema.db;
+    // History: 13 orders stored before the journey existed (10 with consent), and 2 that went
+    // through it live and were sent then.
+    for (let i = 0; i < 13; i++)
+      await storeEvent(db, order(i, i < 10), "import", new Date(), { processed: true });
+    for (const i of [100, 101])
+      await h().deliver({ ...order(i, true), occurredAt: "2026-10-02T10:00:00Z" });
+    for (const i of [100, 101])
+      await settledOutcome(
+        h(),
+        actionKey({
+          journeyId: "promo",
+          stepId: "thanks",
+          customerId: `c_${i}`,
+          reference: `o_${i}`,
+        }),
+      );
+
+    const dry = cli(["--since", "2026-09-01", "--until", "2026-11-01", "--dry-run"]);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toContain("dry run: 15 events");
+    expect(row(dry.stdout, "thanks")?.slice(1)).toEqual(["10", "already_sent 2, no_consent 3"]);
+    expect(row(dry.stdout, "bonus")?.slice(1)).toEqual(["13", "already_sent 2"]);
+    expect(await db.enrollment.count()).toBe(2);
+
+    const real = cli(["--since", "2026-09-01", "--until", "2026-11-01"]);
+    expect(real.code).toBe(0);
+    expect(real.stdout).toMatch(/entry enrolled\s+13/);
+    await eventually(
+      async () =>
+        (await db.enrollment.count({ where: { status: "active" } })) === 0 ? true : undefined,
+      30_000,
+    );
+    const thanks = await db.action.groupBy({
+      by: ["state", "reason"],
+      where: { stepId: "thanks" },
+      _count: true,
+    });
+    expect(thanks.map((g) => [g.state, g.reason, g._count]).sort()).toEqual([
+      ["sent", null, 12],
+      ["skipped", "no_consent", 3],
+    ]);
+    expect(await db.pointsEntry.count()).toBe(15);
+    expect(h().sink.messages).toHaveLength(12);
+
+    const rerun = cli(["--since", "2026-09-01", "--until", "2026-11-01"]);
+    expect(rerun.stdout).not.toMatch(/entry enrolled/);
+    const rerunDry = cli(["--since", "2026-09-01", "--until", "2026-11-01", "--dry-run"]);
+    expect(row(rerunDry.stdout, "thanks")?.[1]).toBe("0");
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(h().sink.messages).toHaveLength(12);
+  });
+
+  it("sends each message once when two backfills of one range overlap, and resumes a killed one", async () => {
+    const db = h().schema.db;
+    for (let i = 200; i < 240; i++)
+      await storeEvent(db, order(i, true, "2026-08-01T10:00:00Z"), "import", new Date(), {
+        processed: true,
+      });
+    const range = ["--journey", "promo", "--since", "2026-07-01", "--until", "2026-09-01"];
+    // One is slowed down and killed halfway; the other runs at full speed beside it.
+    const slow = startProcess("backfill", h().env(), [...range, "--rate", "20/s"]);
+    const line = await slow.waitFor(/backfill (bf_\w+) started/);
+    const id = /backfill (bf_\w+) started/.exec(line)![1]!;
+    const fast = startProcess("backfill", h().env(), range);
+    await new Promise((r) => setTimeout(r, 1_200));
+    await slow.kill("SIGKILL");
+    expect(await fast.exited).toBe(0);
+    const saved = await db.backfill.findUniqueOrThrow({ where: { id } });
+    expect(saved.status).toBe("running");
+    expect(saved.done).toBeGreaterThan(0);
+    expect(saved.done).toBeLessThan(40);
+
+    const resumed = runCli(["backfill", "--resume", id], h().env(), 120_000);
+    expect(resumed.code).toBe(0);
+    expect((await db.backfill.findUniqueOrThrow({ where: { id } })).status).toBe("completed");
+
+    await eventually(
+      async () =>
+        (await db.enrollment.count({ where: { status: "active" } })) === 0 ? true : undefined,
+      30_000,
+    );
+    expect(
+      await db.enrollment.count({
+        where: { customerId: { in: Array.from({ length: 40 }, (_, i) => `c_${200 + i}`) } },
+      }),
+    ).toBe(40);
+    const counts = h().sink.countByMessageId();
+    expect([...counts.values()].every((n) => n === 1)).toBe(true);
+    expect(h().sink.messages.filter((m) => /c_2\d\d@/.test(m.to[0] ?? ""))).toHaveLength(40);
+  });
+
+  it("names what is wrong with its flags", () => {
+    expect(runCli(["backfill", "--journey", "promo"], h().env()).stderr).toMatch(
+      /give either --since .* or --file/,
+    );
+    expect(runCli(["backfill", "--journey", "nope", "--since", "30d"], h().env()).stderr).toMatch(
+      /journey "nope" is not deployed here/,
+    );
+    expect(
+      runCli(["backfill", "--journey", "promo", "--since", "last tuesday"], h().env()).stderr,
+    ).toMatch(/--since last tuesday: use an ISO-8601 date/);
+    expect(runCli(["backfill", "--resume", "bf_missing"], h().env()).stderr).toMatch(
+      /no backfill "bf_missing"/,
+    );
+  });
+});
