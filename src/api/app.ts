@@ -8,12 +8,15 @@ import type { Db } from "../db/client";
 import type { Clock } from "../engine/engine";
 import type { Logger } from "../log";
 import type { Queues } from "../queue/queues";
+import { recordAudit } from "../ledger/audit";
 import { keyRing } from "./auth";
 import type { IdempotencyOptions, StoredResponse } from "./idempotency";
 import { claimKey, completeKey, releaseKey, requestHash } from "./idempotency";
+import { createMetrics } from "../reports/metrics";
 import { OPENAPI } from "./openapi";
 import { problem, sendProblem } from "./problem";
 import { registerCustomerRoutes } from "./routes/customers";
+import { registerEmailEventRoutes } from "./routes/email-events";
 import { registerEventRoutes } from "./routes/events";
 import { registerPublicRoutes } from "./routes/public";
 
@@ -142,6 +145,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
           ),
         );
       case "replay":
+        await recordAudit(deps.db, {
+          kind: "idempotent_replay",
+          at: deps.clock.now(),
+          rule: req.routeOptions.url ?? "",
+          detail: { status: claim.response.status },
+        });
         void reply.header("Idempotent-Replayed", "true");
         return send(claim.response);
       case "run":
@@ -178,12 +187,17 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     });
   });
   app.get("/openapi.json", () => OPENAPI);
+  const metrics = createMetrics(deps.db);
+  app.get("/metrics", async (_req, reply) =>
+    reply.type(metrics.contentType).send(await metrics.metrics()),
+  );
 
   // Authentication covers exactly the client API, in a scope of its own.
   await app.register((v1, _opts, done) => {
     v1.addHook("onRequest", authenticate);
     registerEventRoutes(v1, deps, idempotent);
     registerCustomerRoutes(v1, deps, idempotent);
+    registerEmailEventRoutes(v1, deps);
     done();
   });
   registerPublicRoutes(app, deps);

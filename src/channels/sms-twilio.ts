@@ -40,9 +40,17 @@ class OriginClient extends twilio.RequestClient {
   }
 }
 
+export interface ProviderMessage {
+  sid: string;
+  body: string;
+  dateCreated: Date;
+}
+
 export interface TwilioSmsChannel extends SmsChannel {
   /** Finds a message sent to `to` with this body since `since`; its SID, or undefined. */
   lookup(message: SmsMessage, since: Date): Promise<string | undefined>;
+  /** The provider's messages to `to` since `since`, for reconciliation. */
+  list(to: string, since: Date): Promise<ProviderMessage[]>;
 }
 
 export function createTwilioChannel(opts: TwilioOptions): TwilioSmsChannel {
@@ -70,19 +78,20 @@ export function createTwilioChannel(opts: TwilioOptions): TwilioSmsChannel {
         throw classifyTwilioError(error);
       }
     },
-    async lookup(message, since) {
+    async list(to, since) {
       try {
-        const found = await client.messages.list({
-          to: message.to,
-          dateSentAfter: since,
-          limit: 100,
-        });
+        const found = await client.messages.list({ to, dateSentAfter: since, limit: 1000 });
         // Clocks differ: a minute of slack on the provider's side.
         const from = since.getTime() - 60_000;
-        return found.find((m) => m.body === message.body && m.dateCreated.getTime() >= from)?.sid;
+        return found
+          .filter((m) => m.dateCreated.getTime() >= from)
+          .map((m) => ({ sid: m.sid, body: m.body, dateCreated: m.dateCreated }));
       } catch (error) {
         throw classifyTwilioError(error);
       }
+    },
+    async lookup(message, since) {
+      return (await this.list(message.to, since)).find((m) => m.body === message.body)?.sid;
     },
     close: () => Promise.resolve(),
   };

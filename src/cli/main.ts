@@ -97,6 +97,50 @@ program
   });
 
 program
+  .command("reconcile")
+  .description("compare the ledger with the providers and the points ledger; list every mismatch")
+  .addOption(
+    new Option("--channel <channel>", "only one channel").choices(["email", "sms", "points"]),
+  )
+  .option("--since <when>", "actions from this date (ISO-8601) or this long ago", "7d")
+  .option(
+    "--resolve",
+    "settle what can be settled: in-doubt sends the provider confirms, balances from the ledger",
+    false,
+  )
+  .action(
+    async (opts: { channel?: "email" | "sms" | "points"; since: string; resolve: boolean }) => {
+      const { runReconcile } = await import("./reconcile");
+      process.exitCode = await runReconcile(opts);
+    },
+  );
+
+program
+  .command("report")
+  .description(
+    "duplicate-send and reconciliation measures: table, JSON, or a self-contained HTML file with charts",
+  )
+  .option("--since <when>", "from this date (ISO-8601) or this long ago", "7d")
+  .option("--journey <id>", "only this journey")
+  .addOption(
+    new Option("--format <format>", "output format")
+      .choices(["table", "json", "html"])
+      .default("table"),
+  )
+  .option("--out <file>", "write to this file instead of stdout")
+  .action(
+    async (opts: {
+      since: string;
+      journey?: string;
+      format: "table" | "json" | "html";
+      out?: string;
+    }) => {
+      const { runReport } = await import("./report");
+      process.exitCode = await runReport(opts);
+    },
+  );
+
+program
   .command("demo")
   .description(
     "run the bundled journeys over sample events on embedded Postgres and Redis (under .sendonce/), then print what was sent",

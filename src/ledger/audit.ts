@@ -27,7 +27,9 @@ export type AuditKind =
   | "stale_outcome_ignored"
   | "delivery_status"
   | "consent_revoked"
-  | "consent_granted";
+  | "consent_granted"
+  | "idempotent_replay"
+  | "reconcile_mismatch";
 
 export interface AuditRecord {
   kind: AuditKind;

@@ -64,6 +64,8 @@ const LABELS: Record<AuditKind, string> = {
   delivery_status: "delivery status",
   consent_revoked: "consent revoked",
   consent_granted: "consent granted",
+  idempotent_replay: "idempotent replay",
+  reconcile_mismatch: "reconcile mismatch",
 };
 
 /** Audit details are JSON: strings print as they are, anything else as JSON. */

@@ -1,0 +1,63 @@
+// POST /v1/webhooks/email: delivery events from any email provider, in a generic shape, by
+// Message-ID (ours are <actionKey@domain>). Reconciliation reads them to settle in-doubt sends.
+import type { FastifyInstance } from "fastify";
+import { z } from "zod";
+import { recordAudit } from "../../ledger/audit";
+import type { ApiDeps } from "../app";
+import { problem, sendProblem } from "../problem";
+
+const deliveryEvent = z.strictObject({
+  messageId: z.string().min(3).max(998),
+  event: z.enum(["delivered", "bounced", "complained", "deferred", "dropped", "opened", "clicked"]),
+  at: z.iso.datetime({ offset: true }).optional(),
+  provider: z.string().max(100).optional(),
+});
+const body = z.union([
+  deliveryEvent,
+  z.strictObject({ events: z.array(deliveryEvent).min(1).max(1000) }),
+]);
+
+export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
+  app.post("/v1/webhooks/email", async (req, reply) => {
+    const parsed = body.safeParse(req.body);
+    if (!parsed.success) {
+      const errors = parsed.error.issues.map((i) => ({
+        field: i.path.join(".") || "(body)",
+        message: i.message,
+      }));
+      return sendProblem(
+        reply,
+        problem(
+          400,
+          "Invalid delivery event",
+          errors.map((e) => `${e.field}: ${e.message}`).join("; "),
+          errors,
+        ),
+      );
+    }
+    const events = "events" in parsed.data ? parsed.data.events : [parsed.data];
+    let matched = 0;
+    for (const e of events) {
+      const key = /^<?([0-9a-f]{64})@/.exec(e.messageId)?.[1] ?? e.messageId.replace(/^<|>$/g, "");
+      const action = await deps.db.action.findUnique({
+        where: { key },
+        select: { customerId: true, journeyId: true, stepId: true, enrollmentId: true },
+      });
+      if (action) matched += 1;
+      await recordAudit(deps.db, {
+        kind: "delivery_status",
+        at: e.at ? new Date(e.at) : deps.clock.now(),
+        actionKey: key,
+        rule: e.event,
+        ...(action && {
+          customerId: action.customerId,
+          journeyId: action.journeyId,
+          stepId: action.stepId,
+          enrollmentId: action.enrollmentId,
+        }),
+        detail: { messageId: e.messageId, ...(e.provider && { provider: e.provider }) },
+      });
+    }
+    return reply.code(202).send({ received: events.length, matched });
+  });
+}

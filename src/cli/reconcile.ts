@@ -1,0 +1,56 @@
+// `sendonce reconcile`: lists every mismatch between the ledger and the providers.
+import { createTwilioChannel } from "../channels/sms-twilio";
+import { loadConfig, requireDatabaseUrl } from "../config";
+import { createDb } from "../db/client";
+import type { Mismatch, ReconcileOptions } from "../ops/reconcile";
+import { reconcileEmail, reconcilePoints, reconcileSms, recordMismatches } from "../ops/reconcile";
+import { parseWhen } from "./backfill";
+
+export async function runReconcile(opts: {
+  channel?: "email" | "sms" | "points";
+  since: string;
+  resolve: boolean;
+}): Promise<number> {
+  const config = loadConfig();
+  const db = createDb(requireDatabaseUrl(config), { poolSize: 4 });
+  try {
+    const options: ReconcileOptions = {
+      since: new Date(parseWhen("since", opts.since)),
+      resolve: opts.resolve,
+      now: new Date(),
+      graceMs: config.inDoubtGraceMs,
+      ...(config.twilio && {
+        sms: createTwilioChannel({
+          ...config.twilio,
+          publicBaseUrl: config.publicBaseUrl,
+          timeoutMs: config.sendTimeoutMs,
+        }),
+      }),
+    };
+    const channels = opts.channel ? [opts.channel] : (["email", "sms", "points"] as const);
+    const found: Mismatch[] = [];
+    for (const channel of channels) {
+      const run = { email: reconcileEmail, sms: reconcileSms, points: reconcilePoints }[channel];
+      const mismatches = await run(db, options);
+      console.log(
+        `${channel}: ${mismatches.length === 0 ? "no mismatches" : `${mismatches.length} mismatch${mismatches.length === 1 ? "" : "es"}`}`,
+      );
+      for (const m of mismatches) {
+        const who = [
+          m.customerId && `customer ${m.customerId}`,
+          m.actionKey && `key ${m.actionKey}`,
+        ]
+          .filter(Boolean)
+          .join(", ");
+        console.log(
+          `  ${m.kind}${who ? ` (${who})` : ""}: ${m.detail}${m.resolution ? ` → resolved: ${m.resolution}` : ""}`,
+        );
+      }
+      found.push(...mismatches.filter((m) => m.kind !== "sms_not_checked"));
+    }
+    await recordMismatches(db, found, options.now);
+    return found.some((m) => !m.resolution) ? 1 : 0;
+  } finally {
+    await db.$disconnect();
+  }
+}

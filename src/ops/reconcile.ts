@@ -1,0 +1,284 @@
+// `sendonce reconcile`: the ledger against the outside world. SMS against the provider's
+// message list; email against delivery events received by Message-ID; points against
+// themselves (every balance equals its ledger, every granted action has exactly one entry).
+// Every mismatch is listed and audited; --resolve settles what can be settled safely.
+import type { TwilioSmsChannel } from "../channels/sms-twilio";
+import type { Db } from "../db/client";
+import { TX_OPTIONS } from "../db/client";
+import { recordAudit } from "../ledger/audit";
+
+export interface Mismatch {
+  kind: string;
+  actionKey?: string;
+  customerId?: string;
+  detail: string;
+  /** What --resolve did about it. */
+  resolution?: string;
+}
+
+export interface ReconcileOptions {
+  since: Date;
+  resolve: boolean;
+  now: Date;
+  /** An in-doubt send younger than this may still be resolved by its worker. */
+  graceMs: number;
+  sms?: TwilioSmsChannel;
+}
+
+export async function reconcilePoints(db: Db, opts: ReconcileOptions): Promise<Mismatch[]> {
+  const out: Mismatch[] = [];
+  const balances = await db.$queryRaw<
+    { customerId: string; balance: number | null; ledger: bigint | null }[]
+  >`
+    SELECT COALESCE(b."customerId", e."customerId") AS "customerId", b.balance, e.ledger
+    FROM "PointsBalance" b
+    FULL JOIN (SELECT "customerId", sum(amount) AS ledger FROM "PointsEntry" GROUP BY 1) e ON e."customerId" = b."customerId"
+    WHERE COALESCE(b.balance, 0) <> COALESCE(e.ledger, 0)`;
+  for (const b of balances) {
+    const ledger = Number(b.ledger ?? 0);
+    const m: Mismatch = {
+      kind: "points_balance_mismatch",
+      customerId: b.customerId,
+      detail: `balance ${b.balance ?? "(none)"} but the points ledger sums to ${ledger}`,
+    };
+    if (opts.resolve) {
+      await db.pointsBalance.upsert({
+        where: { customerId: b.customerId },
+        create: { customerId: b.customerId, balance: ledger },
+        update: { balance: ledger },
+      });
+      m.resolution = `balance set to the ledger sum ${ledger}`;
+    }
+    out.push(m);
+  }
+  const missing = await db.$queryRaw<{ key: string; customerId: string }[]>`
+    SELECT a.key, a."customerId" FROM "Action" a LEFT JOIN "PointsEntry" e ON e."actionKey" = a.key
+    WHERE a.channel = 'points' AND a.state = 'sent' AND e.id IS NULL AND a."claimedAt" >= ${opts.since}`;
+  for (const r of missing) {
+    out.push({
+      kind: "points_grant_missing",
+      actionKey: r.key,
+      customerId: r.customerId,
+      detail: "action sent but no points entry",
+    });
+  }
+  const orphans = await db.$queryRaw<{ actionKey: string; customerId: string; amount: number }[]>`
+    SELECT e."actionKey", e."customerId", e.amount FROM "PointsEntry" e LEFT JOIN "Action" a ON a.key = e."actionKey"
+    WHERE (a.key IS NULL OR a.state <> 'sent') AND e."createdAt" >= ${opts.since}`;
+  for (const r of orphans) {
+    out.push({
+      kind: "points_entry_orphan",
+      actionKey: r.actionKey,
+      customerId: r.customerId,
+      detail: `entry of ${r.amount} with no sent action`,
+    });
+  }
+  return out;
+}
+
+export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mismatch[]> {
+  if (!opts.sms)
+    return [
+      {
+        kind: "sms_not_checked",
+        detail: "Twilio is not configured (TWILIO_*): nothing to compare the SMS ledger with",
+      },
+    ];
+  const out: Mismatch[] = [];
+  const actions = await db.$queryRaw<
+    {
+      key: string;
+      customerId: string;
+      state: string;
+      providerId: string | null;
+      callStartedAt: Date | null;
+      updatedAt: Date;
+      phone: string | null;
+      enrollmentId: bigint;
+      fencingToken: number;
+    }[]
+  >`
+    SELECT a.key, a."customerId", a.state::text AS state, a."providerId", a."callStartedAt", a."updatedAt", c.phone,
+      a."enrollmentId", a."fencingToken"
+    FROM "Action" a JOIN "Customer" c ON c.id = a."customerId"
+    WHERE a.channel = 'sms' AND a.state IN ('sent', 'in_doubt') AND a."claimedAt" >= ${opts.since}`;
+  const byPhone = new Map<string, Awaited<ReturnType<TwilioSmsChannel["list"]>>>();
+  const listFor = async (phone: string) => {
+    let list = byPhone.get(phone);
+    if (!list) {
+      list = await opts.sms!.list(phone, new Date(opts.since.getTime() - 86_400_000));
+      byPhone.set(phone, list);
+    }
+    return list;
+  };
+  for (const a of actions) {
+    if (!a.phone) continue;
+    const list = await listFor(a.phone);
+    if (a.state === "sent") {
+      if (a.providerId && !list.some((m) => m.sid === a.providerId)) {
+        out.push({
+          kind: "sms_sent_not_at_provider",
+          actionKey: a.key,
+          customerId: a.customerId,
+          detail: `ledger says sent as ${a.providerId}; the provider's list has no such message`,
+        });
+      }
+      continue;
+    }
+    const started = (a.callStartedAt ?? a.updatedAt).getTime();
+    // Messages created around the call: from a minute before it to two minutes after.
+    const candidates = list.filter(
+      (m) =>
+        m.dateCreated.getTime() >= started - 60_000 && m.dateCreated.getTime() <= started + 120_000,
+    );
+    if (candidates.length === 1) {
+      const m: Mismatch = {
+        kind: "sms_in_doubt_found",
+        actionKey: a.key,
+        customerId: a.customerId,
+        detail: `the provider has ${candidates[0]!.sid} from the time of the call`,
+      };
+      if (opts.resolve) {
+        await settleSent(
+          db,
+          a.key,
+          a.fencingToken,
+          candidates[0]!.sid,
+          opts.now,
+          "provider message list",
+        );
+        m.resolution = `sent as ${candidates[0]!.sid}`;
+      }
+      out.push(m);
+    } else if (candidates.length > 1) {
+      out.push({
+        kind: "sms_in_doubt_ambiguous",
+        actionKey: a.key,
+        customerId: a.customerId,
+        detail: `${candidates.length} messages to this number at the time of the call: resolve by hand`,
+      });
+    } else if (opts.now.getTime() - a.updatedAt.getTime() > opts.graceMs) {
+      const m: Mismatch = {
+        kind: "sms_in_doubt_absent",
+        actionKey: a.key,
+        customerId: a.customerId,
+        detail: "not in the provider's list after the grace period",
+      };
+      if (opts.resolve) {
+        // The worker's next run of the step looks it up again and releases it for one retry.
+        await db.enrollment.updateMany({
+          where: { id: a.enrollmentId, status: "active" },
+          data: { nextRunAt: opts.now },
+        });
+        m.resolution = "handed back to the workers for one retry";
+      }
+      out.push(m);
+    }
+  }
+  return out;
+}
+
+export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mismatch[]> {
+  const out: Mismatch[] = [];
+  const doubtful = await db.$queryRaw<
+    {
+      key: string;
+      customerId: string;
+      fencingToken: number;
+      updatedAt: Date;
+      status: string | null;
+    }[]
+  >`
+    SELECT a.key, a."customerId", a."fencingToken", a."updatedAt",
+      (SELECT d.rule FROM "AuditEntry" d WHERE d.kind = 'delivery_status' AND d."actionKey" = a.key ORDER BY d.at DESC LIMIT 1) AS status
+    FROM "Action" a WHERE a.channel = 'email' AND a.state = 'in_doubt' AND a."claimedAt" >= ${opts.since}`;
+  for (const a of doubtful) {
+    if (
+      a.status &&
+      ["delivered", "bounced", "complained", "opened", "clicked"].includes(a.status)
+    ) {
+      const m: Mismatch = {
+        kind: "email_in_doubt_delivered",
+        actionKey: a.key,
+        customerId: a.customerId,
+        detail: `the provider reported "${a.status}" for its Message-ID`,
+      };
+      if (opts.resolve) {
+        await settleSent(
+          db,
+          a.key,
+          a.fencingToken,
+          `<${a.key}>`,
+          opts.now,
+          `delivery event ${a.status}`,
+        );
+        m.resolution = "sent";
+      }
+      out.push(m);
+    } else if (opts.now.getTime() - a.updatedAt.getTime() > opts.graceMs) {
+      out.push({
+        kind: "email_in_doubt_unconfirmed",
+        actionKey: a.key,
+        customerId: a.customerId,
+        detail:
+          "no delivery event for its Message-ID yet: check the provider's logs before resending by hand",
+      });
+    }
+  }
+  const unknown = await db.$queryRaw<{ actionKey: string; rule: string }[]>`
+    SELECT d."actionKey", d.rule FROM "AuditEntry" d LEFT JOIN "Action" a ON a.key = d."actionKey"
+    WHERE d.kind = 'delivery_status' AND d."journeyId" IS NULL AND d.at >= ${opts.since} AND a.key IS NULL`;
+  for (const u of unknown) {
+    out.push({
+      kind: "email_event_unknown_message",
+      actionKey: u.actionKey,
+      detail: `a "${u.rule}" event for a Message-ID the ledger never sent`,
+    });
+  }
+  return out;
+}
+
+/** An in-doubt action confirmed by the provider: sent, under its current token. */
+async function settleSent(
+  db: Db,
+  key: string,
+  token: number,
+  providerId: string,
+  now: Date,
+  by: string,
+): Promise<void> {
+  await db.$transaction(async (tx) => {
+    const rows = await tx.$executeRaw`
+      UPDATE "Action" SET state = 'sent', reason = 'found_at_provider', "providerId" = ${providerId},
+        "completedAt" = ${now}, "updatedAt" = ${now}
+      WHERE key = ${key} AND "fencingToken" = ${token} AND state = 'in_doubt'`;
+    if (rows === 0) return;
+    const action = await tx.action.findUniqueOrThrow({ where: { key } });
+    await recordAudit(tx, {
+      kind: "sent",
+      at: now,
+      customerId: action.customerId,
+      journeyId: action.journeyId,
+      stepId: action.stepId,
+      enrollmentId: action.enrollmentId,
+      actionKey: key,
+      rule: "found_at_provider",
+      detail: { providerId, resolvedBy: `reconcile: ${by}` },
+    });
+  }, TX_OPTIONS);
+}
+
+/** Audits every mismatch, so reports and /metrics count them. */
+export async function recordMismatches(db: Db, mismatches: Mismatch[], now: Date): Promise<void> {
+  await recordAudit(
+    db,
+    ...mismatches.map((m) => ({
+      kind: "reconcile_mismatch" as const,
+      at: now,
+      ...(m.customerId && { customerId: m.customerId }),
+      ...(m.actionKey && { actionKey: m.actionKey }),
+      rule: m.kind,
+      detail: { detail: m.detail, ...(m.resolution && { resolution: m.resolution }) },
+    })),
+  );
+}

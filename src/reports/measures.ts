@@ -1,0 +1,210 @@
+// The measures that prove (or disprove) the guarantee, read from the ledger, the event log and
+// the audit trail: what `sendonce report` prints and `/metrics` exports.
+import type { Db } from "../db/client";
+
+export interface Scope {
+  since: Date;
+  journeyId?: string;
+}
+
+export interface ActionGroup {
+  journeyId: string;
+  stepId: string;
+  channel: string;
+  state: string;
+  reason: string | null;
+  count: number;
+}
+
+export interface Latency {
+  count: number;
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+export interface Measures {
+  since: string;
+  journeyId: string | null;
+  events: { source: string; received: number; duplicates: number; conflicts: number }[];
+  idempotentReplays: number;
+  actions: ActionGroup[];
+  suppressedDuplicates: { journeyId: string; stepId: string; count: number }[];
+  /** Keys the provider was asked to send, and confirmed, more than once. Must be empty. */
+  duplicateSends: { key: string; sends: number }[];
+  skipsByReason: Record<string, number>;
+  delaysByReason: Record<string, number>;
+  retries: { retried: number; succeeded: number; successRate: number | null };
+  inDoubt: number;
+  reconciliationMismatches: Record<string, number>;
+  /** Event to send, in milliseconds, over sent email and SMS. */
+  latency: Latency & { byChannel: Record<string, Latency> };
+  /** Sends per event-to-send latency bucket (upper bound in ms; null: above the last). */
+  latencyHistogram: { upToMs: number | null; count: number }[];
+  /** Actions per hour by outcome, for the chart. */
+  timeline: { hour: string; state: string; count: number }[];
+  funnel: {
+    journeyId: string;
+    enrolled: number;
+    steps: { stepId: string; sent: number; skipped: number; other: number }[];
+  }[];
+}
+
+/** Latency bucket bounds, in milliseconds: 100 ms to an hour. */
+const LATENCY_BUCKETS = [
+  100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 3_600_000,
+];
+
+export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
+  const { since } = scope;
+  const journey = scope.journeyId ?? null;
+  const [
+    events,
+    replays,
+    actions,
+    suppressed,
+    duplicateSends,
+    delays,
+    retries,
+    mismatches,
+    latency,
+    timeline,
+    enrolled,
+    histogram,
+  ] = await Promise.all([
+    db.$queryRaw<{ source: string; received: bigint; duplicates: bigint; conflicts: bigint }[]>`
+        SELECT source, sum(received)::bigint AS received, sum(duplicates)::bigint AS duplicates, sum(conflicts)::bigint AS conflicts FROM (
+          SELECT source, count(*) AS received, 0 AS duplicates, 0 AS conflicts FROM "Event" WHERE "receivedAt" >= ${since} GROUP BY source
+          UNION ALL
+          SELECT source, 0, count(*) FILTER (WHERE kind = 'duplicate'), count(*) FILTER (WHERE kind = 'conflict')
+          FROM "EventDuplicate" WHERE "receivedAt" >= ${since} GROUP BY source
+        ) t GROUP BY source ORDER BY source`,
+    db.auditEntry.count({ where: { kind: "idempotent_replay", at: { gte: since } } }),
+    db.$queryRaw<(Omit<ActionGroup, "count"> & { count: bigint })[]>`
+        SELECT "journeyId", "stepId", channel::text AS channel, state::text AS state, reason, count(*) AS count
+        FROM "Action" WHERE "claimedAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey})
+        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 4, 5`,
+    db.$queryRaw<{ journeyId: string; stepId: string; count: bigint }[]>`
+        SELECT "journeyId", "stepId", count(*) AS count FROM "AuditEntry"
+        WHERE kind = 'duplicate_suppressed' AND at >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey})
+        GROUP BY 1, 2 ORDER BY 1, 2`,
+    db.$queryRaw<{ key: string; sends: bigint }[]>`
+        SELECT t."actionKey" AS key, count(*) AS sends FROM "ActionAttempt" t JOIN "Action" a ON a.key = t."actionKey"
+        WHERE t.outcome = 'sent' AND a."claimedAt" >= ${since} AND (${journey}::text IS NULL OR a."journeyId" = ${journey})
+        GROUP BY 1 HAVING count(*) > 1`,
+    db.$queryRaw<{ rule: string; count: bigint }[]>`
+        SELECT rule, count(*) AS count FROM "AuditEntry"
+        WHERE kind = 'delayed' AND at >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey}) GROUP BY 1`,
+    db.$queryRaw<{ retried: bigint; succeeded: bigint }[]>`
+        SELECT count(*) AS retried, count(*) FILTER (WHERE state = 'sent') AS succeeded FROM "Action"
+        WHERE attempt > 1 AND "claimedAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey})`,
+    db.$queryRaw<{ rule: string; count: bigint }[]>`
+        SELECT rule, count(*) AS count FROM "AuditEntry" WHERE kind = 'reconcile_mismatch' AND at >= ${since} GROUP BY 1`,
+    db.$queryRaw<
+      {
+        channel: string;
+        count: bigint;
+        p50: number | null;
+        p95: number | null;
+        p99: number | null;
+      }[]
+    >`
+        SELECT COALESCE(channel::text, 'all') AS channel, count(*) AS count,
+          percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+          percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
+          percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
+        FROM (SELECT channel, extract(epoch FROM ("completedAt" - "eventOccurredAt")) * 1000 AS ms FROM "Action"
+              WHERE state = 'sent' AND channel IN ('email', 'sms') AND "completedAt" >= ${since}
+                AND "eventOccurredAt" IS NOT NULL AND (${journey}::text IS NULL OR "journeyId" = ${journey})) s
+        GROUP BY ROLLUP (channel)`,
+    db.$queryRaw<{ hour: Date; state: string; count: bigint }[]>`
+        SELECT date_trunc('hour', "claimedAt") AS hour, state::text AS state, count(*) AS count FROM "Action"
+        WHERE "claimedAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey}) GROUP BY 1, 2 ORDER BY 1, 2`,
+    db.$queryRaw<{ journeyId: string; count: bigint }[]>`
+        SELECT "journeyId", count(*) AS count FROM "Enrollment"
+        WHERE "enrolledAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey}) GROUP BY 1 ORDER BY 1`,
+    db.$queryRaw<{ bucket: number; count: bigint }[]>`
+        SELECT width_bucket(extract(epoch FROM ("completedAt" - "eventOccurredAt")) * 1000, ${LATENCY_BUCKETS}::float8[]) AS bucket,
+          count(*) AS count FROM "Action"
+        WHERE state = 'sent' AND channel IN ('email', 'sms') AND "completedAt" >= ${since} AND "eventOccurredAt" IS NOT NULL
+          AND (${journey}::text IS NULL OR "journeyId" = ${journey})
+        GROUP BY 1 ORDER BY 1`,
+  ]);
+  const n = (v: bigint | number) => Number(v);
+  const groups = actions.map((a) => ({ ...a, count: n(a.count) }));
+  const skipsByReason: Record<string, number> = {};
+  for (const g of groups.filter((g) => g.state === "skipped")) {
+    skipsByReason[g.reason ?? "unknown"] = (skipsByReason[g.reason ?? "unknown"] ?? 0) + g.count;
+  }
+  const lat = (row?: {
+    count: bigint;
+    p50: number | null;
+    p95: number | null;
+    p99: number | null;
+  }): Latency => ({
+    count: row ? n(row.count) : 0,
+    p50: row?.p50 ?? null,
+    p95: row?.p95 ?? null,
+    p99: row?.p99 ?? null,
+  });
+  const r = retries[0] ?? { retried: 0n, succeeded: 0n };
+  const journeys = [
+    ...new Set([...enrolled.map((e) => e.journeyId), ...groups.map((g) => g.journeyId)]),
+  ].sort();
+  return {
+    since: since.toISOString(),
+    journeyId: journey,
+    events: events.map((e) => ({
+      source: e.source,
+      received: n(e.received),
+      duplicates: n(e.duplicates),
+      conflicts: n(e.conflicts),
+    })),
+    idempotentReplays: replays,
+    actions: groups,
+    suppressedDuplicates: suppressed.map((s) => ({ ...s, count: n(s.count) })),
+    duplicateSends: duplicateSends.map((d) => ({ key: d.key, sends: n(d.sends) })),
+    skipsByReason,
+    delaysByReason: Object.fromEntries(delays.map((d) => [d.rule, n(d.count)])),
+    retries: {
+      retried: n(r.retried),
+      succeeded: n(r.succeeded),
+      successRate: n(r.retried) ? n(r.succeeded) / n(r.retried) : null,
+    },
+    inDoubt: groups.filter((g) => g.state === "in_doubt").reduce((s, g) => s + g.count, 0),
+    reconciliationMismatches: Object.fromEntries(mismatches.map((m) => [m.rule, n(m.count)])),
+    latency: {
+      ...lat(latency.find((l) => l.channel === "all")),
+      byChannel: Object.fromEntries(
+        latency.filter((l) => l.channel !== "all").map((l) => [l.channel, lat(l)]),
+      ),
+    },
+    latencyHistogram: [...LATENCY_BUCKETS, null].map((upToMs, i) => ({
+      upToMs,
+      count: n(histogram.find((b) => b.bucket === i)?.count ?? 0),
+    })),
+    timeline: timeline.map((t) => ({
+      hour: t.hour.toISOString(),
+      state: t.state,
+      count: n(t.count),
+    })),
+    funnel: journeys.map((j) => {
+      const steps = [...new Set(groups.filter((g) => g.journeyId === j).map((g) => g.stepId))];
+      return {
+        journeyId: j,
+        enrolled: n(enrolled.find((e) => e.journeyId === j)?.count ?? 0),
+        steps: steps.map((stepId) => {
+          const of = groups.filter((g) => g.journeyId === j && g.stepId === stepId);
+          const sum = (f: (g: ActionGroup) => boolean) =>
+            of.filter(f).reduce((s, g) => s + g.count, 0);
+          return {
+            stepId,
+            sent: sum((g) => g.state === "sent"),
+            skipped: sum((g) => g.state === "skipped"),
+            other: sum((g) => !["sent", "skipped"].includes(g.state)),
+          };
+        }),
+      };
+    }),
+  };
+}

@@ -1,0 +1,213 @@
+// Reconciliation finds a planted mismatch of each kind, resolves what it safely can, and the
+// report counts them — with duplicate sends at 0 — as a table, JSON, /metrics and an HTML
+// file whose charts draw in a real browser.
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { actionKey } from "../../src/engine/keys";
+import type { RunningApi } from "../support/api";
+import { API_KEY, startApi } from "../support/api";
+import { runCli, runCliAsync } from "../support/cli";
+import { settledAction, signup, twilioEnv, useHarness } from "../support/harness";
+import { journeysDir } from "../support/journeys";
+import type { TwilioServer } from "../support/twilio";
+import { startTwilioServer } from "../support/twilio";
+
+const JOURNEYS = journeysDir({
+  "hello.yaml": `
+id: hello
+name: Hello
+category: transactional
+trigger: { event: signed_up }
+steps:
+  - id: hello_email
+    email: { subject: "Hello", text: "Welcome" }
+  - id: bonus
+    points: { amount: 10, reason: welcome }
+`,
+  "texts.yaml": `
+id: texts
+name: Texts
+category: transactional
+trigger: { event: text.requested }
+entry: { once: per_reference, reference: "{{ event.properties.ref }}" }
+steps:
+  - id: note
+    sms: { body: "Note {{ event.properties.ref }}" }
+`,
+});
+
+const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => existsSync(p));
+
+describe("reconcile and report", () => {
+  let twilio: TwilioServer;
+  beforeAll(async () => {
+    twilio = await startTwilioServer();
+  });
+  afterAll(() => twilio.close());
+  // Workers wait long before looking an in-doubt SMS up, so reconcile gets to it first.
+  const h = useHarness(JOURNEYS, {
+    env: () => ({ ...twilioEnv(twilio), SENDONCE_INDOUBT_GRACE_MS: "600000" }),
+  });
+  let api: RunningApi;
+  beforeAll(async () => {
+    api = await startApi(h());
+  });
+  afterAll(() => api.close());
+
+  const key = (journeyId: string, stepId: string, customerId: string, reference = "") =>
+    actionKey({ journeyId, stepId, customerId, reference });
+  const text = (customerId: string, ref: string) =>
+    h().deliver({
+      id: `evt_${customerId}_${ref}`,
+      type: "text.requested",
+      customerId,
+      occurredAt: "2026-11-02T10:00:00Z",
+      properties: { ref },
+      customer: { phone: `+4915100000${customerId.length}${ref.length}` },
+    });
+  const reconcile = (...args: string[]) => runCliAsync(["reconcile", ...args], h().env());
+
+  it("finds a planted mismatch of each kind and resolves what the providers confirm", async () => {
+    const db = h().schema.db;
+    // Email whose answer was lost after the body went out, then reported delivered.
+    h().sink.fail({ kind: "drop_after_data" }, 1);
+    await h().deliver(signup("c_mail"));
+    await settledAction(h(), key("hello", "hello_email", "c_mail"), "in_doubt");
+    await settledAction(h(), key("hello", "bonus", "c_mail"), "sent");
+    const delivered = await api.post("/v1/webhooks/email", {
+      events: [
+        {
+          messageId: `<${key("hello", "hello_email", "c_mail")}@shop.example>`,
+          event: "delivered",
+        },
+        { messageId: "<not-ours@elsewhere.example>", event: "bounced" },
+      ],
+    });
+    expect(await delivered.json()).toEqual({ received: 2, matched: 1 });
+    // SMS created at the provider whose answer was lost.
+    twilio.fail({ kind: "drop_after_create" }, 1);
+    await text("c_sms", "a");
+    await settledAction(h(), key("texts", "note", "c_sms", "a"), "in_doubt");
+    // SMS the ledger calls sent but the provider's list lacks.
+    await text("c_gone", "b");
+    const gone = await settledAction(h(), key("texts", "note", "c_gone", "b"), "sent");
+    twilio.messages.splice(
+      twilio.messages.findIndex((m) => m.sid === gone.providerId),
+      1,
+    );
+    // A balance that drifted from its ledger.
+    await db.pointsBalance.update({
+      where: { customerId: "c_mail" },
+      data: { balance: { increment: 5 } },
+    });
+
+    const found = await reconcile("--since", "1d");
+    expect(found.stderr).toBe("");
+    expect(found.code).toBe(1);
+    for (const kind of [
+      "email_in_doubt_delivered",
+      "email_event_unknown_message",
+      "sms_in_doubt_found",
+      "sms_sent_not_at_provider",
+      "points_balance_mismatch",
+    ]) {
+      expect(found.stdout).toContain(kind);
+    }
+    expect(
+      (await db.action.findUniqueOrThrow({ where: { key: key("texts", "note", "c_sms", "a") } }))
+        .state,
+    ).toBe("in_doubt");
+
+    const resolved = await reconcile("--since", "1d", "--resolve");
+    expect(resolved.stdout).toMatch(/sms_in_doubt_found .*→ resolved: sent as SM/);
+    const sms = await db.action.findUniqueOrThrow({
+      where: { key: key("texts", "note", "c_sms", "a") },
+    });
+    expect([sms.state, sms.providerId]).toEqual([
+      "sent",
+      twilio.messages.find((m) => m.actionKey === sms.key)!.sid,
+    ]);
+    expect(
+      (await db.action.findUniqueOrThrow({ where: { key: key("hello", "hello_email", "c_mail") } }))
+        .state,
+    ).toBe("sent");
+    expect(
+      (await db.pointsBalance.findUniqueOrThrow({ where: { customerId: "c_mail" } })).balance,
+    ).toBe(10);
+    expect((await reconcile("--channel", "points", "--since", "1d")).stdout).toContain(
+      "points: no mismatches",
+    );
+  });
+
+  it("reports duplicate sends (0), mismatches and latency as JSON, and on /metrics", async () => {
+    const json = runCli(["report", "--since", "1d", "--format", "json"], h().env());
+    expect(json.code).toBe(0);
+    const m = JSON.parse(json.stdout) as {
+      duplicateSends: unknown[];
+      reconciliationMismatches: Record<string, number>;
+      latency: { count: number; p50: number | null };
+      actions: { stepId: string; state: string }[];
+    };
+    expect(m.duplicateSends).toEqual([]);
+    expect(m.reconciliationMismatches.sms_in_doubt_found).toBeGreaterThanOrEqual(1);
+    expect(m.latency.count).toBeGreaterThan(0);
+    const table = runCli(["report", "--since", "1d"], h().env());
+    expect(table.stdout).toMatch(/keys sent more than once\s+0/);
+
+    const metrics = await (await fetch(`${api.url}/metrics`)).text();
+    expect(metrics).toMatch(/^sendonce_duplicate_sends 0$/m);
+    expect(metrics).toMatch(
+      /^sendonce_actions\{journey="hello",step="hello_email",channel="email",state="sent"\} \d+$/m,
+    );
+    expect(metrics).toMatch(
+      /^sendonce_reconciliation_mismatches\{kind="points_balance_mismatch"\} \d+$/m,
+    );
+    expect(API_KEY).not.toBe("");
+  });
+
+  it.runIf(CHROMIUM)(
+    "writes an HTML report whose charts draw in headless Chromium, offline",
+    async () => {
+      const out = join(mkdtempSync(join(tmpdir(), "sendonce-report-")), "report.html");
+      const written = runCli(
+        ["report", "--since", "1d", "--format", "html", "--out", out],
+        h().env(),
+      );
+      expect(written.stderr).toBe("");
+      expect(written.code).toBe(0);
+      expect(readFileSync(out, "utf8")).not.toMatch(/<script[^>]+src=/);
+      const browser = await chromium.launch({
+        executablePath: CHROMIUM!,
+        args: [
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-background-networking",
+          "--no-first-run",
+        ],
+      });
+      try {
+        const page = await browser.newPage();
+        const requests: string[] = [];
+        page.on("request", (r) => requests.push(r.url()));
+        await page.goto(`file://${out}`);
+        type Drawn = { canvas: { width: number }; data: { datasets: { data: number[] }[] } };
+        const charts = await page.evaluate(() =>
+          (globalThis as unknown as { sendonceCharts: Drawn[] }).sendonceCharts.map((c) => ({
+            width: c.canvas.width,
+            points: c.data.datasets.reduce((s, d) => s + d.data.reduce((x, y) => x + y, 0), 0),
+          })),
+        );
+        expect(charts).toHaveLength(3);
+        for (const c of charts) expect(c.width).toBeGreaterThan(0);
+        expect(charts.every((c) => c.points > 0)).toBe(true);
+        expect(await page.textContent("#kpi-duplicate-sends b")).toBe("0");
+        expect(requests.filter((u) => !u.startsWith("file://"))).toEqual([]);
+      } finally {
+        await browser.close();
+      }
+    },
+  );
+});
