@@ -61,8 +61,9 @@ window.sendonceCharts = [
   new Chart(document.getElementById("chart-funnel"), {
     type: "bar",
     data: { labels: m.funnel.flatMap((j) => [j.journeyId + ": enrolled", ...j.steps.map((s) => j.journeyId + "." + s.stepId)]),
-      datasets: ["sent", "skipped", "other"].map((k) => ({ label: k, backgroundColor: { sent: colors.sent, skipped: colors.skipped, other: "#f0a500" }[k],
-        data: m.funnel.flatMap((j) => [k === "sent" ? j.enrolled : 0, ...j.steps.map((s) => s[k])]) })) },
+      datasets: ["enrolled", "sent", "skipped", "other"].map((k) => ({ label: k,
+        backgroundColor: { enrolled: "#1565c0", sent: colors.sent, skipped: colors.skipped, other: "#f0a500" }[k],
+        data: m.funnel.flatMap((j) => [k === "enrolled" ? j.enrolled : 0, ...j.steps.map((s) => (k === "enrolled" ? 0 : s[k]))]) })) },
     options: { animation: false, indexAxis: "y", scales: { x: { stacked: true, beginAtZero: true }, y: { stacked: true } } },
   }),
   new Chart(document.getElementById("chart-latency"), {
