@@ -98,10 +98,21 @@ describe("reconcile and report", () => {
       twilio.messages.findIndex((m) => m.sid === gone.providerId),
       1,
     );
-    // A balance that drifted from its ledger.
+    // A balance that drifted from its ledger; a grant whose entry vanished; an entry no action made.
     await db.pointsBalance.update({
       where: { customerId: "c_mail" },
       data: { balance: { increment: 5 } },
+    });
+    await h().deliver(signup("c_lost_grant"));
+    await settledAction(h(), key("hello", "bonus", "c_lost_grant"), "sent");
+    await db.pointsEntry.deleteMany({ where: { customerId: "c_lost_grant" } });
+    await db.pointsEntry.create({
+      data: {
+        customerId: "c_lost_grant",
+        amount: 10,
+        reason: "manual",
+        actionKey: "not-an-action",
+      },
     });
 
     const found = await reconcile("--since", "1d");
@@ -113,6 +124,8 @@ describe("reconcile and report", () => {
       "sms_in_doubt_found",
       "sms_sent_not_at_provider",
       "points_balance_mismatch",
+      "points_grant_missing",
+      "points_entry_orphan",
     ]) {
       expect(found.stdout).toContain(kind);
     }
@@ -137,9 +150,10 @@ describe("reconcile and report", () => {
     expect(
       (await db.pointsBalance.findUniqueOrThrow({ where: { customerId: "c_mail" } })).balance,
     ).toBe(10);
-    expect((await reconcile("--channel", "points", "--since", "1d")).stdout).toContain(
-      "points: no mismatches",
-    );
+    // What needs a person (a grant with no entry, an entry with no grant) stays listed.
+    const points = (await reconcile("--channel", "points", "--since", "1d")).stdout;
+    expect(points).not.toContain("points_balance_mismatch");
+    expect(points).toContain("points_grant_missing");
   });
 
   it("reports duplicate sends (0), mismatches and latency as JSON, and on /metrics", async () => {
