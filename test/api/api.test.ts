@@ -4,23 +4,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { reapKeys } from "../../src/api/idempotency";
 import type { RunningApi } from "../support/api";
-import { API_KEY, SECRET, startApi } from "../support/api";
+import { API_KEY, startApi } from "../support/api";
 import { signUnsubscribeToken } from "../../src/policies/unsubscribe";
-import { useHarness } from "../support/harness";
-import { journeysDir } from "../support/journeys";
+import { SECRET, useHarness } from "../support/harness";
+import { WELCOME_POINTS, journeysDir } from "../support/journeys";
 import { flushPrefix } from "../support/redis";
 import { eventually, startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
-  "welcome.yaml": `
-id: welcome
-name: Welcome points
-category: transactional
-trigger: { event: signed_up }
-steps:
-  - id: bonus
-    points: { amount: 10, reason: welcome }
-`,
+  "welcome.yaml": WELCOME_POINTS,
 });
 
 const event = (id: string, customerId = `c_${id}`, extra: object = {}) => ({

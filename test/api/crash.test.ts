@@ -4,19 +4,11 @@ import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
 import { API_KEY } from "../support/api";
 import { useHarness } from "../support/harness";
-import { journeysDir } from "../support/journeys";
+import { WELCOME_POINTS, journeysDir } from "../support/journeys";
 import { eventually, startProcess } from "../support/workers";
 
 const JOURNEYS = journeysDir({
-  "welcome.yaml": `
-id: welcome
-name: Welcome points
-category: transactional
-trigger: { event: signed_up }
-steps:
-  - id: bonus
-    points: { amount: 10, reason: welcome }
-`,
+  "welcome.yaml": WELCOME_POINTS,
 });
 
 function freePort(): Promise<number> {

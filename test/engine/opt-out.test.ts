@@ -7,12 +7,11 @@ import { actionKey } from "../../src/engine/keys";
 import { signUnsubscribeToken } from "../../src/policies/unsubscribe";
 import { handleInboundMessage, handleStatusCallback } from "../../src/webhooks/twilio";
 import { confirmUnsubscribe, showUnsubscribe } from "../../src/webhooks/unsubscribe";
-import { settledOutcome, twilioEnv, useHarness } from "../support/harness";
-import { journeysDir } from "../support/journeys";
+import { SECRET, settledOutcome, twilioEnv, useHarness } from "../support/harness";
+import { OFFER_TEXTS, journeysDir } from "../support/journeys";
 import type { TwilioServer } from "../support/twilio";
 import { startTwilioServer } from "../support/twilio";
 
-const SECRET = "test-secret-0123456789abcdef0123456789abcdef";
 const PHONE = "+4915155555555";
 const key = (ref: string) =>
   actionKey({ journeyId: "texts", stepId: "offer_sms", customerId: "c_stop", reference: ref });
@@ -25,17 +24,7 @@ describe("opting out through Twilio webhooks and unsubscribe links", () => {
   afterAll(() => twilioServer.close());
   const h = useHarness(
     journeysDir({
-      "texts.yaml": `
-id: texts
-name: Texts
-category: marketing
-consent: offers
-trigger: { event: text.requested }
-entry: { once: per_reference, reference: "{{ event.properties.ref }}" }
-steps:
-  - id: offer_sms
-    sms: { body: "Offer {{ event.properties.ref }}" }
-`,
+      "texts.yaml": OFFER_TEXTS,
     }),
     { env: () => twilioEnv(twilioServer) },
   );

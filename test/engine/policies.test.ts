@@ -3,11 +3,10 @@
 import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import { verifyUnsubscribeToken } from "../../src/policies/unsubscribe";
-import { settledOutcome, useHarness } from "../support/harness";
+import { SECRET, settledOutcome, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
 import { eventually } from "../support/workers";
 
-const SECRET = "test-secret-0123456789abcdef0123456789abcdef";
 const marketingEmail = (id: string, trigger: string, extra = "") => `
 id: ${id}
 name: ${id}

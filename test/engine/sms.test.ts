@@ -3,22 +3,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import { settledAction, twilioEnv, useHarness } from "../support/harness";
-import { journeysDir } from "../support/journeys";
+import { OFFER_TEXTS, journeysDir } from "../support/journeys";
 import type { TwilioServer } from "../support/twilio";
 import { startTwilioServer } from "../support/twilio";
 
 const JOURNEYS = journeysDir({
-  "texts.yaml": `
-id: texts
-name: One text per reference
-category: marketing
-consent: offers
-trigger: { event: text.requested }
-entry: { once: per_reference, reference: "{{ event.properties.ref }}" }
-steps:
-  - id: offer_sms
-    sms: { body: "Offer {{ event.properties.ref }} for {{ customer.attributes.name | default: 'you' }}" }
-`,
+  "texts.yaml": OFFER_TEXTS,
 });
 
 const key = (customerId: string, ref: string) =>
@@ -59,7 +49,7 @@ describe("SMS through a Twilio-compatible API", () => {
     expect(sent.statusCallback).toBe(
       `https://hooks.shop.example/v1/webhooks/twilio/status?key=${key("c_ok", "r1")}`,
     );
-    expect(sent.body).toBe("Offer r1 for you");
+    expect(sent.body).toBe("Offer r1");
   });
 
   it("retries 429 and 503 with backoff, then sends once", async () => {

@@ -7,10 +7,10 @@ import { createLogger } from "../../src/log";
 import type { Queues } from "../../src/queue/queues";
 import { createQueues } from "../../src/queue/queues";
 import type { Harness } from "./harness";
+import { SECRET } from "./harness";
 import { REDIS_URL } from "./redis";
 
 export const API_KEY = "test-api-key-0123456789abcdef";
-export const SECRET = "test-secret-0123456789abcdef0123456789abcdef";
 
 export interface RunningApi {
   url: string;

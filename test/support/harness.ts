@@ -21,6 +21,9 @@ export interface Harness {
   deliver(event: object, times?: number): Promise<void>;
 }
 
+/** Signs the unsubscribe links of every test deployment. */
+export const SECRET = "test-secret-0123456789abcdef0123456789abcdef";
+
 /** A schema, a queue prefix and an SMTP sink of their own, for workers started with `env()`. */
 export async function startHarness(
   journeys: string,
@@ -46,7 +49,7 @@ export async function startHarness(
       SENDONCE_LEASE_MS: "1500",
       SENDONCE_SEND_TIMEOUT_MS: "1500",
       SENDONCE_SWEEP_INTERVAL_MS: "500",
-      SENDONCE_SECRET: "test-secret-0123456789abcdef0123456789abcdef",
+      SENDONCE_SECRET: SECRET,
       ...baseEnv,
       ...extra,
     }),

@@ -9,3 +9,27 @@ export function journeysDir(files: Record<string, string>): string {
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
   return dir;
 }
+
+/** A transactional journey that grants 10 points once per customer on `signed_up`. */
+export const WELCOME_POINTS = `
+id: welcome
+name: Welcome points
+category: transactional
+trigger: { event: signed_up }
+steps:
+  - id: bonus
+    points: { amount: 10, reason: welcome }
+`;
+
+/** A marketing text per reference, for customers who granted SMS consent to "offers". */
+export const OFFER_TEXTS = `
+id: texts
+name: One text per reference
+category: marketing
+consent: offers
+trigger: { event: text.requested }
+entry: { once: per_reference, reference: "{{ event.properties.ref }}" }
+steps:
+  - id: offer_sms
+    sms: { body: "Offer {{ event.properties.ref }}" }
+`;
