@@ -1,16 +1,17 @@
-// Load script for the ingestion API (not a test): starts the API in-process against a fresh
-// schema on the local Postgres and Redis, posts events one per request and in batches from
-// concurrent clients, and prints accepted events per second.
+// Load script for the ingestion API (not a test): runs `sendonce api` as a child process on a
+// scratch schema of the local Postgres and a scratch prefix of the local Redis, posts events
+// one per request (without and with Idempotency-Key) and in batches from concurrent clients,
+// and prints accepted events per second. The API has a process of its own, so the clients'
+// CPU is not counted against it.
 //   npm run load:api -- [--events 5000] [--concurrency 50] [--batch 100]
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
 import pg from "pg";
-import { buildApi } from "../src/api/app";
-import { createDb } from "../src/db/client";
 import { migrate } from "../src/db/migrate";
-import { systemClock } from "../src/engine/engine";
-import { createLogger } from "../src/log";
-import { createQueues } from "../src/queue/queues";
 
 const { values } = parseArgs({
   options: {
@@ -27,23 +28,49 @@ const redisUrl = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 const schema = `load_${Date.now().toString(36)}`;
 const url = new URL(server);
 url.searchParams.set("schema", schema);
+const prefix = `load${randomBytes(3).toString("hex")}`;
+const key = randomBytes(24).toString("hex");
+
+const port = await new Promise<number>((resolve) => {
+  const s = createServer();
+  s.listen(0, "127.0.0.1", () => {
+    const a = s.address();
+    s.close(() => resolve(typeof a === "object" && a ? a.port : 0));
+  });
+});
 
 await migrate(url.toString());
-const db = createDb(url.toString(), { poolSize: 20 });
-const queues = createQueues(redisUrl, `load${randomBytes(3).toString("hex")}`);
-const key = randomBytes(24).toString("hex");
-const app = await buildApi({
-  db,
-  queues,
-  redis: queues.connection,
-  apiKeys: [key],
-  bodyLimitBytes: 10 * 1024 * 1024,
-  idempotency: { ttlMs: 86_400_000, inFlightLeaseMs: 30_000 },
-  clock: systemClock,
-  log: createLogger({ quiet: true }),
-  publicBaseUrl: "http://localhost",
+const api = spawn(
+  process.execPath,
+  [
+    fileURLToPath(new URL("../bin/sendonce.js", import.meta.url)),
+    "api",
+    "--port",
+    String(port),
+    "--host",
+    "127.0.0.1",
+  ],
+  {
+    env: {
+      ...process.env,
+      DATABASE_URL: url.toString(),
+      REDIS_URL: redisUrl,
+      SENDONCE_QUEUE_PREFIX: prefix,
+      SENDONCE_API_KEYS: key,
+    },
+    stdio: ["ignore", "ignore", "pipe"],
+  },
+);
+await new Promise<void>((resolve, reject) => {
+  let log = "";
+  api.stderr.on("data", (chunk: Buffer) => {
+    log += chunk.toString();
+    if (/api listening/.test(log)) resolve();
+  });
+  api.once("exit", (code) => reject(new Error(`sendonce api exited (${code}):\n${log}`)));
 });
-const base = await app.listen({ port: 0, host: "127.0.0.1" });
+const base = `http://127.0.0.1:${port}`;
+
 const event = (run: string, i: number) => ({
   id: `${run}_${i}`,
   type: "page.viewed",
@@ -78,51 +105,56 @@ async function measure(label: string, requests: (() => Promise<Response>)[], eve
   const seconds = (performance.now() - started) / 1000;
   const rate = Math.round(events / seconds);
   console.log(
-    `${label.padEnd(36)} ${String(events).padStart(6)} events  ${seconds.toFixed(2).padStart(6)} s  ${String(rate).padStart(6)} events/s  ${failed} failed`,
+    `${label.padEnd(40)} ${String(events).padStart(6)} events  ${seconds.toFixed(2).padStart(6)} s  ${String(rate).padStart(6)} events/s  ${failed} failed`,
   );
   return rate;
 }
 
-console.log(`API on ${base}, ${concurrency} concurrent clients`);
-const single = await measure(
-  "one event per request",
-  Array.from({ length: total }, (_, i) => () => post(event("s", i))),
-  total,
-);
-const keyed = await measure(
-  "one event per request, Idempotency-Key",
-  Array.from({ length: total }, (_, i) => () => post(event("k", i), `k-${i}`)),
-  total,
-);
-const batches = Math.ceil(total / batchSize);
-const batched = await measure(
-  `batches of ${batchSize}`,
-  Array.from(
-    { length: batches },
-    (_, b) => () =>
-      post({ events: Array.from({ length: batchSize }, (_, i) => event("b", b * batchSize + i)) }),
-  ),
-  batches * batchSize,
-);
-console.log(JSON.stringify({ events: total, concurrency, single, keyed, batched }));
-
-await app.close();
-// Only this run's keys: the Redis may be shared.
-for (let cursor = "0"; ;) {
-  const [next, keys] = await queues.connection.scan(
-    cursor,
-    "MATCH",
-    `${queues.prefix}:*`,
-    "COUNT",
-    1000,
-  );
-  if (keys.length > 0) await queues.connection.del(...keys);
-  cursor = next;
-  if (cursor === "0") break;
-}
-await queues.close();
-await db.$disconnect();
 const admin = new pg.Client({ connectionString: server });
 await admin.connect();
-await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
-await admin.end();
+try {
+  console.log(`sendonce api on ${base} (pid ${api.pid}), ${concurrency} concurrent clients`);
+  const single = await measure(
+    "one event per request",
+    Array.from({ length: total }, (_, i) => () => post(event("s", i))),
+    total,
+  );
+  const keyed = await measure(
+    "one event per request, Idempotency-Key",
+    Array.from({ length: total }, (_, i) => () => post(event("k", i), `k-${i}`)),
+    total,
+  );
+  const batches = Math.ceil(total / batchSize);
+  const batched = await measure(
+    `batches of ${batchSize}`,
+    Array.from(
+      { length: batches },
+      (_, b) => () =>
+        post({
+          events: Array.from({ length: batchSize }, (_, i) => event("b", b * batchSize + i)),
+        }),
+    ),
+    batches * batchSize,
+  );
+  const [row] = (
+    await admin.query<{ stored: string; enqueued: string }>(
+      `SELECT count(*) AS stored, count("enqueuedAt") AS enqueued FROM "${schema}"."Event"`,
+    )
+  ).rows;
+  console.log(`stored ${row!.stored} events, ${row!.enqueued} of them enqueued`);
+  console.log(JSON.stringify({ events: total, concurrency, single, keyed, batched }));
+} finally {
+  api.kill("SIGTERM");
+  await new Promise((r) => api.once("exit", r));
+  // Only this run's keys: the Redis may be shared.
+  const redis = new Redis(redisUrl);
+  for (let cursor = "0"; ;) {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+    if (cursor === "0") break;
+  }
+  redis.disconnect();
+  await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
+  await admin.end();
+}

@@ -98,7 +98,10 @@ export async function startSmtpSink(opts: { failure?: SmtpFailure } = {}): Promi
   const refusal = (f: SmtpFault | undefined): SmtpReply | null =>
     f?.kind === "reply" ? new SmtpReply(f.code, f.message ?? `test failure ${f.code}`) : null;
 
-  const sockets = new Map<string, Socket>();
+  // smtp-server keeps a session's socket to itself; the client's port ties them together.
+  const sockets = new Set<Socket>();
+  const socketOf = (session: { remotePort: number }) =>
+    [...sockets].find((s) => s.remotePort === session.remotePort);
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ["STARTTLS"],
@@ -127,7 +130,7 @@ export async function startSmtpSink(opts: { failure?: SmtpFailure } = {}): Promi
           for (const wake of waiters) wake();
           const f = take("data");
           if (f?.kind === "drop_after_data") {
-            sockets.get(session.id)?.destroy();
+            socketOf(session)?.destroy();
           } else if (f?.kind === "hang_after_data") {
             // never answer: the client's socket timeout is what ends this
           } else if (f?.kind === "slow") {
@@ -142,24 +145,10 @@ export async function startSmtpSink(opts: { failure?: SmtpFailure } = {}): Promi
     },
   });
 
-  // smtp-server hides the socket of a session; the connection id ties them together.
-  server.on("connect", () => {});
-  const rawSockets = new Set<Socket>();
   server.server.on("connection", (socket: Socket) => {
-    rawSockets.add(socket);
-    socket.on("close", () => rawSockets.delete(socket));
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
   });
-  const onConnect = server.onConnect.bind(server);
-  server.onConnect = (session, callback) => {
-    const socket = [...rawSockets].find(
-      (s) => s.remotePort === session.remotePort && s.remoteAddress === session.remoteAddress,
-    );
-    if (socket) {
-      sockets.set(session.id, socket);
-      socket.on("close", () => sockets.delete(session.id));
-    }
-    onConnect(session, callback);
-  };
 
   const port = await new Promise<number>((resolve, reject) => {
     server.once("error", reject);
@@ -190,7 +179,9 @@ export async function startSmtpSink(opts: { failure?: SmtpFailure } = {}): Promi
         };
         const timer = setTimeout(() => {
           done();
-          reject(new Error(`SMTP sink: ${messages.length} of ${count} messages after ${timeoutMs} ms`));
+          reject(
+            new Error(`SMTP sink: ${messages.length} of ${count} messages after ${timeoutMs} ms`),
+          );
         }, timeoutMs);
         const done = () => {
           clearTimeout(timer);
@@ -202,7 +193,7 @@ export async function startSmtpSink(opts: { failure?: SmtpFailure } = {}): Promi
     },
     close() {
       // A hanging session would keep server.close() waiting for it.
-      for (const s of rawSockets) s.destroy();
+      for (const s of sockets) s.destroy();
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
