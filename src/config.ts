@@ -35,6 +35,12 @@ const envSchema = z.object({
   SENDONCE_SEND_TIMEOUT_MS: milliseconds(30_000),
   SENDONCE_RETRY_BASE_MS: milliseconds(5_000),
   SENDONCE_SWEEP_INTERVAL_MS: milliseconds(5_000),
+  SENDONCE_DB_POOL_SIZE: z.coerce
+    .number({ message: "must be a number" })
+    .int()
+    .min(1)
+    .max(200)
+    .optional(),
   TWILIO_ACCOUNT_SID: z
     .string()
     .regex(/^AC[0-9a-fA-F]{32}$/, "must look like AC followed by 32 hex digits")
@@ -100,6 +106,11 @@ export interface Config {
   sendTimeoutMs: number;
   retryBaseMs: number;
   sweepIntervalMs: number;
+  /**
+   * Database connections per worker process. Jobs wait for a connection rather than fail, and
+   * every process's pool counts against Postgres' max_connections (100 by default).
+   */
+  dbPoolSize?: number;
   twilio?: {
     accountSid: string;
     authToken: string;
@@ -177,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sendTimeoutMs: e.SENDONCE_SEND_TIMEOUT_MS,
     retryBaseMs: e.SENDONCE_RETRY_BASE_MS,
     sweepIntervalMs: e.SENDONCE_SWEEP_INTERVAL_MS,
+    ...(e.SENDONCE_DB_POOL_SIZE && { dbPoolSize: e.SENDONCE_DB_POOL_SIZE }),
     ...(twilioSet && {
       twilio: {
         accountSid: e.TWILIO_ACCOUNT_SID!,

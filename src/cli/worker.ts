@@ -13,7 +13,7 @@ export async function runWorker(opts: { concurrency: number }): Promise<void> {
     databaseUrl,
     redisUrl,
     log,
-    poolSize: Math.min(50, Math.max(5, Math.ceil(opts.concurrency / 2) + 2)),
+    poolSize: config.dbPoolSize ?? Math.min(20, Math.max(4, Math.ceil(opts.concurrency / 4) + 2)),
   });
   const running = runEngine(app, config, redisUrl, opts.concurrency);
   log.info("worker started", {

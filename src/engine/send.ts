@@ -139,10 +139,11 @@ async function call(
   }
   await engine.failpoint?.("after_call", intent.key);
   const now = engine.clock.now();
-  const recorded = await recordOutcome(engine.db, intent, claim.token, outcome, {
-    now,
-    workerId: engine.workerId,
-  });
+  // The provider has answered: losing that answer to a passing database error would turn a
+  // known outcome into in_doubt, so recording it is retried before the job gives up.
+  const recorded = await retrying(engine, intent.key, () =>
+    recordOutcome(engine.db, intent, claim.token, outcome, { now, workerId: engine.workerId }),
+  );
   await engine.failpoint?.("after_outcome", intent.key);
   const fields = {
     key: intent.key,
@@ -189,6 +190,25 @@ async function call(
       const at = new Date(now.getTime() + engine.tuning.inDoubtGraceMs);
       await setNextRun(run, at);
       return { kind: "retry", at, why: "in doubt: to be looked up at the provider" };
+    }
+  }
+}
+
+const RECORD_RETRY_MS = [100, 500, 2_000];
+
+async function retrying<T>(engine: Engine, key: string, fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (error) {
+      const wait = RECORD_RETRY_MS[i];
+      if (wait === undefined) throw error;
+      engine.log.warn("recording the outcome failed; retrying", {
+        key,
+        attempt: i + 1,
+        error: (error as Error).message,
+      });
+      await new Promise((r) => setTimeout(r, wait));
     }
   }
 }

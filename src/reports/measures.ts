@@ -11,6 +11,8 @@ export interface ActionGroup {
   journeyId: string;
   stepId: string;
   channel: string;
+  /** The source of the event that started the enrollment. */
+  source: string;
   state: string;
   reason: string | null;
   count: number;
@@ -37,8 +39,13 @@ export interface Measures {
   retries: { retried: number; succeeded: number; successRate: number | null };
   inDoubt: number;
   reconciliationMismatches: Record<string, number>;
-  /** Event to send, in milliseconds, over sent email and SMS. */
-  latency: Latency & { byChannel: Record<string, Latency> };
+  /** From the event's arrival to its send, in milliseconds, over sent email and SMS. */
+  latency: Latency & {
+    byChannel: Record<string, Latency>;
+    byJourney: Record<string, Latency>;
+    byStep: Record<string, Latency>;
+    bySource: Record<string, Latency>;
+  };
   /** Sends per event-to-send latency bucket (upper bound in ms; null: above the last). */
   latencyHistogram: { upToMs: number | null; count: number }[];
   /** Actions per hour by outcome, for the chart. */
@@ -81,9 +88,10 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
         ) t GROUP BY source ORDER BY source`,
     db.auditEntry.count({ where: { kind: "idempotent_replay", at: { gte: since } } }),
     db.$queryRaw<(Omit<ActionGroup, "count"> & { count: bigint })[]>`
-        SELECT "journeyId", "stepId", channel::text AS channel, state::text AS state, reason, count(*) AS count
-        FROM "Action" WHERE "claimedAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey})
-        GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 4, 5`,
+        SELECT a."journeyId", a."stepId", a.channel::text AS channel, e.source, a.state::text AS state, a.reason, count(*) AS count
+        FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId" JOIN "Event" e ON e.id = n."triggerEventId"
+        WHERE a."claimedAt" >= ${since} AND (${journey}::text IS NULL OR a."journeyId" = ${journey})
+        GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 5, 6, 4`,
     db.$queryRaw<{ journeyId: string; stepId: string; count: bigint }[]>`
         SELECT "journeyId", "stepId", count(*) AS count FROM "AuditEntry"
         WHERE kind = 'duplicate_suppressed' AND at >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey})
@@ -109,14 +117,21 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
         p99: number | null;
       }[]
     >`
-        SELECT COALESCE(channel::text, 'all') AS channel, count(*) AS count,
+        SELECT CASE WHEN grouping(channel) = 0 THEN 'channel:' || channel
+                    WHEN grouping(source) = 0 THEN 'source:' || source
+                    WHEN grouping("stepId") = 0 THEN 'step:' || "journeyId" || '.' || "stepId"
+                    WHEN grouping("journeyId") = 0 THEN 'journey:' || "journeyId"
+                    ELSE 'all' END AS channel,
+          count(*) AS count,
           percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
           percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
           percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
-        FROM (SELECT channel, extract(epoch FROM ("completedAt" - "eventOccurredAt")) * 1000 AS ms FROM "Action"
-              WHERE state = 'sent' AND channel IN ('email', 'sms') AND "completedAt" >= ${since}
-                AND "eventOccurredAt" IS NOT NULL AND (${journey}::text IS NULL OR "journeyId" = ${journey})) s
-        GROUP BY ROLLUP (channel)`,
+        FROM (SELECT a.channel::text AS channel, a."journeyId", a."stepId", e.source,
+                extract(epoch FROM (a."completedAt" - e."receivedAt")) * 1000 AS ms
+              FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId" JOIN "Event" e ON e.id = n."triggerEventId"
+              WHERE a.state = 'sent' AND a.channel IN ('email', 'sms') AND a."completedAt" >= ${since}
+                AND (${journey}::text IS NULL OR a."journeyId" = ${journey})) s
+        GROUP BY GROUPING SETS ((), (channel), (source), ("journeyId"), ("journeyId", "stepId"))`,
     db.$queryRaw<{ hour: Date; state: string; count: bigint }[]>`
         SELECT date_trunc('hour', "claimedAt") AS hour, state::text AS state, count(*) AS count FROM "Action"
         WHERE "claimedAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey}) GROUP BY 1, 2 ORDER BY 1, 2`,
@@ -124,10 +139,11 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
         SELECT "journeyId", count(*) AS count FROM "Enrollment"
         WHERE "enrolledAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey}) GROUP BY 1 ORDER BY 1`,
     db.$queryRaw<{ bucket: number; count: bigint }[]>`
-        SELECT width_bucket(extract(epoch FROM ("completedAt" - "eventOccurredAt")) * 1000, ${LATENCY_BUCKETS}::float8[]) AS bucket,
-          count(*) AS count FROM "Action"
-        WHERE state = 'sent' AND channel IN ('email', 'sms') AND "completedAt" >= ${since} AND "eventOccurredAt" IS NOT NULL
-          AND (${journey}::text IS NULL OR "journeyId" = ${journey})
+        SELECT width_bucket(extract(epoch FROM (a."completedAt" - e."receivedAt")) * 1000, ${LATENCY_BUCKETS}::float8[]) AS bucket,
+          count(*) AS count
+        FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId" JOIN "Event" e ON e.id = n."triggerEventId"
+        WHERE a.state = 'sent' AND a.channel IN ('email', 'sms') AND a."completedAt" >= ${since}
+          AND (${journey}::text IS NULL OR a."journeyId" = ${journey})
         GROUP BY 1 ORDER BY 1`,
   ]);
   const n = (v: bigint | number) => Number(v);
@@ -147,6 +163,12 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
     p95: row?.p95 ?? null,
     p99: row?.p99 ?? null,
   });
+  const latencyBy = (prefix: string) =>
+    Object.fromEntries(
+      latency
+        .filter((l) => l.channel.startsWith(prefix))
+        .map((l) => [l.channel.slice(prefix.length), lat(l)]),
+    );
   const r = retries[0] ?? { retried: 0n, succeeded: 0n };
   const journeys = [
     ...new Set([...enrolled.map((e) => e.journeyId), ...groups.map((g) => g.journeyId)]),
@@ -175,9 +197,10 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
     reconciliationMismatches: Object.fromEntries(mismatches.map((m) => [m.rule, n(m.count)])),
     latency: {
       ...lat(latency.find((l) => l.channel === "all")),
-      byChannel: Object.fromEntries(
-        latency.filter((l) => l.channel !== "all").map((l) => [l.channel, lat(l)]),
-      ),
+      byChannel: latencyBy("channel:"),
+      byJourney: latencyBy("journey:"),
+      byStep: latencyBy("step:"),
+      bySource: latencyBy("source:"),
     },
     latencyHistogram: [...LATENCY_BUCKETS, null].map((upToMs, i) => ({
       upToMs,

@@ -27,9 +27,9 @@ export function formatTable(m: Measures): string {
   );
   section("idempotent replays", [["API responses replayed", m.idempotentReplays]]);
   section(
-    "actions by journey, step, channel",
+    "actions by journey, step, channel and source",
     m.actions.map((a) => [
-      `${a.journeyId}.${a.stepId} (${a.channel})`,
+      `${a.journeyId}.${a.stepId} (${a.channel}, ${a.source})`,
       `${a.state}${a.reason ? ` ${a.reason}` : ""}: ${a.count}`,
     ]),
   );
@@ -54,7 +54,15 @@ export function formatTable(m: Measures): string {
       "all",
       `p50 ${ms(m.latency.p50)}, p95 ${ms(m.latency.p95)}, p99 ${ms(m.latency.p99)} (${m.latency.count} sends)`,
     ],
-    ...Object.entries(m.latency.byChannel).map(([c, l]): [string, string] => [
+    ...[
+      ...Object.entries(m.latency.byChannel),
+      ...Object.entries(m.latency.byJourney).map(([k, v]): [string, typeof v] => [
+        `journey ${k}`,
+        v,
+      ]),
+      ...Object.entries(m.latency.byStep).map(([k, v]): [string, typeof v] => [`step ${k}`, v]),
+      ...Object.entries(m.latency.bySource).map(([k, v]): [string, typeof v] => [`source ${k}`, v]),
+    ].map(([c, l]): [string, string] => [
       c,
       `p50 ${ms(l.p50)}, p95 ${ms(l.p95)}, p99 ${ms(l.p99)} (${l.count} sends)`,
     ]),
