@@ -4,7 +4,9 @@
 // and prints accepted events per second. The API has a process of its own, so the clients'
 // CPU is not counted against it.
 //   npm run load:api -- [--events 5000] [--concurrency 50] [--batch 100]
+import type { ChildProcess } from "node:child_process";
 import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -39,36 +41,39 @@ const port = await new Promise<number>((resolve) => {
   });
 });
 
-await migrate(url.toString());
-const api = spawn(
-  process.execPath,
-  [
-    fileURLToPath(new URL("../bin/sendonce.js", import.meta.url)),
-    "api",
-    "--port",
-    String(port),
-    "--host",
-    "127.0.0.1",
-  ],
-  {
-    env: {
-      ...process.env,
-      DATABASE_URL: url.toString(),
-      REDIS_URL: redisUrl,
-      SENDONCE_QUEUE_PREFIX: prefix,
-      SENDONCE_API_KEYS: key,
+/** `sendonce api` on the scratch schema and prefix; resolves once it listens. */
+async function startApi(): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      fileURLToPath(new URL("../bin/sendonce.js", import.meta.url)),
+      "api",
+      "--port",
+      String(port),
+      "--host",
+      "127.0.0.1",
+    ],
+    {
+      env: {
+        ...process.env,
+        DATABASE_URL: url.toString(),
+        REDIS_URL: redisUrl,
+        SENDONCE_QUEUE_PREFIX: prefix,
+        SENDONCE_API_KEYS: key,
+      },
+      stdio: ["ignore", "ignore", "pipe"],
     },
-    stdio: ["ignore", "ignore", "pipe"],
-  },
-);
-await new Promise<void>((resolve, reject) => {
-  let log = "";
-  api.stderr.on("data", (chunk: Buffer) => {
-    log += chunk.toString();
-    if (/api listening/.test(log)) resolve();
+  );
+  await new Promise<void>((resolve, reject) => {
+    let log = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      log += chunk.toString();
+      if (/api listening/.test(log)) resolve();
+    });
+    child.once("exit", (code) => reject(new Error(`sendonce api exited (${code}):\n${log}`)));
   });
-  api.once("exit", (code) => reject(new Error(`sendonce api exited (${code}):\n${log}`)));
-});
+  return child;
+}
 const base = `http://127.0.0.1:${port}`;
 
 const event = (run: string, i: number) => ({
@@ -112,7 +117,10 @@ async function measure(label: string, requests: (() => Promise<Response>)[], eve
 
 const admin = new pg.Client({ connectionString: server });
 await admin.connect();
+let api: ChildProcess | undefined;
 try {
+  await migrate(url.toString());
+  api = await startApi();
   console.log(`sendonce api on ${base} (pid ${api.pid}), ${concurrency} concurrent clients`);
   const single = await measure(
     "one event per request",
@@ -144,8 +152,11 @@ try {
   console.log(`stored ${row!.stored} events, ${row!.enqueued} of them enqueued`);
   console.log(JSON.stringify({ events: total, concurrency, single, keyed, batched }));
 } finally {
-  api.kill("SIGTERM");
-  await new Promise((r) => api.once("exit", r));
+  if (api && api.exitCode === null && api.signalCode === null) {
+    const exited = once(api, "exit");
+    api.kill("SIGTERM");
+    await exited;
+  }
   // Only this run's keys: the Redis may be shared.
   const redis = new Redis(redisUrl);
   for (let cursor = "0"; ;) {
@@ -155,6 +166,6 @@ try {
     if (cursor === "0") break;
   }
   redis.disconnect();
-  await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
+  await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
   await admin.end();
 }

@@ -11,7 +11,7 @@ import type { Queues } from "../queue/queues";
 import { recordAudit } from "../ledger/audit";
 import { keyRing } from "./auth";
 import type { IdempotencyOptions, StoredResponse } from "./idempotency";
-import { claimKey, completeKey, releaseKey, requestHash } from "./idempotency";
+import { claimKey, completeKey, idempotencyKeyValue, releaseKey, requestHash } from "./idempotency";
 import { createMetrics } from "../reports/metrics";
 import { OPENAPI } from "./openapi";
 import { problem, sendProblem } from "./problem";
@@ -105,9 +105,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       r.status >= 400
         ? reply.code(r.status).type("application/problem+json").send(r.body)
         : reply.code(r.status).send(r.body);
-    const key = req.headers["idempotency-key"];
-    if (key === undefined) return send(await handler());
-    if (typeof key !== "string" || key.length === 0 || key.length > 255) {
+    const header = req.headers["idempotency-key"];
+    if (header === undefined) return send(await handler());
+    const key = idempotencyKeyValue(header);
+    if (key === undefined) {
       return sendProblem(
         reply,
         problem(400, "Invalid Idempotency-Key", "one header of 1 to 255 characters", [
@@ -115,7 +116,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
         ]),
       );
     }
-    const hash = requestHash(req.method, req.routeOptions.url ?? req.url, req.body);
+    // The path as sent, not the route pattern: one key on two customers is two requests.
+    const hash = requestHash(req.method, req.url, req.body);
     const claim = await claimKey(
       deps.db,
       req.apiKeyHash!,

@@ -23,6 +23,17 @@ export interface IdempotencyOptions {
   inFlightLeaseMs: number;
 }
 
+/**
+ * The key from one Idempotency-Key header: the draft defines it as a structured-field string
+ * (`"abc"`), and most clients send it bare (`abc`); both name the same key.
+ */
+export function idempotencyKeyValue(header: string | string[]): string | undefined {
+  if (typeof header !== "string") return undefined;
+  const quoted = /^"((?:[^"\\]|\\.)*)"$/.exec(header);
+  const key = quoted ? quoted[1]!.replace(/\\(.)/g, "$1") : header;
+  return key.length > 0 && key.length <= 255 ? key : undefined;
+}
+
 export function requestHash(method: string, path: string, body: unknown): string {
   return createHash("sha256")
     .update(`${method} ${path}\n${canonicalJson(body ?? null)}`)
@@ -40,11 +51,6 @@ export async function claimKey(
 ): Promise<IdempotencyClaim> {
   const expiresAt = new Date(now.getTime() + opts.ttlMs);
   const staleBefore = new Date(now.getTime() - opts.inFlightLeaseMs);
-  // An expired key, or an in-flight one whose request died, is free again.
-  await db.$executeRaw`
-    DELETE FROM "IdempotencyKey"
-    WHERE "apiKeyHash" = ${apiKeyHash} AND key = ${key}
-      AND ("expiresAt" <= ${now} OR (status = 'in_flight' AND "createdAt" < ${staleBefore}))`;
   const inserted = await db.$queryRaw<unknown[]>`
     INSERT INTO "IdempotencyKey" ("apiKeyHash", key, "requestHash", status, "createdAt", "expiresAt")
     VALUES (${apiKeyHash}, ${key}, ${hash}, 'in_flight', ${now}, ${expiresAt})
@@ -54,7 +60,18 @@ export async function claimKey(
   const row = await db.idempotencyKey.findUnique({
     where: { apiKeyHash_key: { apiKeyHash, key } },
   });
+  // Gone since the insert (released or reaped): race for it again.
   if (!row) return claimKey(db, apiKeyHash, key, hash, now, opts);
+  // An expired key, or an in-flight one whose request died, is free again. The DELETE re-checks
+  // the conditions, so a fresh row that another request inserted meanwhile stays; the retried
+  // insert lets exactly one request run.
+  if (row.expiresAt <= now || (row.status === "in_flight" && row.createdAt < staleBefore)) {
+    await db.$executeRaw`
+      DELETE FROM "IdempotencyKey"
+      WHERE "apiKeyHash" = ${apiKeyHash} AND key = ${key}
+        AND ("expiresAt" <= ${now} OR (status = 'in_flight' AND "createdAt" < ${staleBefore}))`;
+    return claimKey(db, apiKeyHash, key, hash, now, opts);
+  }
   if (row.requestHash !== hash) return { kind: "mismatch" };
   if (row.status === "in_flight") return { kind: "in_flight", retryAfterSeconds: 1 };
   return { kind: "replay", response: { status: row.responseStatus!, body: row.responseBody } };

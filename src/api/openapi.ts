@@ -81,13 +81,15 @@ export const OPENAPI = {
             description:
               "Stored (accepted) or already stored (duplicate); a batch answers per item",
           },
-          "400": problemResponse("Invalid event: errors name each field"),
+          "400": problemResponse(
+            "Invalid event, or a batch with no valid item (nothing stored): errors name each field",
+          ),
           "401": problemResponse("No or unknown API key"),
           "409": problemResponse(
-            "Same event id with another payload, or the Idempotency-Key is in flight",
+            "Same event id with another payload, or the Idempotency-Key is in flight (Retry-After)",
           ),
           "413": problemResponse("Body over the size limit"),
-          "422": problemResponse("Idempotency-Key reused with another payload"),
+          "422": problemResponse("Idempotency-Key reused with another method, path or body"),
         },
       },
     },

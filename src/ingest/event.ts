@@ -59,21 +59,22 @@ export class EventValidationError extends Error {
   }
 }
 
+// Built once: zod compiles a schema on its first parse, so a schema per call costs that each time.
+const eventWithConsentSchema = eventSchema.superRefine((event, ctx) => {
+  if (!(event.type in CONSENT_EVENTS)) return;
+  const props = consentProperties.safeParse(event.properties);
+  for (const issue of props.error?.issues ?? []) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["properties", ...issue.path],
+      message: issue.message,
+    });
+  }
+});
+
 /** Validates one event, naming each bad field (`occurredAt: must be an ISO-8601 timestamp`). */
 export function parseEvent(raw: unknown): ParsedEvent {
-  const result = eventSchema
-    .superRefine((event, ctx) => {
-      if (!(event.type in CONSENT_EVENTS)) return;
-      const props = consentProperties.safeParse(event.properties);
-      for (const issue of props.error?.issues ?? []) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["properties", ...issue.path],
-          message: issue.message,
-        });
-      }
-    })
-    .safeParse(raw);
+  const result = eventWithConsentSchema.safeParse(raw);
   if (result.success) return result.data;
   throw new EventValidationError(
     result.error.issues.map((i) => ({

@@ -3,7 +3,8 @@
 import type { FastifyInstance } from "fastify";
 import type { ApiDeps, Idempotent } from "../app";
 import type { IngestResult } from "../../ingest/ingest";
-import { ingestEvent } from "../../ingest/ingest";
+import { ingestEvents } from "../../ingest/ingest";
+import type { ParsedEvent } from "../../ingest/event";
 import { EventValidationError, parseEvent } from "../../ingest/event";
 import type { FieldError } from "../problem";
 import { problem } from "../problem";
@@ -13,9 +14,9 @@ export const MAX_BATCH = 1000;
 type ItemResult =
   (IngestResult & { index: number }) | { index: number; status: "invalid"; errors: FieldError[] };
 
-function fieldErrors(error: EventValidationError, prefix = ""): FieldError[] {
+function fieldErrors(error: EventValidationError): FieldError[] {
   return error.problems.map((p) => ({
-    field: `${prefix}${p.path}` || "(body)",
+    field: p.path || "(body)",
     message: p.message,
   }));
 }
@@ -25,22 +26,20 @@ export function registerEventRoutes(
   deps: ApiDeps,
   idempotent: Idempotent,
 ): void {
-  const ingest = async (raw: unknown, index: number): Promise<ItemResult> => {
-    let event;
+  const parse = (raw: unknown): ParsedEvent | FieldError[] => {
     try {
-      event = parseEvent(raw);
+      return parseEvent(raw);
     } catch (error) {
-      if (error instanceof EventValidationError)
-        return { index, status: "invalid", errors: fieldErrors(error) };
+      if (error instanceof EventValidationError) return fieldErrors(error);
       throw error;
     }
-    const result = await ingestEvent(deps.db, deps.queues, event, "api", {
+  };
+  const ingest = (events: ParsedEvent[]) =>
+    ingestEvents(deps.db, deps.queues, events, "api", {
       now: deps.clock.now(),
       log: deps.log,
       ...(deps.afterCommit && { afterCommit: deps.afterCommit }),
     });
-    return { index, ...result };
-  };
 
   app.post("/v1/events", (req, reply) =>
     idempotent(req, reply, async () => {
@@ -48,26 +47,26 @@ export function registerEventRoutes(
       const batch =
         body !== null && typeof body === "object" && !Array.isArray(body) && "events" in body;
       if (!batch) {
-        const result = await ingest(body, 0);
-        if (result.status === "invalid") {
+        const parsed = parse(body);
+        if (Array.isArray(parsed)) {
           return {
             status: 400,
             body: problem(
               400,
               "Invalid event",
-              result.errors.map((e) => `${e.field}: ${e.message}`).join("; "),
-              result.errors,
+              parsed.map((e) => `${e.field}: ${e.message}`).join("; "),
+              parsed,
             ),
           };
         }
-        const { index: _index, ...item } = result;
-        if (item.status === "conflict") {
+        const [item] = await ingest([parsed]);
+        if (item!.status === "conflict") {
           return {
             status: 409,
             body: problem(
               409,
               "Event id conflict",
-              `event ${item.source}/${item.id} was already received with a different payload; the first one stands`,
+              `event ${item!.source}/${item!.id} was already received with a different payload; the first one stands`,
             ),
           };
         }
@@ -97,16 +96,22 @@ export function registerEventRoutes(
           ),
         };
       }
-      const results: ItemResult[] = [];
-      // In order, one by one: a batch may carry the same event twice, and order matters for profiles.
-      for (const [i, raw] of events.entries()) {
-        const r = await ingest(raw, i);
-        results.push(
-          r.status === "invalid"
-            ? { ...r, errors: r.errors.map((e) => ({ ...e, field: `events[${i}].${e.field}` })) }
-            : r,
-        );
-      }
+      // Every item is validated on its own; the valid ones are stored in order.
+      const parsed = events.map((raw) => parse(raw));
+      const valid = parsed.filter((p): p is ParsedEvent => !Array.isArray(p));
+      const stored = (await ingest(valid)).values();
+      const results: ItemResult[] = parsed.map((p, index) =>
+        Array.isArray(p)
+          ? {
+              index,
+              status: "invalid",
+              errors: p.map((e) => ({
+                ...e,
+                field: e.field === "(body)" ? `events[${index}]` : `events[${index}].${e.field}`,
+              })),
+            }
+          : { index, ...stored.next().value! },
+      );
       const count = (s: string) => results.filter((r) => r.status === s).length;
       const summary = {
         accepted: count("accepted"),
@@ -114,9 +119,20 @@ export function registerEventRoutes(
         conflict: count("conflict"),
         invalid: count("invalid"),
       };
+      if (summary.invalid < results.length) return { status: 202, body: { ...summary, results } };
+      // Nothing stored: a problem document (every field named), with the per-item results.
       return {
-        status: summary.invalid === results.length ? 400 : 202,
-        body: { ...summary, results },
+        status: 400,
+        body: {
+          ...problem(
+            400,
+            "Invalid batch",
+            "every event in the batch is invalid; nothing was stored",
+            results.flatMap((r) => (r.status === "invalid" ? r.errors : [])),
+          ),
+          ...summary,
+          results,
+        },
       };
     }),
   );
