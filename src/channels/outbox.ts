@@ -1,67 +1,79 @@
 // File outboxes stand in for SMTP and Twilio when they are not configured. They are the
 // honest record of what was sent: every send is a new file, never an overwrite, so a
-// duplicate send would show up as a second file for the same action key.
+// duplicate send shows up as a second file for the same action key — and countOutbox counts
+// keys from what each file says, not from its name, so a duplicate cannot hide.
 import { randomBytes } from "node:crypto";
-import {
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  writeFileSync,
-  existsSync,
-} from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { mkdir, open, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import type { EmailChannel, SmsChannel } from "./channel";
 import { mailOptions } from "./email-smtp";
 
-function uniqueName(actionKey: string, ext: string): string {
-  return `${actionKey}.${Date.now().toString(36)}-${randomBytes(4).toString("hex")}.${ext}`;
+/**
+ * `<key>.<time>-<96 random bits>.<ext>`: unique without a lock, so concurrent workers (even
+ * on several machines sharing the directory) never pick the same name. The key is hex in
+ * practice; anything that could leave the directory is replaced.
+ */
+function uniqueName(actionKey: string, ext: "eml" | "json"): string {
+  const safeKey = actionKey.replace(/[^A-Za-z0-9_-]/g, "_");
+  return `${safeKey}.${Date.now().toString(36)}-${randomBytes(12).toString("hex")}.${ext}`;
 }
 
-/** Writes via a temporary name and a rename, so a crash never leaves half a message. */
-function writeAtomically(dir: string, name: string, data: string | Buffer): void {
-  mkdirSync(dir, { recursive: true });
+/**
+ * Writes a hidden temporary file, flushes it to disk, then renames it into place: a crash
+ * leaves either the whole message or an ignored `.tmp`, never half a message.
+ */
+async function writeAtomically(dir: string, name: string, data: string | Buffer): Promise<void> {
+  await mkdir(dir, { recursive: true });
   const tmp = join(dir, `.${name}.tmp`);
-  writeFileSync(tmp, data, { flag: "wx" });
-  renameSync(tmp, join(dir, name));
+  const file = await open(tmp, "wx");
+  try {
+    await file.writeFile(data);
+    await file.sync();
+  } catch (error) {
+    await file.close();
+    await unlink(tmp).catch(() => {});
+    throw error;
+  }
+  await file.close();
+  await rename(tmp, join(dir, name));
 }
 
-/** One RFC 822 `.eml` file per message, with real headers (Message-ID and all). */
+/** An email channel that writes each message as a full RFC 5322 `.eml` file under `dir`. */
 export function createEmailOutbox(dir: string, from: string): EmailChannel {
-  const builder = nodemailer.createTransport({
-    streamTransport: true,
-    buffer: true,
-    newline: "unix",
-  });
+  // The same composer as SMTP, so the file carries the headers a server would have received.
+  const composer = nodemailer.createTransport({ streamTransport: true, buffer: true });
   return {
     async send(message, actionKey) {
-      const info = (await builder.sendMail(mailOptions(from, message))) as { message: Buffer };
+      const info = (await composer.sendMail(mailOptions(from, message))) as { message: Buffer };
       const name = uniqueName(actionKey, "eml");
-      writeAtomically(dir, name, info.message);
+      await writeAtomically(dir, name, info.message);
       return { providerId: `outbox:${name}` };
     },
-    close: () => Promise.resolve(builder.close()),
+    close: () => Promise.resolve(composer.close()),
   };
 }
 
-/** One JSON file per text message. */
+/** An SMS channel that writes each message as a `.json` file under `dir`. */
 export function createSmsOutbox(dir: string): SmsChannel {
   return {
-    // eslint-disable-next-line @typescript-eslint/require-await -- the port is async
     async send(message, actionKey) {
       const name = uniqueName(actionKey, "json");
-      writeAtomically(
-        dir,
-        name,
-        `${JSON.stringify({ actionKey, to: message.to, body: message.body, at: new Date().toISOString() })}\n`,
-      );
+      const record = {
+        to: message.to,
+        body: message.body,
+        actionKey,
+        at: new Date().toISOString(),
+      };
+      await writeAtomically(dir, name, `${JSON.stringify(record)}\n`);
       return { providerId: `outbox:${name}` };
     },
-    close: async () => {},
+    close: () => Promise.resolve(),
   };
 }
 
+/** What an outbox directory holds, per action key. */
 export interface OutboxCount {
   files: number;
   /** Distinct action keys among them. */
@@ -72,29 +84,42 @@ export interface OutboxCount {
 }
 
 /**
- * Counts messages per action key from what the files say (the Message-ID header, or the
- * actionKey field), not from their names.
+ * Counts messages per action key from what each file says — the local part of an `.eml`'s
+ * Message-ID, a `.json`'s actionKey — so a renamed or hand-copied file still counts.
  */
 export function countOutbox(dir: string): OutboxCount {
   const perKey = new Map<string, number>();
-  let files = 0;
   const names = existsSync(dir)
-    ? readdirSync(dir).filter((n) => /\.(eml|json)$/.test(n) && !n.startsWith("."))
+    ? readdirSync(dir).filter((n) => !n.startsWith(".") && /\.(eml|json)$/.test(n))
     : [];
   for (const name of names) {
     const text = readFileSync(join(dir, name), "utf8");
-    const key = name.endsWith(".eml")
-      ? /^Message-ID:\s*<([^@>]+)@/im.exec(text)?.[1]
-      : (JSON.parse(text) as { actionKey?: string }).actionKey;
-    files += 1;
-    const k = key ?? `unreadable:${name}`;
-    perKey.set(k, (perKey.get(k) ?? 0) + 1);
+    // A file that names no key still counts, under its own name: it was a send.
+    const key = (name.endsWith(".eml") ? emlKey(text) : jsonKey(text)) ?? `unreadable:${name}`;
+    perKey.set(key, (perKey.get(key) ?? 0) + 1);
   }
   const duplicateKeys = [...perKey].filter(([, n]) => n > 1).map(([k]) => k);
   return {
-    files,
+    files: names.length,
     keys: perKey.size,
     duplicates: [...perKey.values()].reduce((sum, n) => sum + n - 1, 0),
-    duplicateKeys,
+    duplicateKeys: duplicateKeys.sort(),
   };
+}
+
+/** `Message-ID: <key@domain>` → `key`, from the header block only (folded lines unfolded). */
+function emlKey(eml: string): string | undefined {
+  const head = eml.split(/\r?\n\r?\n/, 1)[0] ?? "";
+  const unfolded = head.replace(/\r?\n[ \t]+/g, " ");
+  return /^Message-ID:\s*<([^@>\s]+)@[^>]*>/im.exec(unfolded)?.[1];
+}
+
+function jsonKey(json: string): string | undefined {
+  try {
+    const parsed: unknown = JSON.parse(json);
+    const key = (parsed as { actionKey?: unknown } | null)?.actionKey;
+    return typeof key === "string" ? key : undefined;
+  } catch {
+    return undefined;
+  }
 }

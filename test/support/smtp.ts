@@ -1,102 +1,172 @@
-// A real SMTP server for tests (smtp-server on 127.0.0.1): records every message it receives,
-// keyed by Message-ID, and fails on request in the ways real servers do.
+// A real SMTP server for tests (smtp-server on 127.0.0.1, parsed with mailparser): records
+// every message it receives, and fails on request in the ways real servers do — including the
+// ones where it took the message but the sender never heard so.
+import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import type { Socket } from "node:net";
+import { simpleParser } from "mailparser";
+import type { ParsedMail } from "mailparser";
 import { SMTPServer } from "smtp-server";
 
+/** One message as the sink received it. */
 export interface ReceivedMessage {
+  /** With its angle brackets, as in the header: `<key@domain>`. */
   messageId: string;
+  /** The envelope recipients (RCPT TO), which is who the message really went to. */
   to: string[];
+  /** The envelope sender (MAIL FROM). */
+  from: string;
   subject: string;
+  html?: string;
+  text?: string;
+  /** Lower-cased header name → its value (decoded when it is plain text, else as written). */
   headers: Map<string, string>;
+  /** The message exactly as it came over DATA. */
   raw: string;
 }
 
-export type SmtpFailure =
-  /** Reply with this code at this stage ("data": after the whole body was received). */
-  | { kind: "reply"; stage: "mail" | "rcpt" | "data"; code: number }
-  /** Take the whole message, then drop the connection without a reply. */
+/** A way of failing at one point of one transaction. */
+export type SmtpFault =
+  /**
+   * Reply with this code at this stage: "connect" refuses the greeting, "mail" and "rcpt"
+   * answer those commands, "data" answers after the whole body was received (and recorded).
+   */
+  | { kind: "reply"; stage: "connect" | "mail" | "rcpt" | "data"; code: number; message?: string }
+  /** Drop the connection instead of answering at this stage: nothing was handed over. */
+  | { kind: "drop_before_data"; stage: "connect" | "mail" | "rcpt" }
+  /** Never answer at this stage: the client times out with nothing handed over. */
+  | { kind: "hang_before_data"; stage: "connect" | "mail" | "rcpt" }
+  /** Receive and record the whole message, then drop the connection without a reply. */
   | { kind: "drop_after_data" }
-  /** Take the whole message and never reply. */
+  /** Receive and record the whole message, then never reply. */
   | { kind: "hang_after_data" }
-  /** Take the whole message and accept it only after `ms`. */
+  /** Receive and record the whole message, and accept it only after `ms`. */
   | { kind: "slow"; ms: number };
 
+/** A fault for every send until changed, or only for the next one or `count` sends. */
+export type SmtpFailure =
+  | SmtpFault
+  | { kind: "once"; failure: SmtpFault }
+  | { kind: "times"; count: number; failure: SmtpFault };
+
 export interface SmtpSink {
+  /** `smtp://127.0.0.1:<port>`, no TLS, any credentials accepted. */
   url: string;
+  /** Every message received, in order, whatever the reply to it was. */
   messages: ReceivedMessage[];
   countByMessageId(): Map<string, number>;
-  /** Fail the next `times` sends (default: every send until changed). */
-  fail(failure: SmtpFailure | undefined, times?: number): void;
+  /** Changes how the next sends are answered; undefined answers them all with 250. */
+  setFailure(failure: SmtpFailure | undefined): void;
+  /** Same as setFailure, for the next `times` sends only when given. */
+  fail(failure: SmtpFault | undefined, times?: number): void;
+  /** Resolves once `count` messages were received in all; rejects after `timeoutMs`. */
+  waitFor(count: number, timeoutMs?: number): Promise<ReceivedMessage[]>;
   close(): Promise<void>;
 }
 
-class SmtpReplyError extends Error {
+/** smtp-server replies with an error's `responseCode` and message. */
+class SmtpReply extends Error {
   constructor(
-    message: string,
     readonly responseCode: number,
+    message: string,
   ) {
     super(message);
   }
 }
 
-export async function startSmtpSink(): Promise<SmtpSink> {
+type Stage = "connect" | "mail" | "rcpt" | "data";
+
+/** Starts a sink on a free port of 127.0.0.1. */
+export async function startSmtpSink(opts: { failure?: SmtpFailure } = {}): Promise<SmtpSink> {
   const messages: ReceivedMessage[] = [];
-  let failure: SmtpFailure | undefined;
+  const waiters = new Set<() => void>();
+  let fault: SmtpFault | undefined;
   let remaining = Infinity;
-  const sockets = new Set<Socket>();
-  const take = (stage: "mail" | "rcpt" | "data" | "after"): SmtpFailure | undefined => {
-    if (!failure || remaining <= 0) return undefined;
-    const applies = failure.kind === "reply" ? failure.stage === stage : stage === "after";
-    if (!applies) return undefined;
-    const f = failure;
-    remaining -= 1;
-    return f;
+
+  const setFailure = (f: SmtpFailure | undefined): void => {
+    if (f?.kind === "once") [fault, remaining] = [f.failure, 1];
+    else if (f?.kind === "times") [fault, remaining] = [f.failure, f.count];
+    else [fault, remaining] = [f, Infinity];
   };
-  const replyError = (f: SmtpFailure | undefined) =>
-    f?.kind === "reply" ? new SmtpReplyError(`test failure ${f.code}`, f.code) : null;
+  setFailure(opts.failure);
+
+  // A fault fires at its own stage and counts as used only when it fires, so "the next send"
+  // means the next transaction that reaches that stage.
+  const take = (stage: Stage): SmtpFault | undefined => {
+    if (!fault || remaining <= 0) return undefined;
+    const at: Stage = "stage" in fault ? fault.stage : "data";
+    if (at !== stage) return undefined;
+    remaining -= 1;
+    return fault;
+  };
+
+  // smtp-server keeps a session's socket to itself; the client's port ties them together.
+  const sockets = new Set<Socket>();
+  const socketOf = (session: { remotePort: number }) =>
+    [...sockets].find((s) => s.remotePort === session.remotePort);
+  const refusal = (f: SmtpFault | undefined): SmtpReply | null =>
+    f?.kind === "reply" ? new SmtpReply(f.code, f.message ?? `test failure ${f.code}`) : null;
+  /** Answers a command at a stage before DATA as the armed fault says. */
+  const answer = (
+    stage: "connect" | "mail" | "rcpt",
+    session: { remotePort: number },
+    callback: (err?: Error | null) => void,
+  ): void => {
+    const f = take(stage);
+    if (f?.kind === "drop_before_data") socketOf(session)?.destroy();
+    else if (f?.kind !== "hang_before_data") callback(refusal(f));
+  };
+
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ["STARTTLS"],
     logger: false,
+    // A reverse lookup of 127.0.0.1 would add its latency to every test send.
+    disableReverseLookup: true,
+    onAuth(_auth, _session, callback) {
+      callback(null, { user: "test" });
+    },
     onConnect(session, callback) {
-      callback();
+      answer("connect", session, callback);
     },
-    onMailFrom(_address, _session, callback) {
-      callback(replyError(take("mail")));
+    onMailFrom(_address, session, callback) {
+      answer("mail", session, callback);
     },
-    onRcptTo(_address, _session, callback) {
-      callback(replyError(take("rcpt")));
+    onRcptTo(_address, session, callback) {
+      answer("rcpt", session, callback);
     },
     onData(stream, session, callback) {
       const chunks: Buffer[] = [];
       stream.on("data", (c: Buffer) => chunks.push(c));
       stream.on("end", () => {
-        const raw = Buffer.concat(chunks).toString("utf8");
-        messages.push(
-          parse(
-            raw,
-            session.envelope.rcptTo.map((r) => r.address),
-          ),
-        );
-        const after = take("data") ?? take("after");
-        if (after?.kind === "drop_after_data") {
-          for (const s of sockets) s.destroy();
-          return;
-        }
-        if (after?.kind === "hang_after_data") return;
-        if (after?.kind === "slow") {
-          setTimeout(() => callback(), after.ms);
-          return;
-        }
-        callback(replyError(after));
+        const raw = Buffer.concat(chunks);
+        const envelope = session.envelope;
+        void parse(raw, envelope).then((message) => {
+          // Recorded before any reply, so a test can prove that a send it saw fail arrived.
+          messages.push(message);
+          for (const wake of waiters) wake();
+          const f = take("data");
+          if (f?.kind === "drop_after_data") {
+            socketOf(session)?.destroy();
+          } else if (f?.kind === "hang_after_data") {
+            // never answer: the client's socket timeout is what ends this
+          } else if (f?.kind === "slow") {
+            setTimeout(() => callback(null, queuedReply()), f.ms);
+          } else if (f?.kind === "reply") {
+            callback(refusal(f));
+          } else {
+            callback(null, queuedReply());
+          }
+        }, callback);
       });
     },
   });
+
   server.server.on("connection", (socket: Socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
   });
+
   const port = await new Promise<number>((resolve, reject) => {
     server.once("error", reject);
     server.listen(0, "127.0.0.1", () => {
@@ -104,6 +174,7 @@ export async function startSmtpSink(): Promise<SmtpSink> {
       resolve(typeof address === "object" && address ? address.port : 0);
     });
   });
+
   return {
     url: `smtp://127.0.0.1:${port}`,
     messages,
@@ -112,34 +183,75 @@ export async function startSmtpSink(): Promise<SmtpSink> {
       for (const m of messages) counts.set(m.messageId, (counts.get(m.messageId) ?? 0) + 1);
       return counts;
     },
-    fail(f, times = Infinity) {
-      failure = f;
-      remaining = times;
+    setFailure,
+    fail(f, times) {
+      setFailure(f && times !== undefined ? { kind: "times", count: times, failure: f } : f);
+    },
+    waitFor(count, timeoutMs = 5_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (messages.length < count) return;
+          done();
+          resolve(messages.slice());
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(
+            new Error(`SMTP sink: ${messages.length} of ${count} messages after ${timeoutMs} ms`),
+          );
+        }, timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      });
     },
     close() {
+      // A hanging session would keep server.close() waiting for it.
       for (const s of sockets) s.destroy();
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
 }
 
-function parse(raw: string, to: string[]): ReceivedMessage {
-  const head = raw.split(/\r?\n\r?\n/)[0] ?? "";
+/** What Postfix answers, so the channel's queue-id parsing meets a realistic reply. */
+function queuedReply(): string {
+  return `Ok: queued as ${randomBytes(5).toString("hex").toUpperCase()}`;
+}
+
+async function parse(
+  raw: Buffer,
+  envelope: { mailFrom: false | { address: string }; rcptTo: { address: string }[] },
+): Promise<ReceivedMessage> {
+  const mail: ParsedMail = await simpleParser(raw, { skipImageLinks: true });
   const headers = new Map<string, string>();
-  for (const line of head.replace(/\r?\n[ \t]+/g, " ").split(/\r?\n/)) {
-    const i = line.indexOf(":");
-    if (i > 0) headers.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+  for (const { key, line } of mail.headerLines) {
+    const decoded = mail.headers.get(key);
+    headers.set(
+      key,
+      typeof decoded === "string"
+        ? decoded
+        : line
+            .slice(line.indexOf(":") + 1)
+            .replace(/\r?\n[ \t]+/g, " ")
+            .trim(),
+    );
   }
   return {
-    messageId: headers.get("message-id") ?? "",
-    to,
-    subject: headers.get("subject") ?? "",
+    messageId: mail.messageId ?? "",
+    to: envelope.rcptTo.map((r) => r.address),
+    from: envelope.mailFrom ? envelope.mailFrom.address : "",
+    subject: mail.subject ?? "",
+    ...(mail.html !== false && { html: mail.html }),
+    ...(mail.text !== undefined && { text: mail.text }),
     headers,
-    raw,
+    raw: raw.toString("utf8"),
   };
 }
 
-/** A URL on which nothing listens: "connection refused". */
+/** A URL on which nothing listens: connecting to it is refused. */
 export async function closedPortUrl(): Promise<string> {
   const port = await new Promise<number>((resolve) => {
     const s = createServer();
