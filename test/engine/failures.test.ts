@@ -5,19 +5,11 @@ import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import { runCli } from "../support/cli";
 import { actionState, messageId, settledAction, signup, useHarness } from "../support/harness";
-import { journeysDir } from "../support/journeys";
+import { HELLO_EMAIL, journeysDir } from "../support/journeys";
 import { eventually, startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
-  "hello.yaml": `
-id: hello
-name: Hello
-category: transactional
-trigger: { event: signed_up }
-steps:
-  - id: hello_email
-    email: { subject: "Hello", text: "Welcome aboard" }
-`,
+  "hello.yaml": HELLO_EMAIL,
   "promo.yaml": `
 id: promo
 name: Promo

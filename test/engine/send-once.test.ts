@@ -4,23 +4,12 @@
 import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import { actionState, messageId, signup, useHarness } from "../support/harness";
-import { journeysDir } from "../support/journeys";
+import { HELLO_EMAIL, journeysDir } from "../support/journeys";
 import { flushPrefix } from "../support/redis";
 import { eventually, startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
-  "hello.yaml": `
-id: hello
-name: Hello
-category: transactional
-trigger: { event: signed_up }
-steps:
-  - id: hello_email
-    email:
-      subject: "Hello {{ customer.attributes.name }}"
-      html: "<p>Welcome aboard</p>"
-      text: "Welcome aboard"
-`,
+  "hello.yaml": HELLO_EMAIL,
   "series.yaml": `
 id: series
 name: Two emails with a wait between

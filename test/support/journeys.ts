@@ -33,3 +33,17 @@ steps:
   - id: offer_sms
     sms: { body: "Offer {{ event.properties.ref }}" }
 `;
+
+/** A transactional welcome email, once per customer, on `signed_up`. */
+export const HELLO_EMAIL = `
+id: hello
+name: Hello
+category: transactional
+trigger: { event: signed_up }
+steps:
+  - id: hello_email
+    email:
+      subject: "Hello {{ customer.attributes.name }}"
+      html: "<p>Welcome aboard</p>"
+      text: "Welcome aboard"
+`;
