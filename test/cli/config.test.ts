@@ -1,0 +1,49 @@
+// A missing or malformed setting is named, with what to do, before anything starts; the value
+// itself is never printed (it may be a secret).
+import { describe, expect, it } from "vitest";
+import { runCli } from "../support/cli";
+
+const URLS = {
+  DATABASE_URL: "postgresql://u:hunter2@127.0.0.1:1/x",
+  REDIS_URL: "redis://127.0.0.1:1",
+};
+
+describe("configuration errors", () => {
+  it("names SENDONCE_API_KEYS when the API has no keys", () => {
+    const r = runCli(["api"], { ...URLS, SENDONCE_API_KEYS: "" });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/SENDONCE_API_KEYS is not set/);
+  });
+
+  it("refuses short API keys without printing them", () => {
+    const r = runCli(["api"], { ...URLS, SENDONCE_API_KEYS: "short-key" });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/SENDONCE_API_KEYS: each key must be at least 16 characters/);
+    expect(r.stderr).not.toContain("short-key");
+  });
+
+  it("names SENDONCE_SECRET when marketing emails need signed unsubscribe links", () => {
+    const r = runCli(["worker"], { ...URLS, SENDONCE_SECRET: "" });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /SENDONCE_SECRET is not set: marketing emails carry signed unsubscribe links/,
+    );
+    expect(r.stderr).not.toContain("hunter2");
+  });
+
+  it("names what a partial Twilio configuration lacks, and EMAIL_FROM beside SMTP_URL", () => {
+    const twilio = runCli(["worker"], { ...URLS, TWILIO_ACCOUNT_SID: `AC${"0".repeat(32)}` });
+    expect(twilio.code).toBe(1);
+    expect(twilio.stderr).toMatch(/TWILIO_AUTH_TOKEN: required when any TWILIO_\* variable is set/);
+    expect(twilio.stderr).toMatch(
+      /TWILIO_FROM: set a sender number, or TWILIO_MESSAGING_SERVICE_SID/,
+    );
+    const smtp = runCli(["worker"], {
+      ...URLS,
+      SMTP_URL: "smtp://mail:pw@127.0.0.1:1",
+      EMAIL_FROM: "",
+    });
+    expect(smtp.stderr).toMatch(/EMAIL_FROM: required when SMTP_URL is set/);
+    expect(smtp.stderr).not.toContain("pw@");
+  });
+});
