@@ -1,6 +1,8 @@
 import { PrismaPg } from "@prisma/adapter-pg";
+import pg from "pg";
 import { PrismaClient } from "../generated/prisma/client";
 import type { Prisma } from "../generated/prisma/client";
+import { registerPool, sqlPool } from "./sql";
 import { connectionOptions } from "./url";
 
 export type Db = PrismaClient;
@@ -13,11 +15,17 @@ export function createDb(databaseUrl: string, opts: { poolSize?: number } = {}):
   // Prisma qualifies its own queries with the schema; the ledger's raw SQL relies on the
   // search path instead, so every pooled connection starts in the configured schema.
   const searchPath = `"${schema.replace(/"/g, '""')}"`.replace(/([\\ ])/g, "\\$1");
-  const adapter = new PrismaPg(
-    { connectionString, max: opts.poolSize ?? 10, options: `-c search_path=${searchPath}` },
-    { schema },
-  );
-  return new PrismaClient({ adapter });
+  // One pool for both: Prisma's adapter and the hot path's plain SQL (src/db/sql.ts).
+  const pool = new pg.Pool({
+    connectionString,
+    max: opts.poolSize ?? 10,
+    options: `-c search_path=${searchPath}`,
+  });
+  const db = new PrismaClient({
+    adapter: new PrismaPg(pool, { schema, disposeExternalPool: true }),
+  });
+  registerPool(db, sqlPool(pool));
+  return db;
 }
 
 /** Interactive transactions wait on the customer lock; Prisma's 2 s/5 s defaults are too short. */

@@ -1,12 +1,13 @@
 // Processing a stored event: match it against the deployed journeys, enroll per entry policy,
 // and end enrollments it exits. One transaction with the customer locked, so concurrent or
 // duplicate events never enroll twice and cooldowns hold.
-import { TX_OPTIONS } from "../db/client";
-import type { Tx } from "../db/client";
+import type { Sql } from "../db/sql";
+import { poolOf } from "../db/sql";
 import type { CompiledJourney } from "../journeys/compile";
 import type { AuditRecord } from "../ledger/audit";
-import { recordAudit } from "../ledger/audit";
+import { AUDIT_COLUMNS, AUDIT_RECORD, AUDIT_ROWS, auditJson, recordAudit } from "../ledger/audit";
 import type { CustomerView, EventView } from "./context";
+import type { EntryDecision } from "./decide";
 import { decideEntry, findExit } from "./decide";
 import type { Engine } from "./engine";
 import { loadCustomer, loadEvent } from "./rows";
@@ -20,15 +21,16 @@ export interface NewEnrollment {
 /** Matches and enrolls once per event; a second call for the same event does nothing. */
 export async function processEvent(engine: Engine, eventRowId: bigint): Promise<NewEnrollment[]> {
   const { db, clock, workerId } = engine;
-  return db.$transaction(async (tx) => {
+  return poolOf(db).tx(async (tx) => {
     const event = await loadEvent(tx, eventRowId);
     if (!event) return [];
-    await tx.$queryRaw`SELECT 1 FROM "Customer" WHERE id = ${event.customerId} FOR UPDATE`;
-    const [state] = await tx.$queryRaw<{ processedAt: Date | null }[]>`
-      SELECT "processedAt" FROM "Event" WHERE id = ${eventRowId} FOR UPDATE`;
+    // The customer lock serialises every processing of this customer's events, so the
+    // processedAt read after it is the truth.
+    const customer = await loadCustomer(tx, event.customerId, { lock: true });
+    const [state] = await tx<{ processedAt: Date | null }>`
+      SELECT "processedAt" FROM "Event" WHERE id = ${eventRowId}`;
     if (state?.processedAt) return [];
     const now = clock.now();
-    const customer = await loadCustomer(tx, event.customerId);
     const audits: AuditRecord[] = [];
     const enrolled: NewEnrollment[] = [];
     for (const cj of engine.catalog.current) {
@@ -44,10 +46,12 @@ export async function processEvent(engine: Engine, eventRowId: bigint): Promise<
         enrolled.push({ enrollmentId: result.enrollmentId, stepSeq: 0 });
       audits.push({ ...base, ...result.audit });
     }
-    await tx.$executeRaw`UPDATE "Event" SET "processedAt" = ${now} WHERE id = ${eventRowId}`;
-    await recordAudit(tx, ...audits);
+    await tx`
+      WITH u AS (UPDATE "Event" SET "processedAt" = ${now} WHERE id = ${eventRowId})
+      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+      FROM jsonb_to_recordset(${auditJson(audits)}::jsonb) AS ${AUDIT_RECORD}`;
     return enrolled;
-  }, TX_OPTIONS);
+  });
 }
 
 type Audit = Pick<AuditRecord, "kind" | "rule" | "enrollmentId" | "detail">;
@@ -58,25 +62,17 @@ type Audit = Pick<AuditRecord, "kind" | "rule" | "enrollmentId" | "detail">;
  * backfill's dry run decides exactly as the real run will.
  */
 export async function checkEntry(
-  tx: Tx,
+  tx: Sql,
   cj: CompiledJourney,
   event: EventView,
   customer: CustomerView,
 ): Promise<{ reference: string } | { audit: Audit }> {
   const { journey } = cj;
   const detail = { eventId: event.id, source: event.source };
-  const decision = decideEntry(cj, event, customer);
-  if (!decision.enroll) {
-    return {
-      audit: {
-        kind: "not_enrolled",
-        rule: decision.rule,
-        detail: { ...detail, why: decision.detail },
-      },
-    };
-  }
+  const decision = entryOf(decideEntry(cj, event, customer), event);
+  if ("audit" in decision) return decision;
   const { reference } = decision;
-  const [existing] = await tx.$queryRaw<{ id: bigint }[]>`
+  const [existing] = await tx<{ id: bigint }>`
     SELECT id FROM "Enrollment"
     WHERE "journeyId" = ${journey.id} AND "customerId" = ${customer.id} AND reference = ${reference}`;
   if (existing) {
@@ -91,7 +87,7 @@ export async function checkEntry(
   }
   if (journey.entry.cooldownMs !== undefined) {
     // Cooldown counts in event time, so a backfill of old events decides as live traffic did.
-    const [recent] = await tx.$queryRaw<{ id: bigint }[]>`
+    const [recent] = await tx<{ id: bigint }>`
       SELECT e.id FROM "Enrollment" e JOIN "Event" t ON t.id = e."triggerEventId"
       WHERE e."journeyId" = ${journey.id} AND e."customerId" = ${customer.id} AND e.reference <> ${reference}
         AND abs(extract(epoch FROM (t."occurredAt" - ${event.occurredAt}::timestamptz))) * 1000 < ${journey.entry.cooldownMs}
@@ -110,21 +106,39 @@ export async function checkEntry(
   return { reference };
 }
 
+function entryOf(
+  decision: EntryDecision,
+  event: EventView,
+): { reference: string } | { audit: Audit } {
+  if (decision.enroll) return { reference: decision.reference };
+  return {
+    audit: {
+      kind: "not_enrolled",
+      rule: decision.rule,
+      detail: { eventId: event.id, source: event.source, why: decision.detail },
+    },
+  };
+}
+
 async function enroll(
-  tx: Tx,
+  tx: Sql,
   cj: CompiledJourney,
   event: EventView,
   customer: CustomerView,
   now: Date,
 ): Promise<{ enrollmentId: bigint; audit: Audit } | { audit: Audit }> {
   const { journey } = cj;
-  const entry = await checkEntry(tx, cj, event, customer);
+  const detail = { eventId: event.id, source: event.source };
+  // Without a cooldown, the insert itself is the check: one round trip in the common case.
+  const entry =
+    journey.entry.cooldownMs === undefined
+      ? entryOf(decideEntry(cj, event, customer), event)
+      : await checkEntry(tx, cj, event, customer);
   if ("audit" in entry) return entry;
   const { reference } = entry;
-  const detail = { eventId: event.id, source: event.source };
   const first = journey.steps[0]!.id;
   // The unique index settles a race that checkEntry's read could not see.
-  const [row] = await tx.$queryRaw<{ id: bigint }[]>`
+  const [row] = await tx<{ id: bigint }>`
     INSERT INTO "Enrollment" ("journeyId", "journeyVersion", "customerId", reference, "triggerEventId",
                               status, "currentStepId", "stepSeq", "nextRunAt", "enrolledAt", "updatedAt")
     VALUES (${journey.id}, ${journey.version}, ${customer.id}, ${reference}, ${event.rowId},
@@ -132,10 +146,14 @@ async function enroll(
     ON CONFLICT ("journeyId", "customerId", reference) DO NOTHING
     RETURNING id`;
   if (!row) {
+    const [existing] = await tx<{ id: bigint }>`
+      SELECT id FROM "Enrollment"
+      WHERE "journeyId" = ${journey.id} AND "customerId" = ${customer.id} AND reference = ${reference}`;
     return {
       audit: {
         kind: "not_enrolled",
         rule: `already_enrolled_${journey.entry.once}`,
+        ...(existing && { enrollmentId: existing.id }),
         detail: { ...detail, reference },
       },
     };
@@ -156,10 +174,10 @@ export async function enrollInJourney(
   cj: CompiledJourney,
   eventRowId: bigint,
 ): Promise<{ enrolled?: NewEnrollment; rule?: string }> {
-  return engine.db.$transaction(async (tx) => {
+  return poolOf(engine.db).tx(async (tx) => {
     const event = await loadEvent(tx, eventRowId);
     if (!event) return { rule: "event_missing" };
-    await tx.$queryRaw`SELECT 1 FROM "Customer" WHERE id = ${event.customerId} FOR UPDATE`;
+    await tx`SELECT 1 FROM "Customer" WHERE id = ${event.customerId} FOR UPDATE`;
     const customer = await loadCustomer(tx, event.customerId);
     const now = engine.clock.now();
     const result = await enroll(tx, cj, event, customer, now);
@@ -174,18 +192,18 @@ export async function enrollInJourney(
     return "enrollmentId" in result
       ? { enrolled: { enrollmentId: result.enrollmentId, stepSeq: 0 } }
       : { ...(result.audit.rule && { rule: result.audit.rule }) };
-  }, TX_OPTIONS);
+  });
 }
 
 /** Ends this customer's active enrollments in the journey that the event exits. */
 async function exitEnrollments(
-  tx: Tx,
+  tx: Sql,
   cj: CompiledJourney,
   event: EventView,
   customer: CustomerView,
   now: Date,
 ): Promise<Audit[]> {
-  const active = await tx.$queryRaw<{ id: bigint; reference: string; triggerAt: Date }[]>`
+  const active = await tx<{ id: bigint; reference: string; triggerAt: Date }>`
     SELECT e.id, e.reference, t."occurredAt" AS "triggerAt"
     FROM "Enrollment" e JOIN "Event" t ON t.id = e."triggerEventId"
     WHERE e."journeyId" = ${cj.journey.id} AND e."customerId" = ${customer.id} AND e.status = 'active'`;
@@ -210,18 +228,28 @@ async function exitEnrollments(
   return audits;
 }
 
-/** Ends an enrollment wherever it is; bumping stepSeq makes any queued step job stale. */
+/**
+ * Ends an enrollment wherever it is; bumping stepSeq makes any queued step job stale. The
+ * audit entry, when given, is written by the same statement, only if the enrollment ended.
+ */
 export async function endEnrollment(
-  tx: Tx,
+  tx: Sql,
   enrollmentId: bigint,
   status: "completed" | "exited" | "failed",
   reason: string,
   now: Date,
   expectedSeq?: number,
+  audit?: AuditRecord,
 ): Promise<boolean> {
-  const rows = await tx.$executeRaw`
-    UPDATE "Enrollment" SET status = ${status}::"EnrollmentStatus", "currentStepId" = NULL, "nextRunAt" = NULL,
-      "stepSeq" = "stepSeq" + 1, "endedReason" = ${reason}, "endedAt" = ${now}, "updatedAt" = ${now}
-    WHERE id = ${enrollmentId} AND status = 'active' AND (${expectedSeq ?? null}::int IS NULL OR "stepSeq" = ${expectedSeq ?? null}::int)`;
-  return rows > 0;
+  const [row] = await tx<{ ended: bigint }>`
+    WITH u AS (
+      UPDATE "Enrollment" SET status = ${status}::"EnrollmentStatus", "currentStepId" = NULL, "nextRunAt" = NULL,
+        "stepSeq" = "stepSeq" + 1, "endedReason" = ${reason}, "endedAt" = ${now}, "updatedAt" = ${now}
+      WHERE id = ${enrollmentId} AND status = 'active' AND (${expectedSeq ?? null}::int IS NULL OR "stepSeq" = ${expectedSeq ?? null}::int)
+      RETURNING id),
+    a AS (
+      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+      FROM jsonb_to_recordset(${auditJson(audit ? [audit] : [])}::jsonb) AS ${AUDIT_RECORD}, u)
+    SELECT count(*) AS ended FROM u`;
+  return row!.ended > 0n;
 }

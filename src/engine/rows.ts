@@ -1,5 +1,7 @@
 // Reading the engine's views from the database (inside or outside a transaction).
 import type { Db, Tx } from "../db/client";
+import type { Sql } from "../db/sql";
+import { Fragment, sqlOf } from "../db/sql";
 import type { CustomerView, EventView } from "./context";
 
 interface EventRow {
@@ -24,15 +26,24 @@ function toEventView(r: EventRow): EventView {
   };
 }
 
-export async function loadEvent(db: Db | Tx, rowId: bigint): Promise<EventView | undefined> {
-  const [row] = await db.$queryRaw<EventRow[]>`
+export async function loadEvent(on: Sql | Db | Tx, rowId: bigint): Promise<EventView | undefined> {
+  const [row] = await sqlOf(on)<EventRow>`
     SELECT id, "eventId", source, type, "customerId", "occurredAt", properties FROM "Event" WHERE id = ${rowId}`;
   return row && toEventView(row);
 }
 
-export async function loadCustomer(db: Db | Tx, id: string): Promise<CustomerView> {
-  const [row] = await db.$queryRaw<(Omit<CustomerView, "attributes"> & { attributes: unknown })[]>`
-    SELECT id, email, phone, timezone, attributes FROM "Customer" WHERE id = ${id}`;
+const FOR_UPDATE = new Fragment("FOR UPDATE");
+const NOTHING = new Fragment("");
+
+/** The customer's view; with `lock`, also locks the row until the transaction ends. */
+export async function loadCustomer(
+  on: Sql | Db | Tx,
+  id: string,
+  opts: { lock?: boolean } = {},
+): Promise<CustomerView> {
+  const [row] = await sqlOf(on)<Omit<CustomerView, "attributes"> & { attributes: unknown }>`
+    SELECT id, email, phone, timezone, attributes FROM "Customer" WHERE id = ${id}
+    ${opts.lock ? FOR_UPDATE : NOTHING}`;
   if (!row) throw new Error(`customer ${id} not found`);
   return { ...row, attributes: (row.attributes ?? {}) as Record<string, unknown> };
 }
@@ -42,13 +53,13 @@ export async function loadCustomer(db: Db | Tx, id: string): Promise<CustomerVie
  * earlier than the trigger — including ones that arrived before the enrollment existed.
  */
 export async function loadExitCandidates(
-  db: Db | Tx,
+  on: Sql | Db | Tx,
   customerId: string,
   types: string[],
   since: Date,
 ): Promise<EventView[]> {
   if (types.length === 0) return [];
-  const rows = await db.$queryRaw<EventRow[]>`
+  const rows = await sqlOf(on)<EventRow>`
     SELECT id, "eventId", source, type, "customerId", "occurredAt", properties FROM "Event"
     WHERE "customerId" = ${customerId} AND type = ANY(${types}) AND "occurredAt" >= ${since}
     ORDER BY "occurredAt" LIMIT 500`;

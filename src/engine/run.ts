@@ -1,5 +1,5 @@
 // One run of an enrollment: what the step runners share.
-import type { Tx } from "../db/client";
+import type { Sql } from "../db/sql";
 import type { CompiledJourney } from "../journeys/compile";
 import type { Step } from "../journeys/types";
 import type { ActionIntent, ClaimOptions, Recheck } from "../ledger/actions";
@@ -43,7 +43,7 @@ export function claimOptions(engine: Engine): ClaimOptions {
   };
 }
 
-export async function exitDetail(run: Run, db: Engine["db"] | Tx): Promise<string | undefined> {
+export async function exitDetail(run: Run, db: Engine["db"] | Sql): Promise<string | undefined> {
   const types = run.cj.exits.map((e) => e.event);
   if (types.length === 0) return undefined;
   const candidates = await loadExitCandidates(
@@ -56,7 +56,7 @@ export async function exitDetail(run: Run, db: Engine["db"] | Tx): Promise<strin
   return exit && `exit event ${exit.type} ${exit.source}/${exit.id}`;
 }
 
-export async function recheckExit(run: Run, tx: Tx): Promise<Recheck> {
+export async function recheckExit(run: Run, tx: Sql): Promise<Recheck> {
   const exit = await exitDetail(run, tx);
   return exit ? { go: false, outcome: "exited", detail: exit } : { go: true };
 }

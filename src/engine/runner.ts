@@ -1,11 +1,10 @@
 // Running an enrollment's current step: waits and branches move it along, sends and points go
 // through the ledger protocol. Immediate steps run in one go; a wait or a retry hands back a
 // time, and the queue edge schedules the next run.
-import { TX_OPTIONS } from "../db/client";
+import { poolOf } from "../db/sql";
 import type { CompiledStep } from "../journeys/compile";
 import type { Step } from "../journeys/types";
 import type { SettledClaim } from "../ledger/actions";
-import { recordAudit } from "../ledger/audit";
 import { grantPoints } from "../ledger/points";
 import { branchTarget, nextStepId } from "./decide";
 import type { Engine } from "./engine";
@@ -13,7 +12,6 @@ import { endEnrollment } from "./intake";
 import { actionKey } from "./keys";
 import type { Run } from "./run";
 import { claimOptions, exitDetail, intentFor, recheckExit, setNextRun } from "./run";
-import { loadCustomer, loadEvent } from "./rows";
 import { runSend } from "./send";
 
 export type StepRunResult =
@@ -21,8 +19,11 @@ export type StepRunResult =
   | { kind: "idle" }
   /** The enrollment's next step is due at `at` (after a wait). */
   | { kind: "scheduled"; enrollmentId: bigint; stepSeq: number; at: Date }
-  /** Run this same step again at `at` (retry backoff, or another attempt holds the action). */
-  | { kind: "retry"; at: Date; why: string };
+  /**
+   * Run the enrollment's current step (position `stepSeq`, when the run got that far) again at
+   * `at`: retry backoff, or another attempt holds the action.
+   */
+  | { kind: "retry"; at: Date; why: string; stepSeq?: number };
 
 /** Runs enrollment `enrollmentId` from position `stepSeq`; stale positions are a no-op. */
 export async function runStep(
@@ -30,23 +31,36 @@ export async function runStep(
   enrollmentId: bigint,
   stepSeq: number,
 ): Promise<StepRunResult> {
-  const row = await engine.db.enrollment.findUnique({ where: { id: enrollmentId } });
+  const row = await loadRun(engine, enrollmentId);
   if (!row || row.status !== "active" || row.stepSeq !== stepSeq || !row.currentStepId)
     return { kind: "idle" };
-  const event = await loadEvent(engine.db, row.triggerEventId);
   const cj = await engine.catalog.version(row.journeyId, row.journeyVersion);
   const run: Run = {
     engine,
     cj,
     enrollment: {
-      id: row.id,
+      id: enrollmentId,
       reference: row.reference,
       customerId: row.customerId,
       seq: row.stepSeq,
-      triggerAt: event!.occurredAt,
+      triggerAt: row.occurredAt,
     },
-    event: event!,
-    customer: await loadCustomer(engine.db, row.customerId),
+    event: {
+      rowId: row.triggerEventId,
+      id: row.eventId,
+      source: row.source,
+      type: row.type,
+      customerId: row.customerId,
+      occurredAt: row.occurredAt,
+      properties: (row.properties ?? {}) as Record<string, unknown>,
+    },
+    customer: {
+      id: row.customerId,
+      email: row.email,
+      phone: row.phone,
+      timezone: row.timezone,
+      attributes: (row.attributes ?? {}) as Record<string, unknown>,
+    },
   };
   let stepId: string | undefined = row.currentStepId;
   while (stepId) {
@@ -59,6 +73,7 @@ export async function runStep(
     const exit = await exitDetail(run, engine.db);
     if (exit) return end(run, "exited", exit);
     const result = await runOne(run, cs);
+    if (result.kind === "retry") return { ...result, stepSeq: run.enrollment.seq };
     if (result.kind !== "next") return result;
     const next = result.goto;
     if (!next) return end(run, "completed", `finished after step "${stepId}"`);
@@ -71,6 +86,37 @@ export async function runStep(
     stepId = next;
   }
   return { kind: "idle" };
+}
+
+/** The enrollment with its trigger event and customer, in one round trip. */
+async function loadRun(engine: Engine, enrollmentId: bigint) {
+  const [row] = await poolOf(engine.db).sql<{
+    status: string;
+    stepSeq: number;
+    currentStepId: string | null;
+    journeyId: string;
+    journeyVersion: string;
+    reference: string;
+    customerId: string;
+    triggerEventId: bigint;
+    eventId: string;
+    source: string;
+    type: string;
+    occurredAt: Date;
+    properties: unknown;
+    email: string | null;
+    phone: string | null;
+    timezone: string | null;
+    attributes: unknown;
+  }>`
+    SELECT n.status, n."stepSeq", n."currentStepId", n."journeyId", n."journeyVersion", n.reference,
+      n."customerId", n."triggerEventId", t."eventId", t.source, t.type, t."occurredAt", t.properties,
+      c.email, c.phone, c.timezone, c.attributes
+    FROM "Enrollment" n
+    JOIN "Event" t ON t.id = n."triggerEventId"
+    JOIN "Customer" c ON c.id = n."customerId"
+    WHERE n.id = ${enrollmentId}`;
+  return row;
 }
 
 type OneResult = { kind: "next"; goto?: string; at?: Date } | StepRunResult;
@@ -159,7 +205,7 @@ function optionalGoto(run: Run, step: Step): { goto?: string } {
 /** Moves the enrollment to `stepId`, due at `at`; false when another run moved it first. */
 async function advance(run: Run, stepId: string, at: Date): Promise<boolean> {
   const { db, clock } = run.engine;
-  const rows = await db.$executeRaw`
+  const rows = await poolOf(db).sql.run`
     UPDATE "Enrollment" SET "currentStepId" = ${stepId}, "stepSeq" = "stepSeq" + 1, "nextRunAt" = ${at},
       "updatedAt" = ${clock.now()}
     WHERE id = ${run.enrollment.id} AND status = 'active' AND "stepSeq" = ${run.enrollment.seq}`;
@@ -175,20 +221,16 @@ async function end(
 ): Promise<StepRunResult> {
   const { db, clock, workerId } = run.engine;
   const now = clock.now();
-  await db.$transaction(async (tx) => {
-    if (await endEnrollment(tx, run.enrollment.id, status, reason, now, run.enrollment.seq)) {
-      await recordAudit(tx, {
-        kind: status === "exited" ? "exited" : "completed",
-        at: now,
-        customerId: run.enrollment.customerId,
-        journeyId: run.cj.journey.id,
-        enrollmentId: run.enrollment.id,
-        workerId,
-        ...(status === "failed" && { rule: "failed" }),
-        detail: { reason },
-      });
-    }
-  }, TX_OPTIONS);
+  await endEnrollment(poolOf(db).sql, run.enrollment.id, status, reason, now, run.enrollment.seq, {
+    kind: status === "exited" ? "exited" : "completed",
+    at: now,
+    customerId: run.enrollment.customerId,
+    journeyId: run.cj.journey.id,
+    enrollmentId: run.enrollment.id,
+    workerId,
+    ...(status === "failed" && { rule: "failed" }),
+    detail: { reason },
+  });
   return { kind: "idle" };
 }
 

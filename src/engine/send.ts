@@ -1,9 +1,9 @@
 // A send step (email or SMS) through the ledger protocol: claim, mark the call started, call
 // the provider, record the outcome. An in-doubt SMS is looked up in the provider's message
 // list after a grace period: found → sent with its SID; absent → released for one retry.
+import type { Sql } from "../db/sql";
 import { ChannelError } from "../channels/channel";
 import type { EmailMessage, SmsMessage } from "../channels/channel";
-import type { Tx } from "../db/client";
 import type { CompiledStep } from "../journeys/compile";
 import type { Step } from "../journeys/types";
 import type { ActionIntent, ClaimResult, Outcome, Recheck } from "../ledger/actions";
@@ -49,12 +49,16 @@ export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promi
   } catch (error) {
     renderError = (error as Error).message;
   }
-  const recheck = async (tx: Tx): Promise<Recheck> => {
+  // The address in force now, read under the customer lock with the policies' facts.
+  let address: string | null = null;
+  const recheck = async (tx: Sql): Promise<Recheck> => {
     const exit = await recheckExit(run, tx);
     if (!exit.go) return exit;
     if (renderError)
       return { go: false, outcome: "skip", reason: "template_error", detail: renderError };
-    return recheckPolicies(run, tx, intent, step.kind);
+    const verdict = await recheckPolicies(run, tx, intent, step.kind);
+    address = verdict.address;
+    return verdict.recheck;
   };
   const opts = {
     ...claimOptions(engine),
@@ -91,7 +95,7 @@ export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promi
   }
   switch (claim.kind) {
     case "proceed":
-      return call(run, step, intent, content!, claim);
+      return call(run, step, intent, content!, claim, address);
     case "settled":
       return { kind: "done" };
     case "wait":
@@ -111,11 +115,12 @@ async function call(
   intent: ActionIntent,
   content: Content,
   claim: { attempt: number; token: number },
+  address: string | null,
 ): Promise<SendResult> {
   const { engine } = run;
   await engine.failpoint?.("after_claim", intent.key);
   // Fresh profile: the address is the one in force now, not at enrollment.
-  const customer = await loadCustomer(engine.db, intent.customerId);
+  const customer = { ...run.customer, [step.kind === "sms" ? "phone" : "email"]: address };
   const message = buildMessage(engine, step, intent.key, customer, content);
   const started = await markCallStarted(
     engine.db,
@@ -142,7 +147,7 @@ async function call(
   // The provider has answered: losing that answer to a passing database error would turn a
   // known outcome into in_doubt, so recording it is retried before the job gives up.
   const recorded = await retrying(engine, intent.key, () =>
-    recordOutcome(engine.db, intent, claim.token, outcome, { now, workerId: engine.workerId }),
+    recordOutcome(engine.db, intent, claim, outcome, { now, workerId: engine.workerId }),
   );
   await engine.failpoint?.("after_outcome", intent.key);
   const fields = {
@@ -294,10 +299,10 @@ function buildMessage(
 
 async function recheckPolicies(
   run: Run,
-  tx: Tx,
+  tx: Sql,
   intent: ActionIntent,
   channel: "email" | "sms",
-): Promise<Recheck> {
+): Promise<{ recheck: Recheck; address: string | null }> {
   const { engine, cj } = run;
   const facts = await loadSendFacts(
     tx,
@@ -307,7 +312,10 @@ async function recheckPolicies(
     channel,
     engine.clock.now(),
   );
-  const verdict = evaluateSend(facts);
+  return { recheck: verdictOf(evaluateSend(facts)), address: facts.address };
+}
+
+function verdictOf(verdict: ReturnType<typeof evaluateSend>): Recheck {
   if (verdict.allow) return { go: true };
   if ("delayUntil" in verdict) {
     return {

@@ -1,8 +1,10 @@
 // Storing an event: the first delivery of (source, id) is kept; a later delivery with the same
 // payload is a duplicate, with a different payload a conflict. Both are counted and dropped.
-import type { Db, Tx } from "../db/client";
-import { TX_OPTIONS } from "../db/client";
-import { recordAudit } from "../ledger/audit";
+import type { Sql } from "../db/sql";
+import { poolOf } from "../db/sql";
+import type { Db } from "../db/client";
+import type { AuditKind } from "../ledger/audit";
+import { AUDIT_COLUMNS, AUDIT_RECORD, AUDIT_ROWS, auditJson } from "../ledger/audit";
 import { applyConsent } from "../policies/consent";
 import type { CustomerTraits, ParsedEvent } from "./event";
 import { CONSENT_EVENTS, payloadHash } from "./event";
@@ -24,82 +26,95 @@ export async function storeEvent(
   /** Stored as already processed: a backfill from a file feeds one journey, not all of them. */
   opts: { processed?: boolean } = {},
 ): Promise<StoreResult> {
+  const pool = poolOf(db);
+  const consent = CONSENT_EVENTS[event.type as keyof typeof CONSENT_EVENTS];
+  // An event that changes no profile is stored in one statement; one that does is stored with
+  // its changes in one transaction, so a redelivery never finds the event without them.
+  if (!event.customer && !consent) return store(pool.sql, event, via, now, opts);
+  return pool.tx(async (tx) => {
+    const result = await store(tx, event, via, now, opts);
+    if (result.status !== "new") return result;
+    if (event.customer)
+      await applyTraits(tx, event.customerId, event.customer, event.occurredAt, event.source);
+    if (consent) {
+      const { channel, topic } = event.properties as { channel: "email" | "sms"; topic: string };
+      await applyConsent(tx, {
+        customerId: event.customerId,
+        channel,
+        topic,
+        status: consent,
+        occurredAt: event.occurredAt,
+        source: event.source,
+      });
+    }
+    return result;
+  });
+}
+
+/** The event row and its audit entry (with the customer row it needs), or the duplicate's. */
+async function store(
+  sql: Sql,
+  event: ParsedEvent,
+  via: Via,
+  now: Date,
+  opts: { processed?: boolean },
+): Promise<StoreResult> {
   const hash = payloadHash(event);
-  const processedAt = opts.processed ? now : null;
-  return db.$transaction(async (tx) => {
-    await ensureCustomer(tx, event.customerId);
-    const inserted = await tx.$queryRaw<{ id: bigint }[]>`
+  const audit = (kind: AuditKind) =>
+    auditJson([
+      {
+        kind,
+        at: now,
+        customerId: event.customerId,
+        detail: { source: event.source, eventId: event.id, type: event.type, via },
+      },
+    ]);
+  const [row] = await sql<{ id: bigint }>`
+    WITH c AS (
+      INSERT INTO "Customer" (id, "updatedAt") VALUES (${event.customerId}, now()) ON CONFLICT (id) DO NOTHING),
+    e AS (
       INSERT INTO "Event" (source, "eventId", type, "customerId", "occurredAt", "receivedAt",
                            properties, customer, "payloadHash", "processedAt")
       VALUES (${event.source}, ${event.id}, ${event.type}, ${event.customerId}, ${event.occurredAt},
               ${now}, ${JSON.stringify(event.properties)}::jsonb,
-              ${event.customer ? JSON.stringify(event.customer) : null}::jsonb, ${hash}, ${processedAt})
+              ${event.customer ? JSON.stringify(event.customer) : null}::jsonb, ${hash},
+              ${opts.processed ? now : null})
       ON CONFLICT (source, "eventId") DO NOTHING
-      RETURNING id`;
-    const row = inserted[0];
-    const audit = {
-      at: now,
-      customerId: event.customerId,
-      detail: { source: event.source, eventId: event.id, type: event.type, via },
-    };
-    if (row) {
-      if (event.customer)
-        await applyTraits(tx, event.customerId, event.customer, event.occurredAt, event.source);
-      const consent = CONSENT_EVENTS[event.type as keyof typeof CONSENT_EVENTS];
-      if (consent) {
-        const { channel, topic } = event.properties as { channel: "email" | "sms"; topic: string };
-        await applyConsent(tx, {
-          customerId: event.customerId,
-          channel,
-          topic,
-          status: consent,
-          occurredAt: event.occurredAt,
-          source: event.source,
-        });
-      }
-      await recordAudit(tx, { ...audit, kind: "event_received" });
-      return { status: "new", eventRowId: row.id };
-    }
-    const [stored] = await tx.$queryRaw<
-      { id: bigint; payloadHash: string; processedAt: Date | null }[]
-    >`
-      SELECT id, "payloadHash", "processedAt" FROM "Event" WHERE source = ${event.source} AND "eventId" = ${event.id}`;
-    const kind = stored!.payloadHash === hash ? "duplicate" : "conflict";
-    await tx.eventDuplicate.create({
-      data: {
-        source: event.source,
-        eventId: event.id,
-        kind,
-        payloadHash: hash,
-        via,
-        receivedAt: now,
-      },
-    });
-    await recordAudit(tx, {
-      ...audit,
-      kind: kind === "duplicate" ? "event_duplicate" : "event_conflict",
-    });
-    return kind === "duplicate"
-      ? { status: "duplicate", eventRowId: stored!.id, processed: stored!.processedAt !== null }
-      : { status: "conflict", eventRowId: stored!.id };
-  }, TX_OPTIONS);
+      RETURNING id),
+    a AS (
+      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+      FROM jsonb_to_recordset(${audit("event_received")}::jsonb) AS ${AUDIT_RECORD}, e)
+    SELECT id FROM e`;
+  if (row) return { status: "new", eventRowId: row.id };
+  const [stored] = await sql<{ id: bigint; payloadHash: string; processedAt: Date | null }>`
+    SELECT id, "payloadHash", "processedAt" FROM "Event" WHERE source = ${event.source} AND "eventId" = ${event.id}`;
+  const kind = stored!.payloadHash === hash ? "duplicate" : "conflict";
+  await sql`
+    WITH d AS (
+      INSERT INTO "EventDuplicate" (source, "eventId", kind, "payloadHash", via, "receivedAt")
+      VALUES (${event.source}, ${event.id}, ${kind}::"DuplicateKind", ${hash}, ${via}, ${now}))
+    INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+    FROM jsonb_to_recordset(${audit(kind === "duplicate" ? "event_duplicate" : "event_conflict")}::jsonb) AS ${AUDIT_RECORD}`;
+  return kind === "duplicate"
+    ? { status: "duplicate", eventRowId: stored!.id, processed: stored!.processedAt !== null }
+    : { status: "conflict", eventRowId: stored!.id };
 }
 
 /** Makes sure a customer row exists, so it can be locked; profiles are never duplicated. */
-export async function ensureCustomer(tx: Tx, customerId: string): Promise<void> {
-  await tx.$executeRaw`
+export async function ensureCustomer(tx: Sql, customerId: string): Promise<void> {
+  await tx.run`
     INSERT INTO "Customer" (id, "updatedAt") VALUES (${customerId}, now()) ON CONFLICT (id) DO NOTHING`;
 }
 
 /** Applies profile traits as of `occurredAt`: an older update arriving late changes nothing. */
 export async function applyTraits(
-  tx: Tx,
+  tx: Sql,
   customerId: string,
   traits: CustomerTraits,
   occurredAt: Date,
   source: string,
 ): Promise<void> {
-  await tx.$executeRaw`
+  await tx.run`
     UPDATE "Customer" SET
       email = COALESCE(${traits.email ?? null}, email),
       phone = COALESCE(${traits.phone ?? null}, phone),

@@ -3,11 +3,12 @@
 //   markCallStarted  the recovery point just before the provider call
 //   recordOutcome    the provider's answer, written only under the attempt's fencing token
 // A conflict on the key means the intent was already handled: a suppressed duplicate.
-import type { Db, Tx } from "../db/client";
-import { TX_OPTIONS } from "../db/client";
+import type { Sql } from "../db/sql";
+import { poolOf } from "../db/sql";
+import type { Db } from "../db/client";
 import type { ActionState, Channel } from "../generated/prisma/client";
 import type { AuditRecord } from "./audit";
-import { recordAudit } from "./audit";
+import { AUDIT_COLUMNS, AUDIT_RECORD, AUDIT_ROWS, auditJson, recordAudit } from "./audit";
 
 /** One intent: the action key and what it is about. */
 export interface ActionIntent {
@@ -76,23 +77,51 @@ interface ActionRow {
 
 /**
  * Locks the customer (serialising everything that counts sends for them), re-checks that the
- * enrollment is still at this step, and runs the caller's re-check. The caller's `inside`
- * then decides under the same lock.
+ * enrollment is still at this step, and reads the action row if there is one. The caller's
+ * `inside` then decides under the same lock.
  */
 export async function withCustomerLock<T>(
   db: Db,
-  intent: Pick<ActionIntent, "customerId" | "enrollmentId" | "stepSeq">,
-  inside: (tx: Tx) => Promise<T>,
+  intent: Pick<ActionIntent, "key" | "customerId" | "enrollmentId" | "stepSeq">,
+  inside: (tx: Sql, existing: ActionRow | undefined) => Promise<T>,
 ): Promise<T | { kind: "stale" }> {
-  return db.$transaction(async (tx) => {
-    await tx.$queryRaw`SELECT 1 FROM "Customer" WHERE id = ${intent.customerId} FOR UPDATE`;
-    const [enrollment] = await tx.$queryRaw<{ status: string; stepSeq: number }[]>`
-      SELECT status, "stepSeq" FROM "Enrollment" WHERE id = ${intent.enrollmentId}`;
-    if (enrollment?.status !== "active" || enrollment.stepSeq !== intent.stepSeq) {
+  return poolOf(db).tx(async (tx) => {
+    await tx`SELECT 1 FROM "Customer" WHERE id = ${intent.customerId} FOR UPDATE`;
+    // A statement after the lock sees everything committed before it was granted.
+    const [row] = await tx<{
+      status: string | null;
+      stepSeq: number | null;
+      action: ActionJson | null;
+    }>`
+      SELECT e.status, e."stepSeq",
+        (SELECT row_to_json(a) FROM (
+          SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt",
+            "workerId", "updatedAt",
+            EXISTS (SELECT 1 FROM "ActionAttempt" t WHERE t."actionKey" = key AND t.outcome = 'released') AS released
+          FROM "Action" WHERE key = ${intent.key}) a) AS action
+      FROM (SELECT 1) one LEFT JOIN "Enrollment" e ON e.id = ${intent.enrollmentId}`;
+    if (row?.status !== "active" || row.stepSeq !== intent.stepSeq) {
       return { kind: "stale" as const };
     }
-    return inside(tx);
-  }, TX_OPTIONS);
+    return inside(tx, row.action ? actionRow(row.action) : undefined);
+  });
+}
+
+type ActionJson = {
+  [K in keyof ActionRow]: ActionRow[K] extends Date | null ? string | null : ActionRow[K];
+};
+
+const date = (s: string | null) => (s === null ? null : new Date(s));
+
+/** row_to_json gives timestamps as text. */
+function actionRow(j: ActionJson): ActionRow {
+  return {
+    ...j,
+    claimedAt: new Date(j.claimedAt!),
+    callStartedAt: date(j.callStartedAt),
+    nextAttemptAt: date(j.nextAttemptAt),
+    updatedAt: new Date(j.updatedAt!),
+  };
 }
 
 /** Claims the action for a provider call, or says why not (settled, wait, stale, exited). */
@@ -100,14 +129,10 @@ export async function claimAction(
   db: Db,
   intent: ActionIntent,
   opts: ClaimOptions,
-  recheck: (tx: Tx) => Promise<Recheck>,
+  recheck: (tx: Sql) => Promise<Recheck>,
 ): Promise<ClaimResult> {
-  return withCustomerLock(db, intent, async (tx): Promise<ClaimResult> => {
+  return withCustomerLock(db, intent, async (tx, existing): Promise<ClaimResult> => {
     const audit = auditBase(intent, opts);
-    const [existing] = await tx.$queryRaw<ActionRow[]>`
-      SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
-        "updatedAt", EXISTS (SELECT 1 FROM "ActionAttempt" t WHERE t."actionKey" = key AND t.outcome = 'released') AS released
-      FROM "Action" WHERE key = ${intent.key}`;
     if (existing) {
       const now = opts.now.getTime();
       switch (existing.state) {
@@ -140,7 +165,7 @@ export async function claimAction(
           if (expires > now)
             return { kind: "wait", until: new Date(expires), why: "provider call in progress" };
           // The call started and nobody recorded its end: the provider may have acted.
-          await tx.$executeRaw`
+          await tx.run`
             UPDATE "Action" SET state = 'in_doubt', reason = 'call_interrupted', "updatedAt" = ${opts.now}
             WHERE key = ${intent.key}`;
           await recordAudit(tx, {
@@ -178,11 +203,13 @@ export async function claimAction(
       return { kind: "wait", until: check.until, why: check.detail };
     }
     if (!check.go) return skipAction(tx, intent, opts, check, existing);
-    const claimed = await upsertAction(tx, intent, opts, "claimed", null, existing);
-    await recordAudit(tx, {
+    const claimed = await upsertAction(tx, intent, opts, "claimed", null, existing, {
       ...audit,
       kind: "step_claimed",
-      detail: { attempt: claimed.attempt, ...(existing && { previous: existing.state }) },
+      detail: {
+        attempt: (existing?.attempt ?? 0) + 1,
+        ...(existing && { previous: existing.state }),
+      },
     });
     return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
   });
@@ -213,8 +240,8 @@ export async function resolveFound(
   providerId: string,
   opts: Pick<ClaimOptions, "now" | "workerId">,
 ): Promise<boolean> {
-  return db.$transaction(async (tx) => {
-    const rows = await tx.$queryRaw<{ attempt: number }[]>`
+  return poolOf(db).tx(async (tx) => {
+    const rows = await tx<{ attempt: number }>`
       WITH a AS (
         UPDATE "Action" SET state = 'sent', reason = 'found_at_provider', "providerId" = ${providerId},
           "completedAt" = ${opts.now}, "updatedAt" = ${opts.now}
@@ -231,7 +258,7 @@ export async function resolveFound(
       detail: { attempt: rows[0]!.attempt, providerId, resolvedBy: "provider message list" },
     });
     return true;
-  }, TX_OPTIONS);
+  });
 }
 
 /**
@@ -243,15 +270,15 @@ export async function releaseInDoubt(
   intent: ActionIntent,
   token: number,
   opts: ClaimOptions,
-  recheck: (tx: Tx) => Promise<Recheck>,
+  recheck: (tx: Sql) => Promise<Recheck>,
 ): Promise<ClaimResult> {
   return withCustomerLock(db, intent, async (tx): Promise<ClaimResult> => {
-    const [row] = await tx.$queryRaw<ActionRow[]>`
+    const [row] = await tx<ActionRow>`
       SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
         "updatedAt", false AS released
       FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state = 'in_doubt'`;
     if (!row) return { kind: "stale" };
-    await tx.$executeRaw`
+    await tx.run`
       UPDATE "ActionAttempt" SET outcome = 'released' WHERE "actionKey" = ${intent.key} AND attempt = ${row.attempt}`;
     const audit = auditBase(intent, opts);
     await recordAudit(tx, {
@@ -266,7 +293,7 @@ export async function releaseInDoubt(
     // A delay (quiet hours, a full cap) keeps the action released but unclaimed until then.
     const claimed = await upsertAction(tx, intent, opts, "claimed", null, row);
     if (!check.go) {
-      await tx.$executeRaw`
+      await tx.run`
         UPDATE "Action" SET state = 'failed_retryable', "nextAttemptAt" = ${check.until} WHERE key = ${intent.key}`;
       return { kind: "wait", until: check.until, why: check.detail };
     }
@@ -281,14 +308,13 @@ export async function releaseInDoubt(
 
 /** Records the action as skipped by a policy, with its reason. */
 async function skipAction(
-  tx: Tx,
+  tx: Sql,
   intent: ActionIntent,
   opts: ClaimOptions,
   check: Extract<Recheck, { outcome: "skip" }>,
   existing: ActionRow | undefined,
 ): Promise<ClaimResult> {
-  await upsertAction(tx, intent, opts, "skipped", check.reason, existing);
-  await recordAudit(tx, {
+  await upsertAction(tx, intent, opts, "skipped", check.reason, existing, {
     ...auditBase(intent, opts),
     kind: "skipped",
     rule: check.reason,
@@ -297,34 +323,47 @@ async function skipAction(
   return { kind: "settled", state: "skipped", reason: check.reason, duplicate: false };
 }
 
-/** Inserts the action, or starts a new attempt on it under a new fencing token. */
+/**
+ * Inserts the action, or starts a new attempt on it under a new fencing token; the audit entry
+ * goes in with it, in the same statement.
+ */
 async function upsertAction(
-  tx: Tx,
+  tx: Sql,
   a: ActionIntent,
   opts: ClaimOptions,
   state: "claimed" | "skipped",
   reason: string | null,
   existing: ActionRow | undefined,
+  audit?: AuditRecord,
 ): Promise<{ attempt: number; fencingToken: number }> {
   const completedAt = state === "skipped" ? opts.now : null;
+  const audits = auditJson(audit ? [audit] : []);
   if (existing) {
-    const [row] = await tx.$queryRaw<{ attempt: number; fencingToken: number }[]>`
-      UPDATE "Action" SET state = ${state}::"ActionState", reason = ${reason},
-        attempt = attempt + ${state === "claimed" ? 1 : 0}, "fencingToken" = "fencingToken" + 1,
-        "workerId" = ${opts.workerId}, "claimedAt" = ${opts.now}, "callStartedAt" = NULL,
-        "nextAttemptAt" = NULL, "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
-      WHERE key = ${a.key}
-      RETURNING attempt, "fencingToken"`;
+    const [row] = await tx<{ attempt: number; fencingToken: number }>`
+      WITH u AS (
+        UPDATE "Action" SET state = ${state}::"ActionState", reason = ${reason},
+          attempt = attempt + ${state === "claimed" ? 1 : 0}, "fencingToken" = "fencingToken" + 1,
+          "workerId" = ${opts.workerId}, "claimedAt" = ${opts.now}, "callStartedAt" = NULL,
+          "nextAttemptAt" = NULL, "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
+        WHERE key = ${a.key}
+        RETURNING attempt, "fencingToken"),
+      w AS (
+        INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+        FROM jsonb_to_recordset(${audits}::jsonb) AS ${AUDIT_RECORD})
+      SELECT attempt, "fencingToken" FROM u`;
     return row!;
   }
   const attempt = state === "claimed" ? 1 : 0;
-  await tx.$executeRaw`
-    INSERT INTO "Action" (key, "journeyId", "stepId", "customerId", reference, "enrollmentId", channel,
-                          state, reason, attempt, "fencingToken", "workerId", "eventOccurredAt",
-                          "claimedAt", "completedAt", "updatedAt")
-    VALUES (${a.key}, ${a.journeyId}, ${a.stepId}, ${a.customerId}, ${a.reference}, ${a.enrollmentId},
-            ${a.channel}::"Channel", ${state}::"ActionState", ${reason}, ${attempt}, 1, ${opts.workerId},
-            ${a.eventOccurredAt}, ${opts.now}, ${completedAt}, ${opts.now})`;
+  await tx`
+    WITH i AS (
+      INSERT INTO "Action" (key, "journeyId", "stepId", "customerId", reference, "enrollmentId", channel,
+                            state, reason, attempt, "fencingToken", "workerId", "eventOccurredAt",
+                            "claimedAt", "completedAt", "updatedAt")
+      VALUES (${a.key}, ${a.journeyId}, ${a.stepId}, ${a.customerId}, ${a.reference}, ${a.enrollmentId},
+              ${a.channel}::"Channel", ${state}::"ActionState", ${reason}, ${attempt}, 1, ${opts.workerId},
+              ${a.eventOccurredAt}, ${opts.now}, ${completedAt}, ${opts.now}))
+    INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+    FROM jsonb_to_recordset(${audits}::jsonb) AS ${AUDIT_RECORD}`;
   return { attempt, fencingToken: 1 };
 }
 
@@ -339,7 +378,7 @@ export async function markCallStarted(
   workerId: string,
   now: Date,
 ): Promise<boolean> {
-  const rows = await db.$queryRaw<unknown[]>`
+  const rows = await poolOf(db).sql`
     WITH a AS (
       UPDATE "Action" SET state = 'calling', "callStartedAt" = ${now}, "updatedAt" = ${now}
       WHERE key = ${key} AND "fencingToken" = ${token} AND state = 'claimed'
@@ -364,7 +403,7 @@ export type Outcome =
 export async function recordOutcome(
   db: Db,
   intent: ActionIntent,
-  token: number,
+  claim: { token: number; attempt: number },
   outcome: Outcome,
   opts: Pick<ClaimOptions, "now" | "workerId">,
 ): Promise<boolean> {
@@ -378,30 +417,36 @@ export async function recordOutcome(
         : null;
   const nextAttemptAt = outcome.state === "failed_retryable" ? outcome.nextAttemptAt : null;
   const completedAt = outcome.state === "failed_retryable" ? null : opts.now;
-  return db.$transaction(async (tx) => {
-    const rows = await tx.$queryRaw<{ attempt: number }[]>`
-      WITH a AS (
-        UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
-          "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = ${nextAttemptAt},
-          "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
-        WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state IN ('calling', 'in_doubt')
-        RETURNING key, attempt)
+  const base = auditBase(intent, opts);
+  const recorded = auditJson([outcomeAudit(base, outcome, claim.attempt)]);
+  const ignored = auditJson([
+    {
+      ...base,
+      kind: "stale_outcome_ignored",
+      detail: { token: claim.token, outcome: outcome.state },
+    },
+  ]);
+  // One statement, so atomic without a transaction: the action, its attempt and the audit.
+  const [row] = await poolOf(db).sql<{ n: bigint }>`
+    WITH a AS (
+      UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
+        "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = ${nextAttemptAt},
+        "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
+      WHERE key = ${intent.key} AND "fencingToken" = ${claim.token} AND state IN ('calling', 'in_doubt')
+      RETURNING key, attempt),
+    t AS (
       UPDATE "ActionAttempt" t SET outcome = ${outcome.state}, "providerId" = ${providerId},
         error = ${error}, "finishedAt" = ${opts.now}
-      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt
-      RETURNING t.attempt`;
-    const base = auditBase(intent, opts);
-    if (rows.length === 0) {
-      await recordAudit(tx, {
-        ...base,
-        kind: "stale_outcome_ignored",
-        detail: { token, outcome: outcome.state },
-      });
-      return false;
-    }
-    await recordAudit(tx, outcomeAudit(base, outcome, rows[0]!.attempt));
-    return true;
-  }, TX_OPTIONS);
+      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt),
+    w AS (
+      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+      FROM jsonb_to_recordset(${recorded}::jsonb) AS ${AUDIT_RECORD}, a),
+    s AS (
+      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+      FROM jsonb_to_recordset(${ignored}::jsonb) AS ${AUDIT_RECORD}
+      WHERE NOT EXISTS (SELECT 1 FROM a))
+    SELECT count(*) AS n FROM a`;
+  return row!.n > 0n;
 }
 
 function outcomeAudit(

@@ -1,8 +1,8 @@
 // The audit trail: every decision about an event, an enrollment or an action, with the key,
 // the rule and the worker, so `sendonce explain` can tell a customer's story.
-import type { Tx } from "../db/client";
-import type { Db } from "../db/client";
-import type { Prisma } from "../generated/prisma/client";
+import type { Db, Tx } from "../db/client";
+import type { Sql } from "../db/sql";
+import { Fragment, sqlOf } from "../db/sql";
 
 /** What happened; `explain` prints one line per kind. */
 export type AuditKind =
@@ -45,27 +45,25 @@ export interface AuditRecord {
 }
 
 /** Appends audit entries; inside the transaction that made the decision, when there is one. */
-export async function recordAudit(db: Tx | Db, ...records: AuditRecord[]): Promise<void> {
+export async function recordAudit(on: Sql | Tx | Db, ...records: AuditRecord[]): Promise<void> {
   if (records.length === 0) return;
-  await db.auditEntry.createMany({
-    data: records.map((r) => ({
-      kind: r.kind,
-      at: r.at,
-      customerId: r.customerId ?? null,
-      journeyId: r.journeyId ?? null,
-      stepId: r.stepId ?? null,
-      enrollmentId: r.enrollmentId ?? null,
-      actionKey: r.actionKey ?? null,
-      rule: r.rule ?? null,
-      workerId: r.workerId ?? null,
-      detail: toJson(r.detail ?? {}),
-    })),
-  });
+  await sqlOf(on)`INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
+    FROM jsonb_to_recordset(${auditJson(records)}::jsonb) AS ${AUDIT_RECORD}`;
 }
 
-/** Details may hold dates and bigints (ids); stored as their JSON text. */
-function toJson(detail: Record<string, unknown>): Prisma.InputJsonObject {
-  return JSON.parse(
-    JSON.stringify(detail, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v)),
-  ) as Prisma.InputJsonObject;
+// Audit rows travel as one JSON parameter, so a statement can append any number of them,
+// also as a step of a larger statement: `… SELECT ${AUDIT_ROWS} FROM jsonb_to_recordset(…)`.
+export const AUDIT_COLUMNS = new Fragment(
+  `(kind, at, "customerId", "journeyId", "stepId", "enrollmentId", "actionKey", rule, "workerId", detail)`,
+);
+export const AUDIT_ROWS = new Fragment(
+  `x.kind, x.at, x."customerId", x."journeyId", x."stepId", x."enrollmentId", x."actionKey", x.rule, x."workerId", COALESCE(x.detail, '{}')`,
+);
+export const AUDIT_RECORD = new Fragment(
+  `x(kind text, at timestamptz, "customerId" text, "journeyId" text, "stepId" text, "enrollmentId" bigint, "actionKey" text, rule text, "workerId" text, detail jsonb)`,
+);
+
+/** The JSON parameter for AUDIT_ROWS; details may hold dates and bigints (ids). */
+export function auditJson(records: AuditRecord[]): string {
+  return JSON.stringify(records, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
 }

@@ -1,5 +1,6 @@
 // The facts a send policy needs, read inside the claim transaction with the customer locked.
-import type { Tx } from "../db/client";
+import type { Sql } from "../db/sql";
+import type { ConsentStatus } from "../generated/prisma/client";
 import type { Journey, Policies, SendChannel } from "../journeys/types";
 import type { RecentSend, SendFacts } from "../policies/evaluate";
 
@@ -7,7 +8,7 @@ import type { RecentSend, SendFacts } from "../policies/evaluate";
 const COUNTED = ["sent", "claimed", "calling", "in_doubt", "failed_retryable"];
 
 export async function loadSendFacts(
-  tx: Tx,
+  tx: Sql,
   a: { key: string; customerId: string; stepId: string },
   journey: Journey,
   policies: Policies,
@@ -19,34 +20,46 @@ export async function loadSendFacts(
     step && (step.kind === "email" || step.kind === "sms")
       ? step.resend
       : { kind: "per_reference" as const };
-  const [customer] = await tx.$queryRaw<
-    { email: string | null; phone: string | null; timezone: string | null }[]
-  >`
-    SELECT email, phone, timezone FROM "Customer" WHERE id = ${a.customerId}`;
-  const consent = journey.consent
-    ? await tx.consent.findUnique({
-        where: {
-          customerId_channel_topic: { customerId: a.customerId, channel, topic: journey.consent },
-        },
-        select: { status: true, grantedAt: true },
-      })
-    : null;
-  const [last] =
-    resend.kind === "per_reference"
-      ? []
-      : await tx.$queryRaw<{ at: Date }[]>`
-          SELECT max(COALESCE("completedAt", "claimedAt")) AS at FROM "Action"
-          WHERE "customerId" = ${a.customerId} AND "journeyId" = ${journey.id} AND "stepId" = ${a.stepId}
-            AND key <> ${a.key} AND state::text = ANY(${COUNTED})`;
   const caps = [...policies.caps, ...journey.caps];
   const window = Math.max(0, ...caps.map((c) => c.windowMs));
-  const recentSends =
-    journey.category === "marketing" && caps.length > 0
-      ? await tx.$queryRaw<RecentSend[]>`
-          SELECT "journeyId", channel::text AS channel, "claimedAt" AS at FROM "Action"
-          WHERE "customerId" = ${a.customerId} AND channel IN ('email', 'sms') AND key <> ${a.key}
-            AND state::text = ANY(${COUNTED}) AND "claimedAt" > ${new Date(now.getTime() - window)}`
-      : [];
+  const topic = journey.consent ?? null;
+  const lastOfStep = resend.kind !== "per_reference";
+  const capped = journey.category === "marketing" && caps.length > 0;
+  // One round trip: the address, the consent, the step's last send and the recent sends, each
+  // read only when a policy needs it.
+  const [row] = await tx<{
+    email: string | null;
+    phone: string | null;
+    timezone: string | null;
+    consentStatus: ConsentStatus | null;
+    grantedAt: Date | null;
+    lastAt: Date | null;
+    recent: { journeyId: string; channel: string; at: string }[] | null;
+  }>`
+    SELECT c.email, c.phone, c.timezone,
+      s.status AS "consentStatus", s."grantedAt",
+      CASE WHEN ${lastOfStep}::boolean THEN (
+        SELECT max(COALESCE("completedAt", "claimedAt")) FROM "Action"
+        WHERE "customerId" = ${a.customerId} AND "journeyId" = ${journey.id} AND "stepId" = ${a.stepId}
+          AND key <> ${a.key} AND state::text = ANY(${COUNTED})) END AS "lastAt",
+      CASE WHEN ${capped}::boolean THEN (
+        SELECT json_agg(json_build_object('journeyId', "journeyId", 'channel', channel::text, 'at', "claimedAt"))
+        FROM "Action"
+        WHERE "customerId" = ${a.customerId} AND channel IN ('email', 'sms') AND key <> ${a.key}
+          AND state::text = ANY(${COUNTED}) AND "claimedAt" > ${new Date(now.getTime() - window)}) END AS recent
+    FROM "Customer" c
+    LEFT JOIN "Consent" s ON s."customerId" = c.id AND s.channel = ${channel}::"Channel" AND s.topic = ${topic}
+    WHERE c.id = ${a.customerId}`;
+  const customer = row;
+  const consent = row?.consentStatus
+    ? { status: row.consentStatus, grantedAt: row.grantedAt }
+    : undefined;
+  const last = row?.lastAt ? { at: row.lastAt } : undefined;
+  const recentSends: RecentSend[] = (row?.recent ?? []).map((r) => ({
+    journeyId: r.journeyId,
+    channel: r.channel,
+    at: new Date(r.at),
+  })) as RecentSend[];
   return {
     now,
     channel,

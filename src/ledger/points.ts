@@ -1,6 +1,7 @@
 // Loyalty points, exactly once: the action row, the points entry and the balance are written
 // in the claim transaction itself, so there is no window in which one exists without the others.
-import type { Db, Tx } from "../db/client";
+import type { Sql } from "../db/sql";
+import type { Db } from "../db/client";
 import type { ActionIntent, ClaimOptions, Recheck, SettledClaim } from "./actions";
 import { auditBase, withCustomerLock } from "./actions";
 import { recordAudit } from "./audit";
@@ -19,12 +20,12 @@ const REVERSE_RECHECK_MS = 1_000;
 
 /** Whether the granting journey may still grant: an active enrollment for the same reference. */
 async function grantPending(
-  tx: Tx,
+  tx: Sql,
   intent: ActionIntent,
   target: { journeyId: string; stepId: string },
   reverses: string,
 ): Promise<boolean> {
-  const rows = await tx.$queryRaw<unknown[]>`
+  const rows = await tx<unknown>`
     SELECT 1 FROM "Enrollment"
     WHERE "journeyId" = ${target.journeyId} AND "customerId" = ${intent.customerId}
       AND reference = ${intent.reference} AND status = 'active'
@@ -39,12 +40,10 @@ export async function grantPoints(
   intent: ActionIntent,
   order: PointsOrder,
   opts: Omit<ClaimOptions, "claimLeaseMs" | "callLeaseMs">,
-  recheck: (tx: Tx) => Promise<Recheck>,
+  recheck: (tx: Sql) => Promise<Recheck>,
 ): Promise<SettledClaim> {
-  return withCustomerLock(db, intent, async (tx): Promise<SettledClaim> => {
+  return withCustomerLock(db, intent, async (tx, existing): Promise<SettledClaim> => {
     const audit = auditBase(intent, opts);
-    const [existing] = await tx.$queryRaw<{ state: "sent" | "skipped"; reason: string | null }[]>`
-      SELECT state, reason FROM "Action" WHERE key = ${intent.key}`;
     if (existing) {
       await recordAudit(tx, {
         ...audit,
@@ -59,7 +58,7 @@ export async function grantPoints(
     let amount = order.kind === "grant" ? order.amount : 0;
     let skip = check.go ? undefined : { reason: check.reason, detail: check.detail };
     if (order.kind === "reverse" && !skip) {
-      const [granted] = await tx.$queryRaw<{ amount: number }[]>`
+      const [granted] = await tx<{ amount: number }>`
         SELECT amount FROM "PointsEntry" WHERE "actionKey" = ${order.reverses}`;
       if (granted) amount = -granted.amount;
       else if (await grantPending(tx, intent, order.target, order.reverses)) {
@@ -73,7 +72,7 @@ export async function grantPoints(
         skip = { reason: "nothing_to_reverse", detail: "the step being reversed granted nothing" };
     }
     const state = skip ? "skipped" : "sent";
-    await tx.$executeRaw`
+    await tx.run`
       INSERT INTO "Action" (key, "journeyId", "stepId", "customerId", reference, "enrollmentId", channel,
                             state, reason, attempt, "fencingToken", "workerId", "eventOccurredAt",
                             "claimedAt", "completedAt", "updatedAt")
@@ -89,10 +88,10 @@ export async function grantPoints(
       });
       return { kind: "settled", state: "skipped", reason: skip.reason, duplicate: false };
     }
-    await tx.$executeRaw`
+    await tx.run`
       INSERT INTO "PointsEntry" ("customerId", amount, reason, "actionKey", "createdAt")
       VALUES (${intent.customerId}, ${amount}, ${order.reason}, ${intent.key}, ${opts.now})`;
-    const [balance] = await tx.$queryRaw<{ balance: number }[]>`
+    const [balance] = await tx<{ balance: number }>`
       INSERT INTO "PointsBalance" ("customerId", balance, "updatedAt")
       VALUES (${intent.customerId}, ${amount}, ${opts.now})
       ON CONFLICT ("customerId") DO UPDATE SET balance = "PointsBalance".balance + EXCLUDED.balance,

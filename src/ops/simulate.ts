@@ -1,6 +1,7 @@
 // A backfill's dry run: what each step would do for one event, decided by the same functions
 // the engine uses (entry policy, exits, branches, ledger keys, send policies), read-only, and
 // counting the sends it would make so later events of the same customer see them.
+import { sqlOf } from "../db/sql";
 import type { Tx } from "../db/client";
 import type { CustomerView, EnrollmentView, EventView } from "../engine/context";
 import { branchTarget, findExit, nextStepId } from "../engine/decide";
@@ -82,7 +83,7 @@ export async function simulateEvent(
     if (reason) t.suppressed[reason] = (t.suppressed[reason] ?? 0) + 1;
     else t.wouldSend += 1;
   };
-  const entry = await checkEntry(tx, cj, event, customer);
+  const entry = await checkEntry(sqlOf(tx), cj, event, customer);
   const reference =
     "reference" in entry
       ? entry.reference
@@ -150,7 +151,7 @@ export async function simulateEvent(
     }
     if (step.kind !== "email" && step.kind !== "sms") continue;
     const facts = await loadSendFacts(
-      tx,
+      sqlOf(tx),
       { key, customerId: customer.id, stepId: step.id },
       cj.journey,
       engine.catalog.policies,

@@ -1,7 +1,8 @@
 // Consent per customer, channel and topic. Changes apply in occurredAt order: an older change
 // that arrives late never overwrites a newer one.
-import type { Db, Tx } from "../db/client";
-import { TX_OPTIONS } from "../db/client";
+import type { Sql } from "../db/sql";
+import { poolOf } from "../db/sql";
+import type { Db } from "../db/client";
 import type { Channel, ConsentStatus } from "../generated/prisma/client";
 
 export interface ConsentChange {
@@ -14,9 +15,9 @@ export interface ConsentChange {
 }
 
 /** Applies one change if it is newer than what is stored; returns whether it applied. */
-export async function applyConsent(tx: Tx, change: ConsentChange): Promise<boolean> {
+export async function applyConsent(tx: Sql, change: ConsentChange): Promise<boolean> {
   const granted = change.status === "granted" ? change.occurredAt : null;
-  const rows = await tx.$executeRaw`
+  const rows = await tx.run`
     INSERT INTO "Consent" ("customerId", channel, topic, status, "occurredAt", "grantedAt", source, "updatedAt")
     VALUES (${change.customerId}, ${change.channel}::"Channel", ${change.topic},
             ${change.status}::"ConsentStatus", ${change.occurredAt}, ${granted}, ${change.source}, now())
@@ -33,7 +34,7 @@ export async function applyConsent(tx: Tx, change: ConsentChange): Promise<boole
   if (rows === 0 && change.status === "revoked") {
     // A revocation that arrives after a newer grant still happened before it: that grant was
     // a fresh opt-in (what on_reopt_in waits for), whatever order the two arrived in.
-    await tx.$executeRaw`
+    await tx.run`
       UPDATE "Consent" SET "grantedAt" = "occurredAt"
       WHERE "customerId" = ${change.customerId} AND channel = ${change.channel}::"Channel" AND topic = ${change.topic}
         AND status = 'granted' AND "occurredAt" > ${change.occurredAt}
@@ -54,11 +55,9 @@ export async function revokeChannel(
   source: string,
   now: Date,
 ): Promise<void> {
-  await db.$transaction(async (tx) => {
-    const topics = await tx.consent.findMany({
-      where: { customerId, channel },
-      select: { topic: true },
-    });
+  await poolOf(db).tx(async (tx) => {
+    const topics = await tx<{ topic: string }>`
+      SELECT topic FROM "Consent" WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel"`;
     const all = new Set([...topics.map((t) => t.topic), ...(topic ? [topic] : [])]);
     for (const t of all) {
       await applyConsent(tx, {
@@ -70,5 +69,5 @@ export async function revokeChannel(
         source,
       });
     }
-  }, TX_OPTIONS);
+  });
 }

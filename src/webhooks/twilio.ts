@@ -1,6 +1,7 @@
 // Twilio's webhooks: delivery status callbacks (the action key is in the URL) and inbound
 // messages (STOP / START keywords). Both are verified with X-Twilio-Signature before anything
 // is read; an unsigned or forged request changes nothing.
+import { sqlOf } from "../db/sql";
 import twilio from "twilio";
 import type { Db } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
@@ -102,7 +103,7 @@ export async function handleInboundMessage(
         select: { topic: true },
       });
       for (const { topic } of topics) {
-        await applyConsent(tx, {
+        await applyConsent(sqlOf(tx), {
           customerId: id,
           channel: "sms",
           topic,

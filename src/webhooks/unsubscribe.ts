@@ -1,6 +1,7 @@
 // The unsubscribe link of a marketing email: GET shows a confirmation page (mail scanners
 // follow links, so a GET changes nothing); POST — the page's button, or a mail client's
 // RFC 8058 one-click — revokes the topic at once.
+import { sqlOf } from "../db/sql";
 import type { Db } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
 import { recordAudit } from "../ledger/audit";
@@ -54,7 +55,7 @@ export async function confirmUnsubscribe(
   const now = deps.now();
   await deps.db.$transaction(async (tx) => {
     await tx.$executeRaw`INSERT INTO "Customer" (id, "updatedAt") VALUES (${target.customerId}, now()) ON CONFLICT (id) DO NOTHING`;
-    await applyConsent(tx, {
+    await applyConsent(sqlOf(tx), {
       ...target,
       status: "revoked",
       occurredAt: now,

@@ -1,8 +1,8 @@
 // Customer profiles: PUT applies a profile and consents as of `occurredAt` (an older update
 // arriving later changes nothing); GET shows profile, consents and points balance.
+import { poolOf } from "../../db/sql";
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
-import { TX_OPTIONS } from "../../db/client";
 import { customerTraitsSchema } from "../../ingest/event";
 import { applyTraits, ensureCustomer } from "../../ingest/store";
 import type { ApiDeps, Idempotent } from "../app";
@@ -76,10 +76,10 @@ export function registerCustomerRoutes(
         };
       }
       const { occurredAt, source, ...traits } = parsed.data;
-      await deps.db.$transaction(async (tx) => {
+      await poolOf(deps.db).tx(async (tx) => {
         await ensureCustomer(tx, id.data);
         await applyTraits(tx, id.data, traits, occurredAt, source);
-      }, TX_OPTIONS);
+      });
       return { status: 200, body: await view(id.data) };
     }),
   );
