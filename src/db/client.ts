@@ -1,4 +1,5 @@
 import { PrismaPg } from "@prisma/adapter-pg";
+import pg from "pg";
 import { PrismaClient } from "../generated/prisma/client";
 import type { Prisma } from "../generated/prisma/client";
 import { connectionOptions } from "./url";
@@ -13,10 +14,17 @@ export function createDb(databaseUrl: string, opts: { poolSize?: number } = {}):
   // Prisma qualifies its own queries with the schema; the ledger's raw SQL relies on the
   // search path instead, so every pooled connection starts in the configured schema.
   const searchPath = `"${schema.replace(/"/g, '""')}"`.replace(/([\\ ])/g, "\\$1");
-  const adapter = new PrismaPg(
-    { connectionString, max: opts.poolSize ?? 10, options: `-c search_path=${searchPath}` },
-    { schema },
-  );
+  const pool = new pg.Pool({
+    connectionString,
+    max: opts.poolSize ?? 10,
+    options: `-c search_path=${searchPath}`,
+  });
+  // A Postgres restart ends every connection with an error. One that reaches a checked-out
+  // client between two queries has no listener of the pool's or the adapter's, and an
+  // unhandled 'error' event ends the process. The next query on that client fails instead,
+  // and the pool replaces it.
+  pool.on("connect", (client) => client.on("error", () => {}));
+  const adapter = new PrismaPg(pool, { schema, disposeExternalPool: true });
   return new PrismaClient({ adapter });
 }
 
