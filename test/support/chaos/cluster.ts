@@ -47,8 +47,10 @@ export interface Cluster {
   twilio: TwilioServer;
   /** Live worker processes by slot. */
   workers: WorkerProcess[];
-  /** Workers that died without being killed (and were restarted). */
+  /** Running workers that died without being killed (and were restarted). */
   unexpectedExits: { slot: number; code: number | null; tail: string }[];
+  /** Workers that exited before they started (the database was down), and were started again. */
+  startFailures: { count: number };
   query: <T extends pg.QueryResultRow>(sql: string, params?: unknown[]) => Promise<T[]>;
   /** SIGKILLs the worker in `slot`, measures what it had in flight, and starts a new one. */
   killWorker(slot: number): Promise<KillResult>;
@@ -140,16 +142,24 @@ async function build(
   const workers: WorkerProcess[] = [];
   const killing = new Set<WorkerProcess>();
   const unexpectedExits: Cluster["unexpectedExits"] = [];
+  const startFailures = { count: 0 };
   let closing = false;
   const spawnWorker = (slot: number): WorkerProcess => {
     const w = startProcess("worker", env, ["--concurrency", String(opts.concurrency)]);
     workers[slot] = w;
-    void w.exited.then((code) => {
+    void w.exited.then(async (code) => {
       if (closing || killing.has(w) || workers[slot] !== w) return;
-      // A worker must survive anything the chaos does to Postgres and Redis.
-      unexpectedExits.push({ slot, code, tail: w.output().split("\n").slice(-15).join("\n") });
-      opts.log(`worker ${slot} (pid ${w.child.pid}) exited by itself with code ${code}`);
-      spawnWorker(slot);
+      if (!w.output().includes("worker started")) {
+        // Refusing to start while the database is down is fair; a supervisor starts it again.
+        startFailures.count += 1;
+        opts.log(`worker ${slot} (pid ${w.child.pid}) could not start; again in 1 s`);
+        await new Promise((r) => setTimeout(r, 1_000));
+      } else {
+        // Once running, a worker must survive anything the chaos does to Postgres and Redis.
+        unexpectedExits.push({ slot, code, tail: w.output().split("\n").slice(-60).join("\n") });
+        opts.log(`worker ${slot} (pid ${w.child.pid}) exited by itself with code ${code}`);
+      }
+      if (!closing) spawnWorker(slot);
     });
     return w;
   };
@@ -184,6 +194,7 @@ async function build(
     twilio,
     workers,
     unexpectedExits,
+    startFailures,
     query,
     async killWorker(slot) {
       const w = workers[slot]!;

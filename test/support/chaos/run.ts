@@ -153,6 +153,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         "  claims not yet called at the kills": chaos.claimedAtKills,
         "sends in flight at the Postgres restart": chaos.inFlightAtRestart,
         "Redis keys flushed": chaos.keysFlushed,
+        "worker starts refused (database down)": cluster.startFailures.count,
         "provider faults armed": faults?.armed() ?? 0,
         ...verdict.stats,
       },
