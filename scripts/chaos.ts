@@ -96,7 +96,13 @@ function print(report: ChaosReport): void {
 try {
   const { options, json, quiet } = parse(process.argv.slice(2));
   const log = quiet ? () => {} : (line: string) => console.error(`[chaos] ${line}`);
-  const report = await runChaos({ ...options, log });
+  // Ctrl-C ends the run early but still tears down every process and server it started.
+  const abort = new AbortController();
+  process.once("SIGINT", () => {
+    console.error("[chaos] interrupted: tearing down");
+    abort.abort(new Error("interrupted"));
+  });
+  const report = await runChaos({ ...options, log, signal: abort.signal });
   print(report);
   if (json) writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
   process.exitCode = report.ok ? 0 : 1;

@@ -96,6 +96,7 @@ async function build(
   await migrate(databaseUrl);
   const redis = await startRedisServer(stateDir);
   stopped.push(() => redis.stop());
+  const redisPid = await serverPid(redis.url);
   const sink = await startSmtpSink();
   stopped.push(() => sink.close());
   const twilio = await startTwilioServer();
@@ -140,6 +141,19 @@ async function build(
   await api.waitFor(/api listening/, 30_000);
 
   const workers: WorkerProcess[] = [];
+  // Whatever way this process ends (Ctrl-C, a crash, process.exit by a library's exit hook),
+  // nothing it started may outlive it: only synchronous work is possible here.
+  const onExit = () => {
+    for (const w of [...workers, api]) if (w.child.exitCode === null) w.child.kill("SIGKILL");
+    try {
+      process.kill(redisPid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    rmSync(stateDir, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
+  stopped.push(() => Promise.resolve(process.removeListener("exit", onExit)));
   const killing = new Set<WorkerProcess>();
   const unexpectedExits: Cluster["unexpectedExits"] = [];
   const startFailures = { count: 0 };
@@ -245,4 +259,15 @@ async function build(
     },
     close: stopAll,
   };
+}
+
+/** The pid of the redis-server behind `url`, from INFO. */
+async function serverPid(url: string): Promise<number> {
+  const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    const info = await client.info("server");
+    return Number(/process_id:(\d+)/.exec(info)![1]);
+  } finally {
+    client.disconnect();
+  }
 }

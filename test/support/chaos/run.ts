@@ -30,6 +30,8 @@ export interface ChaosOptions {
   faults: boolean;
   seed: number;
   log: (line: string) => void;
+  /** Aborting ends the run early; everything started is still torn down. */
+  signal?: AbortSignal;
 }
 
 export const DEFAULT_CHAOS: ChaosOptions = {
@@ -55,7 +57,7 @@ export interface Disruption {
 
 export interface ChaosReport {
   ok: boolean;
-  options: Omit<ChaosOptions, "log">;
+  options: Omit<ChaosOptions, "log" | "signal">;
   /** Traffic and chaos, settling, and the whole run including start and teardown. */
   chaosMs: number;
   settleMs: number;
@@ -83,17 +85,17 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
   try {
     const t0 = Date.now();
     const disruptions: Disruption[] = [];
-    const inFlight = new Set<InFlight>();
+    const inFlight = { kills: new Set<InFlight>(), restart: new Set<InFlight>() };
     const faults = opts.faults ? injectFaults(cluster, opts.seed) : undefined;
     const [posted, chaos] = await Promise.all([
-      postAll(cluster, traffic.deliveries, t0, opts.log),
-      disrupt(cluster, opts, t0, disruptions, inFlight),
+      postAll(cluster, traffic.deliveries, t0, opts.log, opts.signal),
+      disrupt(cluster, opts, t0, disruptions, inFlight, traffic.expected.length),
     ]);
     faults?.stop();
     const chaosMs = Date.now() - t0;
     opts.log(`chaos over after ${(chaosMs / 1000).toFixed(1)} s; settling`);
     const settleStart = Date.now();
-    const settled = await settle(cluster, traffic.expected.length, opts.settleTimeoutMs, opts.log);
+    const settled = await settle(cluster, traffic.expected.length, opts);
     const settleMs = Date.now() - settleStart;
     // Anything still travelling to a provider lands now, or never.
     await new Promise((r) => setTimeout(r, 1_500));
@@ -104,8 +106,13 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       messageIdDomain: "shop.example",
       expected: traffic.expected,
       uniqueEvents: traffic.events.length,
-      inFlight,
+      inFlight: new Set([...inFlight.kills, ...inFlight.restart]),
     });
+    const inDoubtKeys = await cluster.query<{ key: string; attempt: number }>(
+      `SELECT key, attempt FROM "Action" WHERE state = 'in_doubt'`,
+    );
+    const cause = (set: Set<InFlight>) =>
+      inDoubtKeys.filter((r) => set.has(`${r.key}#${r.attempt}`)).length;
     const invariants: Invariant[] = [
       {
         name: "settled within the timeout",
@@ -137,7 +144,9 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     ];
     return {
       ok: violations.length === 0,
-      options: { ...opts, log: undefined } as Omit<ChaosOptions, "log">,
+      options: Object.fromEntries(
+        Object.entries(opts).filter(([k]) => k !== "log" && k !== "signal"),
+      ) as ChaosReport["options"],
       chaosMs,
       settleMs,
       totalMs: Date.now() - started,
@@ -156,6 +165,8 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         "worker starts refused (database down)": cluster.startFailures.count,
         "provider faults armed": faults?.armed() ?? 0,
         ...verdict.stats,
+        "  in_doubt in flight at a kill": cause(inFlight.kills),
+        "  in_doubt in flight at the restart": cause(inFlight.restart),
       },
       disruptions,
       invariants,
@@ -179,6 +190,7 @@ async function postAll(
   deliveries: Delivery[],
   t0: number,
   log: (line: string) => void,
+  signal?: AbortSignal,
 ): Promise<Posted> {
   const posted: Posted = { events: 0, accepted: 0, duplicate: 0, retries: 0 };
   const running = new Set<Promise<void>>();
@@ -186,6 +198,7 @@ async function postAll(
   for (const d of deliveries) {
     const wait = t0 + d.atMs - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    signal?.throwIfAborted();
     while (running.size >= 16) await Promise.race(running);
     const p = postBatch(cluster.apiUrl, d.events, posted).then(() => {
       running.delete(p);
@@ -246,7 +259,8 @@ async function disrupt(
   opts: ChaosOptions,
   t0: number,
   disruptions: Disruption[],
-  inFlight: Set<InFlight>,
+  inFlight: { kills: Set<InFlight>; restart: Set<InFlight> },
+  expectedActions: number,
 ): Promise<Chaos> {
   const rand = random(opts.seed * 31 + 1);
   const chaos: Chaos = {
@@ -268,15 +282,34 @@ async function disrupt(
     disruptions.push({ kind, atMs: elapsed(), detail });
     opts.log(`${(elapsed() / 1000).toFixed(1)} s: ${kind} ${detail}`);
   };
+  // After the traffic, kills go on while the workers work off the backlog, so that they keep
+  // hitting sends in flight; they stop once 90 % of the actions are final.
+  const backlogLeft = async () => {
+    const [r] = await cluster
+      .query<{ n: string }>(
+        `SELECT count(*)::text AS n FROM "Action"
+         WHERE state IN ('sent', 'skipped', 'failed_permanent', 'in_doubt')`,
+      )
+      .catch(() => [{ n: "0" }]);
+    return Number(r!.n) < expectedActions * 0.9;
+  };
+  const lastKillAt = opts.durationMs + opts.settleTimeoutMs / 2;
   for (;;) {
+    opts.signal?.throwIfAborted();
+    const killing =
+      nextKill < lastKillAt &&
+      (nextKill < opts.durationMs || elapsed() < opts.durationMs || (await backlogLeft()));
     const pending = [
       chaos.flushes === 0 ? flushAt : Infinity,
       chaos.restarts === 0 ? restartAt : Infinity,
-      nextKill < opts.durationMs ? nextKill : Infinity,
+      killing ? nextKill : Infinity,
     ];
     const at = Math.min(...pending);
     if (at === Infinity) break;
     await sleepUntil(at);
+    // Past the traffic, the backlog is looked at again right before each kill.
+    if (at === pending[2] && at >= opts.durationMs && !(await backlogLeft())) break;
+    opts.signal?.throwIfAborted();
     if (at === pending[0]) {
       const keys = await cluster.flushRedis();
       chaos.flushes += 1;
@@ -284,7 +317,7 @@ async function disrupt(
       note("redis_flush", `${keys} keys`);
     } else if (at === pending[1]) {
       const r = await cluster.restartPostgres(opts.postgresDownMs);
-      for (const f of r.inFlight) inFlight.add(f);
+      for (const f of r.inFlight) inFlight.restart.add(f);
       chaos.restarts += 1;
       chaos.inFlightAtRestart = r.inFlight.length;
       note(
@@ -294,7 +327,7 @@ async function disrupt(
     } else {
       const slot = Math.floor(rand() * cluster.workers.length);
       const k = await cluster.killWorker(slot);
-      for (const f of k.calling) inFlight.add(f);
+      for (const f of k.calling) inFlight.kills.add(f);
       chaos.kills += 1;
       chaos.callingAtKills += k.calling.length;
       chaos.claimedAtKills += k.claimed;
@@ -312,12 +345,12 @@ async function disrupt(
 async function settle(
   cluster: Cluster,
   expected: number,
-  timeoutMs: number,
-  log: (line: string) => void,
+  { settleTimeoutMs, log, signal }: ChaosOptions,
 ): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + settleTimeoutMs;
   let last = "";
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     try {
       const [s] = await cluster.query<{ events: string; active: string; final: string }>(
         `SELECT (SELECT count(*) FROM "Event" WHERE "processedAt" IS NULL)::text AS events,
