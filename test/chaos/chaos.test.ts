@@ -106,7 +106,7 @@ describe("the chaos verdict", () => {
       messageIdDomain: "shop.example",
       expected,
       uniqueEvents: 1,
-      inFlight: new Set(),
+      inFlight: { kills: new Set<string>(), restart: new Set<string>() },
     };
   }
 
@@ -124,7 +124,10 @@ describe("the chaos verdict", () => {
   });
 
   it("accepts the same in_doubt when it was in flight at a kill", async () => {
-    const input = { ...broken(), inFlight: new Set([`${sms}#1`]) };
+    const input = {
+      ...broken(),
+      inFlight: { kills: new Set([`${sms}#1`]), restart: new Set<string>() },
+    };
     const verdict = await verify(input);
     expect(verdict.invariants.find((i) => i.name.startsWith("in_doubt not"))?.ok).toBe(true);
   });

@@ -4,6 +4,7 @@
 // Shared by `npm run chaos` (scripts/chaos.ts) and its small variant in test/chaos/.
 import type { Cluster, InFlight } from "./cluster";
 import { CHAOS_API_KEY, startCluster } from "./cluster";
+import { injectFaults } from "./faults";
 import type { ChaosEvent, Delivery } from "./traffic";
 import { CHAOS_JOURNEYS, makeTraffic, random } from "./traffic";
 import type { Invariant } from "./verify";
@@ -106,13 +107,8 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       messageIdDomain: "shop.example",
       expected: traffic.expected,
       uniqueEvents: traffic.events.length,
-      inFlight: new Set([...inFlight.kills, ...inFlight.restart]),
+      inFlight,
     });
-    const inDoubtKeys = await cluster.query<{ key: string; attempt: number }>(
-      `SELECT key, attempt FROM "Action" WHERE state = 'in_doubt'`,
-    );
-    const cause = (set: Set<InFlight>) =>
-      inDoubtKeys.filter((r) => set.has(`${r.key}#${r.attempt}`)).length;
     const invariants: Invariant[] = [
       {
         name: "settled within the timeout",
@@ -165,8 +161,6 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         "worker starts refused (database down)": cluster.startFailures.count,
         "provider faults armed": faults?.armed() ?? 0,
         ...verdict.stats,
-        "  in_doubt in flight at a kill": cause(inFlight.kills),
-        "  in_doubt in flight at the restart": cause(inFlight.restart),
       },
       disruptions,
       invariants,
@@ -368,42 +362,4 @@ async function settle(
     await new Promise((r) => setTimeout(r, 1_000));
   }
   return false;
-}
-
-/**
- * Every so often the SMTP server or the Twilio server fails the next few sends in one of the
- * ways that leave no doubt: refused for now (retried), refused for good (failed_permanent),
- * or — SMS — created but answered 500, which the look-up at the provider settles as sent.
- */
-function injectFaults(cluster: Cluster, seed: number): { stop(): void; armed(): number } {
-  const rand = random(seed * 17 + 3);
-  let armed = 0;
-  const timer = setInterval(() => {
-    armed += 1;
-    switch (Math.floor(rand() * 5)) {
-      case 0:
-        cluster.sink.fail({ kind: "reply", stage: "rcpt", code: 451, message: "try later" }, 3);
-        break;
-      case 1:
-        cluster.sink.fail({ kind: "reply", stage: "rcpt", code: 550, message: "no such user" }, 1);
-        break;
-      case 2:
-        cluster.twilio.fail({ kind: "error", status: 429, code: 20429 }, 3);
-        break;
-      case 3:
-        cluster.twilio.fail({ kind: "error", status: 400, code: 21211 }, 1);
-        break;
-      case 4:
-        cluster.twilio.fail({ kind: "error_after_create", status: 500 }, 1);
-        break;
-    }
-  }, 1_500);
-  return {
-    stop() {
-      clearInterval(timer);
-      cluster.sink.fail(undefined);
-      cluster.twilio.fail(undefined);
-    },
-    armed: () => armed,
-  };
 }

@@ -29,8 +29,8 @@ export interface VerifyInput {
   messageIdDomain: string;
   expected: ExpectedAction[];
   uniqueEvents: number;
-  /** Every send half-done at a kill or at the Postgres restart: `key#attempt`. */
-  inFlight: Set<InFlight>;
+  /** Every send half-done at a kill, and at the Postgres restart: `key#attempt`. */
+  inFlight: { kills: Set<InFlight>; restart: Set<InFlight> };
 }
 
 const FINAL = new Set(["sent", "skipped", "failed_permanent", "in_doubt"]);
@@ -137,16 +137,19 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   );
 
   const inDoubt = rows.filter((r) => r.state === "in_doubt");
+  const inFlight = new Set([...input.inFlight.kills, ...input.inFlight.restart]);
+  const inFlightAt = (set: Set<InFlight>) =>
+    inDoubt.filter((r) => set.has(`${r.key}#${r.attempt}`)).length;
   check(
     "in_doubt ≤ sends in flight at kills and restart",
-    `≤ ${input.inFlight.size}`,
+    `≤ ${inFlight.size}`,
     String(inDoubt.length),
-    inDoubt.length <= input.inFlight.size,
+    inDoubt.length <= inFlight.size,
     inDoubt.map((r) => r.key),
   );
   zero(
     "in_doubt not in flight at any kill or restart",
-    inDoubt.filter((r) => !input.inFlight.has(`${r.key}#${r.attempt}`)).map((r) => r.key),
+    inDoubt.filter((r) => !inFlight.has(`${r.key}#${r.attempt}`)).map((r) => r.key),
   );
 
   // Points: balance = ledger entries = what the journeys grant for the points actions.
@@ -198,6 +201,9 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     "  no_address": count((r) => r.reason === "no_address"),
     "actions failed_permanent": count((r) => r.state === "failed_permanent"),
     "actions in_doubt": inDoubt.length,
+    // A send still calling at a kill and at the restart counts under both.
+    "  in flight at a kill": inFlightAt(input.inFlight.kills),
+    "  in flight at the Postgres restart": inFlightAt(input.inFlight.restart),
     "emails received by SMTP": emails,
     "SMS received by Twilio": texts,
     "event duplicates recorded": Number(events!.dups),
