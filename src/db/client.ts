@@ -21,6 +21,11 @@ export function createDb(databaseUrl: string, opts: { poolSize?: number } = {}):
     max: opts.poolSize ?? 10,
     options: `-c search_path=${searchPath}`,
   });
+  // A Postgres restart ends every connection with an error. One that reaches a checked-out
+  // client between two queries has no listener of the pool's or the adapter's, and an
+  // unhandled 'error' event ends the process. The next query on that client fails instead,
+  // and the pool replaces it.
+  pool.on("connect", (client) => client.on("error", () => {}));
   const db = new PrismaClient({
     adapter: new PrismaPg(pool, { schema, disposeExternalPool: true }),
   });

@@ -22,12 +22,18 @@ const DATABASE = "sendonce";
 const USER = "sendonce";
 const PASSWORD = "sendonce";
 
-/** Starts (creating it on first use) the embedded Postgres under `<stateDir>/postgres`. */
-export async function startEmbeddedPostgres(stateDir: string): Promise<RunningService> {
+/**
+ * Starts (creating it on first use) the embedded Postgres under `<stateDir>/postgres`, on a free
+ * port unless `port` names one: a restart on the same port is how clients find it again.
+ */
+export async function startEmbeddedPostgres(
+  stateDir: string,
+  opts: { port?: number } = {},
+): Promise<RunningService> {
   const databaseDir = resolve(stateDir, "postgres");
   const asRoot = process.getuid?.() === 0;
   if (asRoot) assertTraversableByOthers(databaseDir);
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const server = new EmbeddedPostgres({
     databaseDir,
     port,
@@ -127,7 +133,8 @@ async function stopChild(child: ChildProcess, exited: Promise<unknown>): Promise
   clearTimeout(timer);
 }
 
-function freePort(): Promise<number> {
+/** A TCP port of 127.0.0.1 that nothing listens on right now. */
+export function freePort(): Promise<number> {
   return new Promise((done, fail) => {
     const server = createServer();
     server.once("error", fail);
