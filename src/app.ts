@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { EmailChannel, SmsChannel } from "./channels/channel";
 import { createSmtpChannel } from "./channels/email-smtp";
-import { createEmailOutbox, createSmsOutbox } from "./channels/outbox";
+import { createEmailOutbox, createRecorder, createSmsOutbox } from "./channels/outbox";
 import { createTwilioChannel } from "./channels/sms-twilio";
 import type { Config } from "./config";
 import { ConfigError, addressOf } from "./config";
@@ -102,6 +102,7 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
 }
 
 function createChannels(config: Config): { email: EmailChannel; sms: SmsChannel } {
+  if (config.recordOnly) return createRecorder(config.recordOnly);
   return {
     email: config.smtpUrl
       ? createSmtpChannel({

@@ -27,6 +27,7 @@ const envSchema = z.object({
   EMAIL_FROM: z.string().trim().optional(),
   SENDONCE_JOURNEYS_DIR: z.string().min(1).default("journeys"),
   SENDONCE_STATE_DIR: z.string().min(1).default(".sendonce"),
+  SENDONCE_RECORD_ONLY: z.string().min(1).optional(),
   SENDONCE_QUEUE_PREFIX: z
     .string()
     .regex(/^[^:\s]+$/, "must not contain ':' or spaces")
@@ -94,6 +95,11 @@ export interface Config {
   redisUrl?: string;
   /** Unset means: a file outbox under `<stateDir>/outbox/email`. */
   smtpUrl?: string;
+  /**
+   * Benchmarks only: deliver nothing, append `<channel> <action key>` per send to this file
+   * (overrides SMTP, Twilio and the outboxes).
+   */
+  recordOnly?: string;
   /** The From address; its domain is also the Message-ID domain. */
   emailFrom: string;
   journeysDir: string;
@@ -180,6 +186,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...(e.DATABASE_URL && { databaseUrl: e.DATABASE_URL }),
     ...(e.REDIS_URL && { redisUrl: e.REDIS_URL }),
     ...(e.SMTP_URL && { smtpUrl: e.SMTP_URL }),
+    ...(e.SENDONCE_RECORD_ONLY && { recordOnly: e.SENDONCE_RECORD_ONLY }),
     emailFrom: from,
     journeysDir: e.SENDONCE_JOURNEYS_DIR,
     stateDir: e.SENDONCE_STATE_DIR,

@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdir, open, rename, unlink } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import type { EmailChannel, SmsChannel } from "./channel";
@@ -122,4 +123,26 @@ function jsonKey(json: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Channels that deliver nothing and append one line per send, `<channel> <action key>`, to one
+ * file (SENDONCE_RECORD_ONLY): the pipeline measured without a provider's cost. Appends of one
+ * short line are atomic, so workers may share the file.
+ */
+export function createRecorder(file: string): { email: EmailChannel; sms: SmsChannel } {
+  let handle: Promise<FileHandle> | undefined;
+  const record = async (channel: "email" | "sms", actionKey: string) => {
+    handle ??= open(file, "a");
+    await (await handle).write(`${channel} ${actionKey}\n`);
+    return { providerId: `recorded:${actionKey}` };
+  };
+  const close = async () => {
+    if (handle) await (await handle).close();
+    handle = undefined;
+  };
+  return {
+    email: { send: (_message, key) => record("email", key), close },
+    sms: { send: (_message, key) => record("sms", key), close: () => Promise.resolve() },
+  };
 }

@@ -14,13 +14,15 @@ export interface Sql {
   <T = Record<string, unknown>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<T[]>;
   /** Runs a statement and returns how many rows it touched. */
   run(strings: TemplateStringsArray, ...values: unknown[]): Promise<number>;
+  /** Runs statements in order in one round trip; the rows of each. */
+  many(...statements: Statement[]): Promise<unknown[][]>;
 }
 
 /** A pool: statements on any connection, or a transaction on one. */
 export interface SqlPool {
   sql: Sql;
   /** Runs `fn` in one transaction: committed when it returns, rolled back when it throws. */
-  tx<T>(fn: (sql: Sql) => Promise<T>): Promise<T>;
+  tx: <T>(fn: (sql: Sql) => Promise<T>) => Promise<T>;
 }
 
 const INT8 = 20;
@@ -46,13 +48,82 @@ function statement(strings: TemplateStringsArray, values: unknown[]): pg.QueryCo
   return { text, values: params, types: TYPES };
 }
 
+/** A statement to send with others in one round trip (`sql.many`). */
+export interface Statement {
+  strings: TemplateStringsArray;
+  values: unknown[];
+}
+
+export function stmt(strings: TemplateStringsArray, ...values: unknown[]): Statement {
+  return { strings, values };
+}
+
+/**
+ * Statements sent together go as one simple query, so their values are inlined as quoted
+ * literals: untyped, exactly as bind parameters are, and escaped the way libpq does it.
+ */
+function inline({ strings, values }: Statement): string {
+  let text = strings[0]!;
+  values.forEach((value, i) => {
+    text += literal(value) + strings[i + 1]!;
+  });
+  return text;
+}
+
+function literal(value: unknown): string {
+  if (value === null || value === undefined) return "NULL";
+  if (value instanceof Fragment) return value.text;
+  if (value instanceof Date) return quote(value.toISOString());
+  if (Array.isArray(value)) {
+    const items = (value as (string | number | null)[]).map((v) =>
+      v === null ? "NULL" : `"${String(v).replace(/[\\"]/g, (c) => `\\${c}`)}"`,
+    );
+    return quote(`{${items.join(",")}}`);
+  }
+  switch (typeof value) {
+    case "object":
+      return quote(JSON.stringify(value));
+    case "string":
+      return quote(value);
+    case "number":
+    case "bigint":
+    case "boolean":
+      return quote(value.toString());
+    default:
+      throw new TypeError(`a ${typeof value} cannot be a SQL value`);
+  }
+}
+
+function quote(text: string): string {
+  const body = text.replace(/'/g, "''");
+  return body.includes("\\") ? ` E'${body.replace(/\\/g, "\\\\")}'` : `'${body}'`;
+}
+
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
-function sqlOn(target: Queryable): Sql {
+/**
+ * Plain SQL on a pool or a connection. With `opening`, the first round trip on it also carries
+ * that text (a transaction's BEGIN), so a transaction costs no round trip of its own to open.
+ */
+function sqlOn(target: Queryable, opening?: { text: string; sent: boolean }): Sql {
+  const many = async (statements: Statement[]): Promise<pg.QueryResult[]> => {
+    const head = opening && !opening.sent ? [opening.text] : [];
+    if (opening) opening.sent = true;
+    if (head.length === 0 && statements.length === 1) {
+      const { strings, values } = statements[0]!;
+      return [await target.query(statement(strings, values))];
+    }
+    const text = [...head, ...statements.map(inline)].join(";\n");
+    const results = (await target.query({ text, types: TYPES })) as
+      pg.QueryResult | pg.QueryResult[];
+    return (Array.isArray(results) ? results : [results]).slice(head.length);
+  };
   const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await target.query(statement(strings, values))).rows as T[];
+    (await many([{ strings, values }]))[0]!.rows as T[];
   sql.run = async (strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await target.query(statement(strings, values))).rowCount ?? 0;
+    (await many([{ strings, values }]))[0]!.rowCount ?? 0;
+  sql.many = async (...statements: Statement[]) =>
+    (await many(statements)).map((r) => r.rows as unknown[]);
   return sql;
 }
 
@@ -61,15 +132,15 @@ export function sqlPool(pool: pg.Pool): SqlPool {
     sql: sqlOn(pool),
     async tx(fn) {
       const client = await pool.connect();
+      const opening = { text: "BEGIN", sent: false };
       let broken: Error | undefined;
       try {
-        await client.query("BEGIN");
-        const result = await fn(sqlOn(client));
-        await client.query("COMMIT");
+        const result = await fn(sqlOn(client, opening));
+        if (opening.sent) await client.query("COMMIT");
         return result;
       } catch (error) {
         try {
-          await client.query("ROLLBACK");
+          if (opening.sent) await client.query("ROLLBACK");
         } catch (rollback) {
           // The connection itself failed (a database restart): never hand it out again.
           broken = rollback as Error;
@@ -110,5 +181,11 @@ export function sqlOf(on: Sql | Db | Tx): Sql {
     on.$queryRaw(strings, ...prismaValues(values));
   sql.run = (strings: TemplateStringsArray, ...values: unknown[]) =>
     on.$executeRaw(strings, ...prismaValues(values));
+  sql.many = async (...statements: Statement[]) => {
+    const rows: unknown[][] = [];
+    for (const { strings, values } of statements)
+      rows.push(await on.$queryRaw<unknown[]>(strings, ...prismaValues(values)));
+    return rows;
+  };
   return sql as Sql;
 }

@@ -2,7 +2,7 @@
 // and end enrollments it exits. One transaction with the customer locked, so concurrent or
 // duplicate events never enroll twice and cooldowns hold.
 import type { Sql } from "../db/sql";
-import { poolOf } from "../db/sql";
+import { poolOf, stmt } from "../db/sql";
 import type { CompiledJourney } from "../journeys/compile";
 import type { AuditRecord } from "../ledger/audit";
 import { AUDIT_COLUMNS, AUDIT_RECORD, AUDIT_ROWS, auditJson, recordAudit } from "../ledger/audit";
@@ -10,7 +10,8 @@ import type { CustomerView, EventView } from "./context";
 import type { EntryDecision } from "./decide";
 import { decideEntry, findExit } from "./decide";
 import type { Engine } from "./engine";
-import { loadCustomer, loadEvent } from "./rows";
+import type { CustomerRow, EventRow } from "./rows";
+import { loadCustomer, loadEvent, toCustomerView, toEventView } from "./rows";
 
 /** An enrollment whose first step is due now. */
 export interface NewEnrollment {
@@ -22,14 +23,19 @@ export interface NewEnrollment {
 export async function processEvent(engine: Engine, eventRowId: bigint): Promise<NewEnrollment[]> {
   const { db, clock, workerId } = engine;
   return poolOf(db).tx(async (tx) => {
-    const event = await loadEvent(tx, eventRowId);
-    if (!event) return [];
-    // The customer lock serialises every processing of this customer's events, so the
-    // processedAt read after it is the truth.
-    const customer = await loadCustomer(tx, event.customerId, { lock: true });
-    const [state] = await tx<{ processedAt: Date | null }>`
-      SELECT "processedAt" FROM "Event" WHERE id = ${eventRowId}`;
-    if (state?.processedAt) return [];
+    // One round trip (with the BEGIN): lock the event's customer, then read the event. The
+    // lock serialises every processing of this customer's events, so the processedAt read
+    // after it is the truth.
+    const [customers, events] = await tx.many(
+      stmt`SELECT id, email, phone, timezone, attributes FROM "Customer"
+           WHERE id = (SELECT "customerId" FROM "Event" WHERE id = ${eventRowId}) FOR UPDATE`,
+      stmt`SELECT id, "eventId", source, type, "customerId", "occurredAt", properties, "processedAt"
+           FROM "Event" WHERE id = ${eventRowId}`,
+    );
+    const row = events![0] as (EventRow & { processedAt: Date | null }) | undefined;
+    if (!row || row.processedAt || !customers![0]) return [];
+    const event = toEventView(row);
+    const customer = toCustomerView(customers![0] as CustomerRow);
     const now = clock.now();
     const audits: AuditRecord[] = [];
     const enrolled: NewEnrollment[] = [];

@@ -1,10 +1,10 @@
 // Reading the engine's views from the database (inside or outside a transaction).
 import type { Db, Tx } from "../db/client";
 import type { Sql } from "../db/sql";
-import { Fragment, sqlOf } from "../db/sql";
+import { sqlOf } from "../db/sql";
 import type { CustomerView, EventView } from "./context";
 
-interface EventRow {
+export interface EventRow {
   id: bigint;
   eventId: string;
   source: string;
@@ -14,7 +14,7 @@ interface EventRow {
   properties: unknown;
 }
 
-function toEventView(r: EventRow): EventView {
+export function toEventView(r: EventRow): EventView {
   return {
     rowId: r.id,
     id: r.eventId,
@@ -32,20 +32,17 @@ export async function loadEvent(on: Sql | Db | Tx, rowId: bigint): Promise<Event
   return row && toEventView(row);
 }
 
-const FOR_UPDATE = new Fragment("FOR UPDATE");
-const NOTHING = new Fragment("");
+export type CustomerRow = Omit<CustomerView, "attributes"> & { attributes: unknown };
 
-/** The customer's view; with `lock`, also locks the row until the transaction ends. */
-export async function loadCustomer(
-  on: Sql | Db | Tx,
-  id: string,
-  opts: { lock?: boolean } = {},
-): Promise<CustomerView> {
-  const [row] = await sqlOf(on)<Omit<CustomerView, "attributes"> & { attributes: unknown }>`
-    SELECT id, email, phone, timezone, attributes FROM "Customer" WHERE id = ${id}
-    ${opts.lock ? FOR_UPDATE : NOTHING}`;
-  if (!row) throw new Error(`customer ${id} not found`);
+export function toCustomerView(row: CustomerRow): CustomerView {
   return { ...row, attributes: (row.attributes ?? {}) as Record<string, unknown> };
+}
+
+export async function loadCustomer(on: Sql | Db | Tx, id: string): Promise<CustomerView> {
+  const [row] = await sqlOf(on)<CustomerRow>`
+    SELECT id, email, phone, timezone, attributes FROM "Customer" WHERE id = ${id}`;
+  if (!row) throw new Error(`customer ${id} not found`);
+  return toCustomerView(row);
 }
 
 /**

@@ -4,7 +4,7 @@
 //   recordOutcome    the provider's answer, written only under the attempt's fencing token
 // A conflict on the key means the intent was already handled: a suppressed duplicate.
 import type { Sql } from "../db/sql";
-import { poolOf } from "../db/sql";
+import { poolOf, stmt } from "../db/sql";
 import type { Db } from "../db/client";
 import type { ActionState, Channel } from "../generated/prisma/client";
 import type { AuditRecord } from "./audit";
@@ -86,20 +86,21 @@ export async function withCustomerLock<T>(
   inside: (tx: Sql, existing: ActionRow | undefined) => Promise<T>,
 ): Promise<T | { kind: "stale" }> {
   return poolOf(db).tx(async (tx) => {
-    await tx`SELECT 1 FROM "Customer" WHERE id = ${intent.customerId} FOR UPDATE`;
-    // A statement after the lock sees everything committed before it was granted.
-    const [row] = await tx<{
-      status: string | null;
-      stepSeq: number | null;
-      action: ActionJson | null;
-    }>`
+    // One round trip (with the BEGIN): the lock, then a statement that, coming after it, sees
+    // everything committed before the lock was granted.
+    const [, rows] = await tx.many(
+      stmt`SELECT 1 FROM "Customer" WHERE id = ${intent.customerId} FOR UPDATE`,
+      stmt`
       SELECT e.status, e."stepSeq",
         (SELECT row_to_json(a) FROM (
           SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt",
             "workerId", "updatedAt",
             EXISTS (SELECT 1 FROM "ActionAttempt" t WHERE t."actionKey" = key AND t.outcome = 'released') AS released
           FROM "Action" WHERE key = ${intent.key}) a) AS action
-      FROM (SELECT 1) one LEFT JOIN "Enrollment" e ON e.id = ${intent.enrollmentId}`;
+      FROM (SELECT 1) one LEFT JOIN "Enrollment" e ON e.id = ${intent.enrollmentId}`,
+    );
+    const row = rows![0] as
+      { status: string | null; stepSeq: number | null; action: ActionJson | null } | undefined;
     if (row?.status !== "active" || row.stepSeq !== intent.stepSeq) {
       return { kind: "stale" as const };
     }

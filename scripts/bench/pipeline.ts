@@ -1,0 +1,158 @@
+// The pipeline under measure: real `sendonce worker` processes fed deliveries through BullMQ,
+// sending through a channel that only records the key (SENDONCE_RECORD_ONLY) or through a real
+// SMTP server. Progress is read from what the channel received, not from the database, so
+// watching a run does not load the ledger being measured.
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Queue } from "bullmq";
+import { redisConnection } from "../../src/queue/queues";
+import { startSmtpSink } from "../../test/support/smtp";
+import type { SmtpSink } from "../../test/support/smtp";
+
+const BIN = new URL("../../bin/sendonce.js", import.meta.url).pathname;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface Setup {
+  dbUrl: string;
+  redisUrl: string;
+  journeysDir: string;
+  /** Extra node flags for each worker, e.g. --cpu-prof. */
+  nodeArgs: string[];
+}
+
+export interface Fleet {
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+/** Starts `count` workers and resolves once each has logged that it started. */
+export async function startFleet(
+  count: number,
+  env: NodeJS.ProcessEnv,
+  setup: Setup,
+): Promise<Fleet> {
+  const children: ChildProcess[] = [];
+  await Promise.all(
+    Array.from({ length: count }, (_, i) => {
+      const child = spawn(
+        process.execPath,
+        [...setup.nodeArgs, BIN, "worker", "--concurrency", "50"],
+        { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] },
+      );
+      children.push(child);
+      // Each worker's log goes to the run's state directory, for a look afterwards.
+      const log = createWriteStream(join(env.SENDONCE_STATE_DIR!, `worker-${i}.log`));
+      child.stderr.pipe(log);
+      return new Promise<void>((resolve, reject) => {
+        child.stderr.on("data", (d: Buffer) => {
+          if (d.toString().includes("worker started")) resolve();
+        });
+        child.once("exit", (code) =>
+          reject(new Error(`a worker exited with ${code}; see ${env.SENDONCE_STATE_DIR}`)),
+        );
+      });
+    }),
+  );
+  return {
+    pids: children.map((c) => c.pid!),
+    async stop() {
+      const exits = children.map((c) => new Promise((r) => c.once("exit", r)));
+      for (const c of children) c.kill("SIGTERM");
+      await Promise.all(exits);
+    },
+  };
+}
+
+export type Sink = "record" | "smtp";
+
+export interface RunOptions {
+  tag: string;
+  workers: number;
+  sink: Sink;
+  events: number;
+  /** Deliveries per second; unset enqueues them all at once (a throughput run). */
+  rate?: number;
+}
+
+export interface RunResult {
+  perSecond: number;
+  /** Distinct action keys the channel received, and how many receipts there were. */
+  keys: number;
+  receipts: number;
+  startedAt: Date;
+}
+
+/** One run: a fresh queue prefix, `workers` processes, `events` deliveries, all sent once. */
+export async function runPipeline(setup: Setup, opts: RunOptions): Promise<RunResult> {
+  const stateDir = mkdtempSync(join(tmpdir(), `sendonce-bench-${opts.tag}-`));
+  const prefix = `bench${opts.tag}`;
+  const recordFile = join(stateDir, "sent.txt");
+  const sink: SmtpSink | undefined = opts.sink === "smtp" ? await startSmtpSink() : undefined;
+  const env = {
+    DATABASE_URL: setup.dbUrl,
+    REDIS_URL: setup.redisUrl,
+    SENDONCE_QUEUE_PREFIX: prefix,
+    SENDONCE_JOURNEYS_DIR: setup.journeysDir,
+    SENDONCE_STATE_DIR: stateDir,
+    ...(sink
+      ? { SMTP_URL: sink.url, EMAIL_FROM: "Bench <bench@shop.example>" }
+      : { SENDONCE_RECORD_ONLY: recordFile }),
+  };
+  const fleet = await startFleet(opts.workers, env, setup);
+  const connection = redisConnection(setup.redisUrl);
+  const queue = new Queue("events", { connection, prefix });
+  // Each line the recorder writes is `email <64 hex>\n`: 71 bytes.
+  const sent = () =>
+    sink ? sink.messages.length : existsSync(recordFile) ? statSync(recordFile).size / 71 : 0;
+  const startedAt = new Date();
+  const started = performance.now();
+  const batch = opts.rate ? Math.max(1, Math.round(opts.rate / 20)) : 1_000;
+  for (let i = 0; i < opts.events; i += batch) {
+    await queue.addBulk(
+      Array.from({ length: Math.min(batch, opts.events - i) }, (_, j) => ({
+        name: "deliver",
+        data: {
+          delivery: {
+            id: `${opts.tag}_${i + j}`,
+            type: "bench.event",
+            customerId: `c_${(i + j) % 500}`,
+            occurredAt: new Date().toISOString(),
+            customer: { email: `c_${(i + j) % 500}@example.com` },
+          },
+          via: "bench",
+        },
+      })),
+    );
+    if (opts.rate) {
+      const due = ((i + batch) / opts.rate) * 1000;
+      const ahead = due - (performance.now() - started);
+      if (ahead > 0) await sleep(ahead);
+    }
+  }
+  const deadline = Date.now() + Math.max(120_000, opts.events * 20);
+  while (sent() < opts.events) {
+    if (Date.now() > deadline)
+      throw new Error(`${opts.tag}: ${sent()} of ${opts.events} sent; logs in ${stateDir}`);
+    await sleep(20);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const keys = sink
+    ? [...sink.countByMessageId().keys()]
+    : readFileSync(recordFile, "utf8").trim().split("\n");
+  const result = {
+    perSecond: opts.events / seconds,
+    keys: new Set(keys).size,
+    receipts: sink ? sink.messages.length : keys.length,
+    startedAt,
+  };
+  await fleet.stop();
+  const steps = new Queue("steps", { connection, prefix });
+  await Promise.all([queue.obliterate({ force: true }), steps.obliterate({ force: true })]);
+  await Promise.all([queue.close(), steps.close()]);
+  connection.disconnect();
+  await sink?.close();
+  return result;
+}

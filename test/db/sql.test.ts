@@ -1,0 +1,70 @@
+// Statements sent together inline their values as literals; those must mean exactly what the
+// same values mean as bind parameters, whatever quotes, backslashes or JSON they hold.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { poolOf, stmt } from "../../src/db/sql";
+import type { TestSchema } from "../support/db";
+import { createTestSchema } from "../support/db";
+
+let schema: TestSchema;
+beforeAll(async () => {
+  schema = await createTestSchema("sql");
+});
+afterAll(() => schema.drop());
+
+const AWKWARD = [
+  "plain",
+  "it's",
+  "back\\slash",
+  "both ' and \\ and \\'",
+  '\'; DROP TABLE "Action"; --',
+  "ünïcødé ✓ 🎉",
+  "",
+  "line\nbreak\ttab",
+];
+
+describe("inlined values", () => {
+  it("read back exactly as bind parameters do: strings, numbers, dates, arrays, JSON, NULL", async () => {
+    const { sql } = poolOf(schema.db);
+    const at = new Date("2026-11-23T18:20:00.123Z");
+    const json = JSON.stringify({ quote: "it's", slash: "a\\b", nested: ["x'y"] });
+    for (const text of AWKWARD) {
+      const bound = await sql<Record<string, unknown>>`
+        SELECT ${text}::text AS t, ${42}::int AS n, ${9007199254740993n}::bigint AS b, ${true}::boolean AS f,
+               ${at}::timestamptz AS d, ${[text, "a,b", 'q"uote']}::text[] AS a, ${json}::jsonb AS j, ${null}::text AS z`;
+      const [, inlined] = await sql.many(
+        stmt`SELECT 1`,
+        stmt`
+        SELECT ${text}::text AS t, ${42}::int AS n, ${9007199254740993n}::bigint AS b, ${true}::boolean AS f,
+               ${at}::timestamptz AS d, ${[text, "a,b", 'q"uote']}::text[] AS a, ${json}::jsonb AS j, ${null}::text AS z`,
+      );
+      expect(inlined).toEqual(bound);
+      expect(bound[0]).toMatchObject({ t: text, n: 42, b: 9007199254740993n, d: at, z: null });
+    }
+  });
+
+  it("run in order inside a transaction: the lock is taken before the read that follows it", async () => {
+    const { tx, sql } = poolOf(schema.db);
+    await sql`INSERT INTO "Customer" (id, "updatedAt") VALUES ('c1', now())`;
+    const seen = await tx(async (t) => {
+      const [locked, read] = await t.many(
+        stmt`SELECT id FROM "Customer" WHERE id = ${"c1"} FOR UPDATE`,
+        stmt`SELECT count(*) AS n FROM "Customer"`,
+      );
+      return { locked, read };
+    });
+    expect(seen).toEqual({ locked: [{ id: "c1" }], read: [{ n: 1n }] });
+  });
+
+  it("roll back with the transaction when a later statement fails", async () => {
+    const { tx, sql } = poolOf(schema.db);
+    await expect(
+      tx(async (t) => {
+        await t.many(
+          stmt`INSERT INTO "Customer" (id, "updatedAt") VALUES (${"c2"}, now())`,
+          stmt`SELECT 1 / ${0}::int`,
+        );
+      }),
+    ).rejects.toThrow(/division by zero/);
+    expect(await sql`SELECT id FROM "Customer" WHERE id = 'c2'`).toEqual([]);
+  });
+});
