@@ -22,7 +22,7 @@ export async function runApi(opts: { port: number; host: string }): Promise<void
     );
   }
   const log = createLogger();
-  const db = createDb(databaseUrl, { poolSize: 20 });
+  const db = createDb(databaseUrl, { poolSize: config.dbPoolSize ?? 20 });
   const queues = createQueues(redisUrl, config.queuePrefix);
   const stop =
     config.failpoint === "api_after_commit" ? failpoint("api_after_commit", log) : undefined;

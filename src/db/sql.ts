@@ -21,6 +21,13 @@ export interface Sql {
 /** A pool: statements on any connection, or a transaction on one. */
 export interface SqlPool {
   sql: Sql;
+  /**
+   * Single statements that need no transaction of their own, coalesced: those issued in the
+   * same turn of the event loop go to Postgres together, in one round trip and one commit.
+   * Each still gets its own rows; if one fails, each is run again on its own, so one
+   * statement's error is never another's.
+   */
+  shared: Sql;
   /** Runs `fn` in one transaction: committed when it returns, rolled back when it throws. */
   tx: <T>(fn: (sql: Sql) => Promise<T>) => Promise<T>;
 }
@@ -127,9 +134,61 @@ function sqlOn(target: Queryable, opening?: { text: string; sent: boolean }): Sq
   return sql;
 }
 
+/** At most this many statements share a round trip. */
+const SHARED_BATCH = 64;
+
+function coalescing(pool: pg.Pool): Sql {
+  type Waiting = {
+    statement: Statement;
+    resolve: (r: pg.QueryResult) => void;
+    reject: (e: unknown) => void;
+  };
+  let pending: Waiting[] = [];
+  let scheduled = false;
+  const alone = (w: Waiting) =>
+    pool.query(statement(w.statement.strings, w.statement.values)).then(w.resolve, w.reject);
+  const flush = async () => {
+    scheduled = false;
+    const batch = pending;
+    pending = [];
+    if (batch.length === 0) return;
+    if (batch.length === 1) return alone(batch[0]!);
+    let results: pg.QueryResult[];
+    try {
+      const text = batch.map((w) => inline(w.statement)).join(";\n");
+      results = (await pool.query({ text, types: TYPES })) as unknown as pg.QueryResult[];
+    } catch {
+      // The batch ran as one implicit transaction, so nothing of it stands: each on its own.
+      await Promise.all(batch.map(alone));
+      return;
+    }
+    batch.forEach((w, i) => w.resolve(results[i]!));
+  };
+  const one = (strings: TemplateStringsArray, values: unknown[]) =>
+    new Promise<pg.QueryResult>((resolve, reject) => {
+      pending.push({ statement: { strings, values }, resolve, reject });
+      if (pending.length >= SHARED_BATCH) void flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(() => void flush());
+      }
+    });
+  const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
+    (await one(strings, values)).rows as T[];
+  sql.run = async (strings: TemplateStringsArray, ...values: unknown[]) =>
+    (await one(strings, values)).rowCount ?? 0;
+  sql.many = async (...statements: Statement[]) => {
+    const rows: unknown[][] = [];
+    for (const { strings, values } of statements) rows.push((await one(strings, values)).rows);
+    return rows;
+  };
+  return sql;
+}
+
 export function sqlPool(pool: pg.Pool): SqlPool {
   return {
     sql: sqlOn(pool),
+    shared: coalescing(pool),
     async tx(fn) {
       const client = await pool.connect();
       const opening = { text: "BEGIN", sent: false };

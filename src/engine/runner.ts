@@ -90,7 +90,7 @@ export async function runStep(
 
 /** The enrollment with its trigger event and customer, in one round trip. */
 async function loadRun(engine: Engine, enrollmentId: bigint) {
-  const [row] = await poolOf(engine.db).sql<{
+  const [row] = await poolOf(engine.db).shared<{
     status: string;
     stepSeq: number;
     currentStepId: string | null;
@@ -205,7 +205,7 @@ function optionalGoto(run: Run, step: Step): { goto?: string } {
 /** Moves the enrollment to `stepId`, due at `at`; false when another run moved it first. */
 async function advance(run: Run, stepId: string, at: Date): Promise<boolean> {
   const { db, clock } = run.engine;
-  const rows = await poolOf(db).sql.run`
+  const rows = await poolOf(db).shared.run`
     UPDATE "Enrollment" SET "currentStepId" = ${stepId}, "stepSeq" = "stepSeq" + 1, "nextRunAt" = ${at},
       "updatedAt" = ${clock.now()}
     WHERE id = ${run.enrollment.id} AND status = 'active' AND "stepSeq" = ${run.enrollment.seq}`;
@@ -221,16 +221,24 @@ async function end(
 ): Promise<StepRunResult> {
   const { db, clock, workerId } = run.engine;
   const now = clock.now();
-  await endEnrollment(poolOf(db).sql, run.enrollment.id, status, reason, now, run.enrollment.seq, {
-    kind: status === "exited" ? "exited" : "completed",
-    at: now,
-    customerId: run.enrollment.customerId,
-    journeyId: run.cj.journey.id,
-    enrollmentId: run.enrollment.id,
-    workerId,
-    ...(status === "failed" && { rule: "failed" }),
-    detail: { reason },
-  });
+  await endEnrollment(
+    poolOf(db).shared,
+    run.enrollment.id,
+    status,
+    reason,
+    now,
+    run.enrollment.seq,
+    {
+      kind: status === "exited" ? "exited" : "completed",
+      at: now,
+      customerId: run.enrollment.customerId,
+      journeyId: run.cj.journey.id,
+      enrollmentId: run.enrollment.id,
+      workerId,
+      ...(status === "failed" && { rule: "failed" }),
+      detail: { reason },
+    },
+  );
   return { kind: "idle" };
 }
 

@@ -199,7 +199,9 @@ async function call(
   }
 }
 
-const RECORD_RETRY_MS = [100, 500, 2_000];
+// About 16 s in all: long enough to ride out a database restart or failover. An answer
+// recorded after another worker marked the call in_doubt still settles it (same token).
+const RECORD_RETRY_MS = [100, 250, 500, 1_000, 2_000, 4_000, 8_000];
 
 async function retrying<T>(engine: Engine, key: string, fn: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {

@@ -379,7 +379,7 @@ export async function markCallStarted(
   workerId: string,
   now: Date,
 ): Promise<boolean> {
-  const rows = await poolOf(db).sql`
+  const rows = await poolOf(db).shared`
     WITH a AS (
       UPDATE "Action" SET state = 'calling', "callStartedAt" = ${now}, "updatedAt" = ${now}
       WHERE key = ${key} AND "fencingToken" = ${token} AND state = 'claimed'
@@ -428,7 +428,7 @@ export async function recordOutcome(
     },
   ]);
   // One statement, so atomic without a transaction: the action, its attempt and the audit.
-  const [row] = await poolOf(db).sql<{ n: bigint }>`
+  const [row] = await poolOf(db).shared<{ n: bigint }>`
     WITH a AS (
       UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
         "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = ${nextAttemptAt},

@@ -67,4 +67,22 @@ describe("inlined values", () => {
     ).rejects.toThrow(/division by zero/);
     expect(await sql`SELECT id FROM "Customer" WHERE id = 'c2'`).toEqual([]);
   });
+
+  it("shared: statements of one turn get their own rows, and one's error is not another's", async () => {
+    const { shared } = poolOf(schema.db);
+    const results = await Promise.allSettled([
+      shared<{ n: number }>`SELECT ${1}::int AS n`,
+      shared<{ n: number }>`SELECT 1 / ${0}::int AS n`,
+      shared<{ n: number }>`SELECT ${3}::int AS n`,
+      shared.run`INSERT INTO "Customer" (id, "updatedAt") VALUES (${"c3"}, now())`,
+    ]);
+    expect(results.map((r) => (r.status === "fulfilled" ? r.value : "failed"))).toEqual([
+      [{ n: 1 }],
+      "failed",
+      [{ n: 3 }],
+      1,
+    ]);
+    // The insert is there once, though its first run was rolled back with the failed batch.
+    expect(await shared`SELECT id FROM "Customer" WHERE id = 'c3'`).toEqual([{ id: "c3" }]);
+  });
 });
