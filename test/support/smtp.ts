@@ -162,6 +162,9 @@ export async function startSmtpSink(opts: { failure?: SmtpFailure } = {}): Promi
     },
   });
 
+  // A client that dies mid-session (a SIGKILLed worker) resets its connection; smtp-server
+  // reports that on the server, where an unheard 'error' would end the whole process.
+  server.on("error", () => {});
   server.server.on("connection", (socket: Socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
