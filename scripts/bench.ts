@@ -15,7 +15,7 @@ import { migrate } from "../src/db/migrate";
 import { redisConnection } from "../src/queue/queues";
 import { claims, growLedgerTo, ledgerSize, sendLatency } from "./bench/ledger";
 import type { Setup, Sink } from "./bench/pipeline";
-import { runPipeline, startFleet } from "./bench/pipeline";
+import { deliveries, eventsQueue, runPipeline, startFleet, workerEnv } from "./bench/pipeline";
 
 const { values } = parseArgs({
   options: {
@@ -237,23 +237,10 @@ await growLedgerTo(dbUrl, schema, GROWTH);
 // 7. Worker memory with a backlog: BACKLOG deliveries queued, then one worker on them.
 {
   const prefix = `bench${stamp}m`;
-  const connection = redisConnection(REDIS);
-  const queue = new Queue("events", { connection, prefix });
+  const queue = eventsQueue(REDIS, prefix);
   for (let i = 0; i < BACKLOG; i += 5_000) {
-    await queue.addBulk(
-      Array.from({ length: Math.min(5_000, BACKLOG - i) }, (_, j) => ({
-        name: "deliver",
-        data: {
-          delivery: {
-            id: `m_${i + j}`,
-            type: "bench.event",
-            customerId: `m_${(i + j) % 5_000}`,
-            occurredAt: new Date().toISOString(),
-            customer: { email: `m_${(i + j) % 5_000}@example.com` },
-          },
-          via: "bench",
-        },
-      })),
+    await queue.events.addBulk(
+      deliveries("m", i, Math.min(5_000, BACKLOG - i), { prefix: "m", count: 5_000 }),
     );
   }
   // The same backlog, first with V8's default heap sizing, then with the heap bounded as the
@@ -263,15 +250,11 @@ await growLedgerTo(dbUrl, schema, GROWTH);
     ["worker_rss_backlog_bounded_mb", BOUNDED_HEAP],
   ] as const) {
     const stateDir = mkdtempSync(join(tmpdir(), "sendonce-bench-backlog-"));
-    const before = await queue.getWaitingCount();
+    const before = await queue.events.getWaitingCount();
     const fleet = await startFleet(
       1,
       {
-        DATABASE_URL: dbUrl,
-        REDIS_URL: REDIS,
-        SENDONCE_QUEUE_PREFIX: prefix,
-        SENDONCE_JOURNEYS_DIR: journeysDir,
-        SENDONCE_STATE_DIR: stateDir,
+        ...workerEnv(setup, prefix, stateDir),
         SENDONCE_RECORD_ONLY: join(stateDir, "sent.txt"),
         NODE_OPTIONS: nodeOptions,
       },
@@ -283,7 +266,7 @@ await growLedgerTo(dbUrl, schema, GROWTH);
       peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
       await sleep(250);
     }
-    const taken = before - (await queue.getWaitingCount());
+    const taken = before - (await queue.events.getWaitingCount());
     await fleet.stop();
     record(
       `worker RSS peak, ${Math.round(before / 1000)}k backlog, ${nodeOptions || "default heap"} (${taken} sent in 20 s)`,
@@ -295,10 +278,7 @@ await growLedgerTo(dbUrl, schema, GROWTH);
         : undefined,
     );
   }
-  const steps = new Queue("steps", { connection, prefix });
-  await Promise.all([queue.obliterate({ force: true }), steps.obliterate({ force: true })]);
-  await Promise.all([queue.close(), steps.close()]);
-  connection.disconnect();
+  await queue.close();
 }
 
 const width = Math.max(...rows.map(([k]) => k.length));

@@ -66,6 +66,57 @@ export async function startFleet(
   };
 }
 
+/** A worker's environment for this bench run, on queue prefix `prefix`. */
+export function workerEnv(setup: Setup, prefix: string, stateDir: string): NodeJS.ProcessEnv {
+  return {
+    DATABASE_URL: setup.dbUrl,
+    REDIS_URL: setup.redisUrl,
+    SENDONCE_QUEUE_PREFIX: prefix,
+    SENDONCE_JOURNEYS_DIR: setup.journeysDir,
+    SENDONCE_STATE_DIR: stateDir,
+  };
+}
+
+/** Deliveries `from` … `from + count - 1` of a run, spread over customers `<c>_0` … `<c>_<n-1>`. */
+export function deliveries(
+  tag: string,
+  from: number,
+  count: number,
+  customers: { prefix: string; count: number },
+) {
+  return Array.from({ length: count }, (_, j) => {
+    const customerId = `${customers.prefix}_${(from + j) % customers.count}`;
+    return {
+      name: "deliver",
+      data: {
+        delivery: {
+          id: `${tag}_${from + j}`,
+          type: "bench.event",
+          customerId,
+          occurredAt: new Date().toISOString(),
+          customer: { email: `${customerId}@example.com` },
+        },
+        via: "bench",
+      },
+    };
+  });
+}
+
+/** The events queue of a prefix; closing it also removes both of the prefix's queues. */
+export function eventsQueue(redisUrl: string, prefix: string) {
+  const connection = redisConnection(redisUrl);
+  const events = new Queue("events", { connection, prefix });
+  return {
+    events,
+    async close() {
+      const steps = new Queue("steps", { connection, prefix });
+      await Promise.all([events.obliterate({ force: true }), steps.obliterate({ force: true })]);
+      await Promise.all([events.close(), steps.close()]);
+      connection.disconnect();
+    },
+  };
+}
+
 export type Sink = "record" | "smtp";
 
 export interface RunOptions {
@@ -92,18 +143,13 @@ export async function runPipeline(setup: Setup, opts: RunOptions): Promise<RunRe
   const recordFile = join(stateDir, "sent.txt");
   const sink: SmtpSink | undefined = opts.sink === "smtp" ? await startSmtpSink() : undefined;
   const env = {
-    DATABASE_URL: setup.dbUrl,
-    REDIS_URL: setup.redisUrl,
-    SENDONCE_QUEUE_PREFIX: prefix,
-    SENDONCE_JOURNEYS_DIR: setup.journeysDir,
-    SENDONCE_STATE_DIR: stateDir,
+    ...workerEnv(setup, prefix, stateDir),
     ...(sink
       ? { SMTP_URL: sink.url, EMAIL_FROM: "Bench <bench@shop.example>" }
       : { SENDONCE_RECORD_ONLY: recordFile }),
   };
   const fleet = await startFleet(opts.workers, env, setup);
-  const connection = redisConnection(setup.redisUrl);
-  const queue = new Queue("events", { connection, prefix });
+  const queue = eventsQueue(setup.redisUrl, prefix);
   // Each line the recorder writes is `email <64 hex>\n`: 71 bytes.
   const sent = () =>
     sink ? sink.messages.length : existsSync(recordFile) ? statSync(recordFile).size / 71 : 0;
@@ -111,20 +157,8 @@ export async function runPipeline(setup: Setup, opts: RunOptions): Promise<RunRe
   const started = performance.now();
   const batch = opts.rate ? Math.max(1, Math.round(opts.rate / 20)) : 1_000;
   for (let i = 0; i < opts.events; i += batch) {
-    await queue.addBulk(
-      Array.from({ length: Math.min(batch, opts.events - i) }, (_, j) => ({
-        name: "deliver",
-        data: {
-          delivery: {
-            id: `${opts.tag}_${i + j}`,
-            type: "bench.event",
-            customerId: `c_${(i + j) % 500}`,
-            occurredAt: new Date().toISOString(),
-            customer: { email: `c_${(i + j) % 500}@example.com` },
-          },
-          via: "bench",
-        },
-      })),
+    await queue.events.addBulk(
+      deliveries(opts.tag, i, Math.min(batch, opts.events - i), { prefix: "c", count: 500 }),
     );
     if (opts.rate) {
       const due = ((i + batch) / opts.rate) * 1000;
@@ -149,10 +183,7 @@ export async function runPipeline(setup: Setup, opts: RunOptions): Promise<RunRe
     startedAt,
   };
   await fleet.stop();
-  const steps = new Queue("steps", { connection, prefix });
-  await Promise.all([queue.obliterate({ force: true }), steps.obliterate({ force: true })]);
-  await Promise.all([queue.close(), steps.close()]);
-  connection.disconnect();
+  await queue.close();
   await sink?.close();
   return result;
 }

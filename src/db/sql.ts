@@ -39,47 +39,47 @@ const TYPES = {
     oid === INT8 ? parseInt8 : (pg.types.getTypeParser(oid, "text") as (value: string) => unknown),
 };
 
-/** SQL text to splice into a statement as it is: constants of our own, never input. */
-export class Fragment {
-  constructor(readonly text: string) {}
-}
-
-function statement(strings: TemplateStringsArray, values: unknown[]): pg.QueryConfig {
-  let text = strings[0]!;
-  const params: unknown[] = [];
-  values.forEach((value, i) => {
-    if (value instanceof Fragment) text += value.text;
-    else text += `$${params.push(value)}`;
-    text += strings[i + 1]!;
-  });
-  return { text, values: params, types: TYPES };
-}
-
-/** A statement to send with others in one round trip (`sql.many`). */
-export interface Statement {
-  strings: TemplateStringsArray;
-  values: unknown[];
+/**
+ * A statement, or a piece of one: sent with others in one round trip (`sql.many`), or spliced
+ * into another statement as a value, its own values still bound as values.
+ */
+export class Statement {
+  constructor(
+    readonly strings: TemplateStringsArray,
+    readonly values: readonly unknown[],
+  ) {}
 }
 
 export function stmt(strings: TemplateStringsArray, ...values: unknown[]): Statement {
-  return { strings, values };
+  return new Statement(strings, values);
+}
+
+/** The text with `render` applied to each value, pieces spliced in place. */
+function expand({ strings, values }: Statement, render: (value: unknown) => string): string {
+  let text = strings[0]!;
+  values.forEach((value, i) => {
+    text += value instanceof Statement ? expand(value, render) : render(value);
+    text += strings[i + 1]!;
+  });
+  return text;
+}
+
+function statement(strings: TemplateStringsArray, values: readonly unknown[]): pg.QueryConfig {
+  const params: unknown[] = [];
+  const text = expand(new Statement(strings, values), (v) => `$${params.push(v)}`);
+  return { text, values: params, types: TYPES };
 }
 
 /**
  * Statements sent together go as one simple query, so their values are inlined as quoted
  * literals: untyped, exactly as bind parameters are, and escaped the way libpq does it.
  */
-function inline({ strings, values }: Statement): string {
-  let text = strings[0]!;
-  values.forEach((value, i) => {
-    text += literal(value) + strings[i + 1]!;
-  });
-  return text;
+function inline(statement: Statement): string {
+  return expand(statement, literal);
 }
 
 function literal(value: unknown): string {
   if (value === null || value === undefined) return "NULL";
-  if (value instanceof Fragment) return value.text;
   if (value instanceof Date) return quote(value.toISOString());
   if (Array.isArray(value)) {
     const items = (value as (string | number | null)[]).map((v) =>
@@ -113,7 +113,7 @@ type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
  * that text (a transaction's BEGIN), so a transaction costs no round trip of its own to open.
  */
 function sqlOn(target: Queryable, opening?: { text: string; sent: boolean }): Sql {
-  const many = async (statements: Statement[]): Promise<pg.QueryResult[]> => {
+  const many = async (statements: readonly Statement[]): Promise<pg.QueryResult[]> => {
     const head = opening && !opening.sent ? [opening.text] : [];
     if (opening) opening.sent = true;
     if (head.length === 0 && statements.length === 1) {
@@ -126,9 +126,9 @@ function sqlOn(target: Queryable, opening?: { text: string; sent: boolean }): Sq
     return (Array.isArray(results) ? results : [results]).slice(head.length);
   };
   const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await many([{ strings, values }]))[0]!.rows as T[];
+    (await many([new Statement(strings, values)]))[0]!.rows as T[];
   sql.run = async (strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await many([{ strings, values }]))[0]!.rowCount ?? 0;
+    (await many([new Statement(strings, values)]))[0]!.rowCount ?? 0;
   sql.many = async (...statements: Statement[]) =>
     (await many(statements)).map((r) => r.rows as unknown[]);
   return sql;
@@ -166,7 +166,7 @@ function coalescing(pool: pg.Pool): Sql {
   };
   const one = (strings: TemplateStringsArray, values: unknown[]) =>
     new Promise<pg.QueryResult>((resolve, reject) => {
-      pending.push({ statement: { strings, values }, resolve, reject });
+      pending.push({ statement: new Statement(strings, values), resolve, reject });
       if (pending.length >= SHARED_BATCH) void flush();
       else if (!scheduled) {
         scheduled = true;
@@ -179,7 +179,7 @@ function coalescing(pool: pg.Pool): Sql {
     (await one(strings, values)).rowCount ?? 0;
   sql.many = async (...statements: Statement[]) => {
     const rows: unknown[][] = [];
-    for (const { strings, values } of statements) rows.push((await one(strings, values)).rows);
+    for (const { strings, values } of statements) rows.push((await one(strings, [...values])).rows);
     return rows;
   };
   return sql;
@@ -234,8 +234,10 @@ export function sqlOf(on: Sql | Db | Tx): Sql {
   if (typeof on === "function") return on;
   const pool = pools.get(on);
   if (pool) return pool.sql;
-  const prismaValues = (values: unknown[]) =>
-    values.map((v) => (v instanceof Fragment ? Prisma.raw(v.text) : v));
+  const prismaValues = (values: readonly unknown[]): unknown[] =>
+    values.map((v) =>
+      v instanceof Statement ? Prisma.sql(v.strings, ...prismaValues(v.values)) : v,
+    );
   const sql = (strings: TemplateStringsArray, ...values: unknown[]) =>
     on.$queryRaw(strings, ...prismaValues(values));
   sql.run = (strings: TemplateStringsArray, ...values: unknown[]) =>

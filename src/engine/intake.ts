@@ -5,7 +5,7 @@ import type { Sql } from "../db/sql";
 import { poolOf, stmt } from "../db/sql";
 import type { CompiledJourney } from "../journeys/compile";
 import type { AuditRecord } from "../ledger/audit";
-import { AUDIT_COLUMNS, AUDIT_RECORD, AUDIT_ROWS, auditJson, recordAudit } from "../ledger/audit";
+import { auditInsert, recordAudit } from "../ledger/audit";
 import type { CustomerView, EventView } from "./context";
 import type { EntryDecision } from "./decide";
 import { decideEntry, findExit } from "./decide";
@@ -54,8 +54,7 @@ export async function processEvent(engine: Engine, eventRowId: bigint): Promise<
     }
     await tx`
       WITH u AS (UPDATE "Event" SET "processedAt" = ${now} WHERE id = ${eventRowId})
-      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-      FROM jsonb_to_recordset(${auditJson(audits)}::jsonb) AS ${AUDIT_RECORD}`;
+      ${auditInsert(audits)}`;
     return enrolled;
   });
 }
@@ -253,9 +252,7 @@ export async function endEnrollment(
         "stepSeq" = "stepSeq" + 1, "endedReason" = ${reason}, "endedAt" = ${now}, "updatedAt" = ${now}
       WHERE id = ${enrollmentId} AND status = 'active' AND (${expectedSeq ?? null}::int IS NULL OR "stepSeq" = ${expectedSeq ?? null}::int)
       RETURNING id),
-    a AS (
-      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-      FROM jsonb_to_recordset(${auditJson(audit ? [audit] : [])}::jsonb) AS ${AUDIT_RECORD}, u)
+    a AS (${auditInsert(audit ? [audit] : [])}, u)
     SELECT count(*) AS ended FROM u`;
   return row!.ended > 0n;
 }

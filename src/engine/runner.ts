@@ -12,6 +12,7 @@ import { endEnrollment } from "./intake";
 import { actionKey } from "./keys";
 import type { Run } from "./run";
 import { claimOptions, exitDetail, intentFor, recheckExit, setNextRun } from "./run";
+import { toCustomerView, toEventView } from "./rows";
 import { runSend } from "./send";
 
 export type StepRunResult =
@@ -45,22 +46,14 @@ export async function runStep(
       seq: row.stepSeq,
       triggerAt: row.occurredAt,
     },
-    event: {
-      rowId: row.triggerEventId,
-      id: row.eventId,
-      source: row.source,
-      type: row.type,
-      customerId: row.customerId,
-      occurredAt: row.occurredAt,
-      properties: (row.properties ?? {}) as Record<string, unknown>,
-    },
-    customer: {
+    event: toEventView({ ...row, id: row.triggerEventId }),
+    customer: toCustomerView({
       id: row.customerId,
       email: row.email,
       phone: row.phone,
       timezone: row.timezone,
-      attributes: (row.attributes ?? {}) as Record<string, unknown>,
-    },
+      attributes: row.attributes,
+    }),
   };
   let stepId: string | undefined = row.currentStepId;
   while (stepId) {

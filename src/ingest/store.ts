@@ -4,7 +4,7 @@ import type { Sql } from "../db/sql";
 import { poolOf } from "../db/sql";
 import type { Db } from "../db/client";
 import type { AuditKind } from "../ledger/audit";
-import { AUDIT_COLUMNS, AUDIT_RECORD, AUDIT_ROWS, auditJson } from "../ledger/audit";
+import { auditInsert } from "../ledger/audit";
 import { applyConsent } from "../policies/consent";
 import type { CustomerTraits, ParsedEvent } from "./event";
 import { CONSENT_EVENTS, payloadHash } from "./event";
@@ -61,7 +61,7 @@ async function store(
 ): Promise<StoreResult> {
   const hash = payloadHash(event);
   const audit = (kind: AuditKind) =>
-    auditJson([
+    auditInsert([
       {
         kind,
         at: now,
@@ -81,9 +81,7 @@ async function store(
               ${opts.processed ? now : null})
       ON CONFLICT (source, "eventId") DO NOTHING
       RETURNING id),
-    a AS (
-      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-      FROM jsonb_to_recordset(${audit("event_received")}::jsonb) AS ${AUDIT_RECORD}, e)
+    a AS (${audit("event_received")}, e)
     SELECT id FROM e`;
   if (row) return { status: "new", eventRowId: row.id };
   const [stored] = await sql<{ id: bigint; payloadHash: string; processedAt: Date | null }>`
@@ -93,8 +91,7 @@ async function store(
     WITH d AS (
       INSERT INTO "EventDuplicate" (source, "eventId", kind, "payloadHash", via, "receivedAt")
       VALUES (${event.source}, ${event.id}, ${kind}::"DuplicateKind", ${hash}, ${via}, ${now}))
-    INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-    FROM jsonb_to_recordset(${audit(kind === "duplicate" ? "event_duplicate" : "event_conflict")}::jsonb) AS ${AUDIT_RECORD}`;
+    ${audit(kind === "duplicate" ? "event_duplicate" : "event_conflict")}`;
   return kind === "duplicate"
     ? { status: "duplicate", eventRowId: stored!.id, processed: stored!.processedAt !== null }
     : { status: "conflict", eventRowId: stored!.id };

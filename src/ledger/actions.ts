@@ -8,7 +8,7 @@ import { poolOf, stmt } from "../db/sql";
 import type { Db } from "../db/client";
 import type { ActionState, Channel } from "../generated/prisma/client";
 import type { AuditRecord } from "./audit";
-import { AUDIT_COLUMNS, AUDIT_RECORD, AUDIT_ROWS, auditJson, recordAudit } from "./audit";
+import { auditInsert, recordAudit } from "./audit";
 
 /** One intent: the action key and what it is about. */
 export interface ActionIntent {
@@ -338,7 +338,7 @@ async function upsertAction(
   audit?: AuditRecord,
 ): Promise<{ attempt: number; fencingToken: number }> {
   const completedAt = state === "skipped" ? opts.now : null;
-  const audits = auditJson(audit ? [audit] : []);
+  const audits = auditInsert(audit ? [audit] : []);
   if (existing) {
     const [row] = await tx<{ attempt: number; fencingToken: number }>`
       WITH u AS (
@@ -348,9 +348,7 @@ async function upsertAction(
           "nextAttemptAt" = NULL, "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
         WHERE key = ${a.key}
         RETURNING attempt, "fencingToken"),
-      w AS (
-        INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-        FROM jsonb_to_recordset(${audits}::jsonb) AS ${AUDIT_RECORD})
+      w AS (${audits})
       SELECT attempt, "fencingToken" FROM u`;
     return row!;
   }
@@ -363,8 +361,7 @@ async function upsertAction(
       VALUES (${a.key}, ${a.journeyId}, ${a.stepId}, ${a.customerId}, ${a.reference}, ${a.enrollmentId},
               ${a.channel}::"Channel", ${state}::"ActionState", ${reason}, ${attempt}, 1, ${opts.workerId},
               ${a.eventOccurredAt}, ${opts.now}, ${completedAt}, ${opts.now}))
-    INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-    FROM jsonb_to_recordset(${audits}::jsonb) AS ${AUDIT_RECORD}`;
+    ${audits}`;
   return { attempt, fencingToken: 1 };
 }
 
@@ -419,8 +416,8 @@ export async function recordOutcome(
   const nextAttemptAt = outcome.state === "failed_retryable" ? outcome.nextAttemptAt : null;
   const completedAt = outcome.state === "failed_retryable" ? null : opts.now;
   const base = auditBase(intent, opts);
-  const recorded = auditJson([outcomeAudit(base, outcome, claim.attempt)]);
-  const ignored = auditJson([
+  const recorded = auditInsert([outcomeAudit(base, outcome, claim.attempt)]);
+  const ignored = auditInsert([
     {
       ...base,
       kind: "stale_outcome_ignored",
@@ -439,13 +436,8 @@ export async function recordOutcome(
       UPDATE "ActionAttempt" t SET outcome = ${outcome.state}, "providerId" = ${providerId},
         error = ${error}, "finishedAt" = ${opts.now}
       FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt),
-    w AS (
-      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-      FROM jsonb_to_recordset(${recorded}::jsonb) AS ${AUDIT_RECORD}, a),
-    s AS (
-      INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-      FROM jsonb_to_recordset(${ignored}::jsonb) AS ${AUDIT_RECORD}
-      WHERE NOT EXISTS (SELECT 1 FROM a))
+    w AS (${recorded}, a),
+    s AS (${ignored} WHERE NOT EXISTS (SELECT 1 FROM a))
     SELECT count(*) AS n FROM a`;
   return row!.n > 0n;
 }

@@ -2,7 +2,8 @@
 // the rule and the worker, so `sendonce explain` can tell a customer's story.
 import type { Db, Tx } from "../db/client";
 import type { Sql } from "../db/sql";
-import { Fragment, sqlOf } from "../db/sql";
+import type { Statement } from "../db/sql";
+import { sqlOf, stmt } from "../db/sql";
 
 /** What happened; `explain` prints one line per kind. */
 export type AuditKind =
@@ -47,23 +48,22 @@ export interface AuditRecord {
 /** Appends audit entries; inside the transaction that made the decision, when there is one. */
 export async function recordAudit(on: Sql | Tx | Db, ...records: AuditRecord[]): Promise<void> {
   if (records.length === 0) return;
-  await sqlOf(on)`INSERT INTO "AuditEntry" ${AUDIT_COLUMNS} SELECT ${AUDIT_ROWS}
-    FROM jsonb_to_recordset(${auditJson(records)}::jsonb) AS ${AUDIT_RECORD}`;
+  await sqlOf(on)`${auditInsert(records)}`;
 }
 
-// Audit rows travel as one JSON parameter, so a statement can append any number of them,
-// also as a step of a larger statement: `… SELECT ${AUDIT_ROWS} FROM jsonb_to_recordset(…)`.
-export const AUDIT_COLUMNS = new Fragment(
-  `(kind, at, "customerId", "journeyId", "stepId", "enrollmentId", "actionKey", rule, "workerId", detail)`,
-);
-export const AUDIT_ROWS = new Fragment(
-  `x.kind, x.at, x."customerId", x."journeyId", x."stepId", x."enrollmentId", x."actionKey", x.rule, x."workerId", COALESCE(x.detail, '{}')`,
-);
-export const AUDIT_RECORD = new Fragment(
-  `x(kind text, at timestamptz, "customerId" text, "journeyId" text, "stepId" text, "enrollmentId" bigint, "actionKey" text, rule text, "workerId" text, detail jsonb)`,
-);
+/**
+ * The insert of audit entries, to splice into a larger statement: they travel as one JSON
+ * value aliased `x`, so the caller can go on, e.g. `a AS (${auditInsert(r)}, u)` to write
+ * them only if CTE `u` returned a row.
+ */
+export function auditInsert(records: AuditRecord[]): Statement {
+  return stmt`INSERT INTO "AuditEntry" (kind, at, "customerId", "journeyId", "stepId", "enrollmentId", "actionKey", rule, "workerId", detail)
+    SELECT x.kind, x.at, x."customerId", x."journeyId", x."stepId", x."enrollmentId", x."actionKey", x.rule, x."workerId", COALESCE(x.detail, '{}')
+    FROM jsonb_to_recordset(${auditJson(records)}::jsonb)
+      AS x(kind text, at timestamptz, "customerId" text, "journeyId" text, "stepId" text, "enrollmentId" bigint, "actionKey" text, rule text, "workerId" text, detail jsonb)`;
+}
 
-/** The JSON parameter for AUDIT_ROWS; details may hold dates and bigints (ids). */
-export function auditJson(records: AuditRecord[]): string {
+/** Audit records as JSON; details may hold dates and bigints (ids). */
+function auditJson(records: AuditRecord[]): string {
   return JSON.stringify(records, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
 }

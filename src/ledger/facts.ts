@@ -34,7 +34,7 @@ export async function loadSendFacts(
     consentStatus: ConsentStatus | null;
     grantedAt: Date | null;
     lastAt: Date | null;
-    recent: { journeyId: string; channel: string; at: string }[] | null;
+    recent: (Omit<RecentSend, "at"> & { at: string })[] | null;
   }>`
     SELECT c.email, c.phone, c.timezone,
       s.status AS "consentStatus", s."grantedAt",
@@ -50,23 +50,19 @@ export async function loadSendFacts(
     FROM "Customer" c
     LEFT JOIN "Consent" s ON s."customerId" = c.id AND s.channel = ${channel}::"Channel" AND s.topic = ${topic}
     WHERE c.id = ${a.customerId}`;
-  const customer = row;
   const consent = row?.consentStatus
     ? { status: row.consentStatus, grantedAt: row.grantedAt }
     : undefined;
   const last = row?.lastAt ? { at: row.lastAt } : undefined;
-  const recentSends: RecentSend[] = (row?.recent ?? []).map((r) => ({
-    journeyId: r.journeyId,
-    channel: r.channel,
-    at: new Date(r.at),
-  })) as RecentSend[];
+  // json_agg gives the times as text.
+  const recentSends: RecentSend[] = (row?.recent ?? []).map((r) => ({ ...r, at: new Date(r.at) }));
   return {
     now,
     channel,
     category: journey.category,
     journeyId: journey.id,
     ...(journey.consent !== undefined && { topic: journey.consent }),
-    address: (channel === "email" ? customer?.email : customer?.phone) ?? null,
+    address: (channel === "email" ? row?.email : row?.phone) ?? null,
     ...(consent && { consent }),
     resend,
     ...(last?.at && { lastSendOfStep: last.at }),
@@ -75,6 +71,6 @@ export async function loadSendFacts(
     onCap: journey.onCap ?? policies.onCap,
     recentSends,
     ...(policies.quietHours[channel] && { quietHours: policies.quietHours[channel] }),
-    timezone: customer?.timezone ?? policies.defaultTimezone,
+    timezone: row?.timezone ?? policies.defaultTimezone,
   };
 }

@@ -5,9 +5,10 @@ import type { Job } from "bullmq";
 import type { Engine } from "../engine/engine";
 import { processEvent } from "../engine/intake";
 import { runStep } from "../engine/runner";
+import type { StepRunResult } from "../engine/runner";
 import { EventValidationError, parseEvent } from "../ingest/event";
 import { storeEvent } from "../ingest/store";
-import type { EventJob, Queues, StepJob } from "./queues";
+import type { DueStep, EventJob, Queues, StepJob } from "./queues";
 import { EVENTS_QUEUE, STEPS_QUEUE, enqueueSteps, redisConnection } from "./queues";
 
 export interface WorkerOptions {
@@ -96,19 +97,15 @@ async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob
   const enrolled = await processEvent(engine, rowId);
   // First steps due now run here rather than as jobs of their own: one queue round trip less
   // per send. If this worker dies first, the sweep finds them due in Postgres.
-  await Promise.all(
-    enrolled.map(async (e) => {
-      const result = await runStep(engine, e.enrollmentId, e.stepSeq);
-      if (result.kind === "scheduled") await enqueueSteps(queues, [result], engine.clock.now());
-      else if (result.kind === "retry") {
-        const stepSeq = result.stepSeq ?? e.stepSeq;
-        await enqueueSteps(
-          queues,
-          [{ enrollmentId: e.enrollmentId, stepSeq, at: result.at }],
-          engine.clock.now(),
-        );
-      }
-    }),
+  const next = await Promise.all(
+    enrolled.map(async (e) =>
+      nextJob(e.enrollmentId, e.stepSeq, await runStep(engine, e.enrollmentId, e.stepSeq)),
+    ),
+  );
+  await enqueueSteps(
+    queues,
+    next.filter((d) => d !== undefined),
+    engine.clock.now(),
   );
 }
 
@@ -118,20 +115,30 @@ async function processStepJob(
   job: Job<StepJob>,
   token?: string,
 ): Promise<void> {
-  const { enrollmentId, stepSeq } = job.data;
-  const result = await runStep(engine, BigInt(enrollmentId), stepSeq);
-  if (result.kind === "scheduled") {
-    await enqueueSteps(queues, [result], engine.clock.now());
-  } else if (result.kind === "retry" && (result.stepSeq ?? stepSeq) !== stepSeq) {
-    // The run moved on before it had to wait: a job for the step where it waits.
-    await enqueueSteps(
-      queues,
-      [{ enrollmentId: BigInt(enrollmentId), stepSeq: result.stepSeq!, at: result.at }],
-      engine.clock.now(),
-    );
-  } else if (result.kind === "retry") {
+  const enrollmentId = BigInt(job.data.enrollmentId);
+  const { stepSeq } = job.data;
+  const result = await runStep(engine, enrollmentId, stepSeq);
+  const next = nextJob(enrollmentId, stepSeq, result);
+  if (!next) return;
+  if (result.kind === "retry" && next.stepSeq === stepSeq) {
     // Same job, later: BullMQ's way to reschedule from inside a processor.
     await job.moveToDelayed(Math.max(result.at.getTime(), Date.now() + 10), token);
     throw new DelayedError(result.why);
   }
+  await enqueueSteps(queues, [next], engine.clock.now());
+}
+
+/**
+ * Where a run that stopped goes on: its next step after a wait, or the step it must retry (at
+ * the position it reached, which may be past the one it started from).
+ */
+function nextJob(
+  enrollmentId: bigint,
+  stepSeq: number,
+  result: StepRunResult,
+): DueStep | undefined {
+  if (result.kind === "scheduled") return result;
+  if (result.kind === "retry")
+    return { enrollmentId, stepSeq: result.stepSeq ?? stepSeq, at: result.at };
+  return undefined;
 }
