@@ -17,19 +17,39 @@ import { claims, growLedgerTo, ledgerSize, sendLatency } from "./bench/ledger";
 import type { Setup, Sink } from "./bench/pipeline";
 import { deliveries, eventsQueue, runPipeline, startFleet, workerEnv } from "./bench/pipeline";
 
-const { values } = parseArgs({
-  options: {
-    events: { type: "string", default: "3000" },
-    workers: { type: "string", default: "1,2,4" },
-    growth: { type: "string", default: "1000000" },
-    backlog: { type: "string", default: "100000" },
-    "cpu-prof": { type: "string" },
-  },
-});
-const N = Number(values.events);
-const WORKERS = values.workers.split(",").map(Number);
-const GROWTH = Number(values.growth);
-const BACKLOG = Number(values.backlog);
+const USAGE =
+  "usage: npm run bench -- [--events N] [--workers 1,2,4] [--growth ROWS] [--backlog N] [--cpu-prof DIR]";
+function usage(problem: string): never {
+  console.error(`bench: ${problem}\n${USAGE}`);
+  process.exit(2);
+}
+const { values } = (() => {
+  try {
+    return parseArgs({
+      options: {
+        events: { type: "string", default: "3000" },
+        workers: { type: "string", default: "1,2,4" },
+        growth: { type: "string", default: "1000000" },
+        backlog: { type: "string", default: "100000" },
+        "cpu-prof": { type: "string" },
+      },
+    });
+  } catch (error) {
+    return usage((error as Error).message);
+  }
+})();
+/** A whole number of at least `min`, or the usage with the flag named. */
+function whole(flag: string, text: string, min: number): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min)
+    usage(`--${flag} must be a whole number ≥ ${min}, not "${text}"`);
+  return n;
+}
+const N = whole("events", values.events, 1);
+const WORKERS = values.workers.split(",").map((w) => whole("workers", w, 1));
+// The ledger is first measured at 10 k actions, then grown to this.
+const GROWTH = whole("growth", values.growth, 10_000);
+const BACKLOG = whole("backlog", values.backlog, 1);
 const SERVER = process.env.TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 const REDIS = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 const stamp = Date.now().toString(36);
