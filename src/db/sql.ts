@@ -32,6 +32,18 @@ export interface SqlPool {
   tx: <T>(fn: (sql: Sql) => Promise<T>) => Promise<T>;
 }
 
+type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
+
+/** Runs `fn` on one connection of the pool (a lost connection is dropped by the pool). */
+async function onClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    return await fn(client);
+  } finally {
+    client.release();
+  }
+}
+
 const INT8 = 20;
 const parseInt8 = (value: string) => BigInt(value);
 const TYPES = {
@@ -64,16 +76,103 @@ function expand({ strings, values }: Statement, render: (value: unknown) => stri
   return text;
 }
 
-function statement(strings: TemplateStringsArray, values: readonly unknown[]): pg.QueryConfig {
+/**
+ * Every statement text gets a number, and every connection prepares it once: Postgres parses
+ * and plans it there once, not on every run. The texts are the program's own (values are never
+ * part of them), so there are few; past this many, new ones simply run unprepared.
+ */
+const MAX_PREPARED = 1_000;
+const numbers = new Map<string, number>();
+
+function numberOf(text: string): number | undefined {
+  let n = numbers.get(text);
+  if (n === undefined && numbers.size < MAX_PREPARED) {
+    n = numbers.size;
+    numbers.set(text, n);
+  }
+  return n;
+}
+
+/** The text with `$n` for each value, and the values in order. */
+function parameterised(s: Statement): { text: string; params: unknown[] } {
   const params: unknown[] = [];
-  const text = expand(new Statement(strings, values), (v) => `$${params.push(v)}`);
-  return { text, values: params, types: TYPES };
+  const text = expand(s, (v) => `$${params.push(v)}`);
+  return { text, params };
+}
+
+/** One statement over the extended protocol, as a named prepared statement. */
+function statement(strings: TemplateStringsArray, values: readonly unknown[]): pg.QueryConfig {
+  const { text, params } = parameterised(new Statement(strings, values));
+  const n = numberOf(text);
+  return { ...(n !== undefined && { name: `p${n}` }), text, values: params, types: TYPES };
 }
 
 /**
- * Statements sent together go as one simple query, so their values are inlined as quoted
- * literals: untyped, exactly as bind parameters are, and escaped the way libpq does it.
+ * What a connection has prepared with SQL PREPARE (names `q<n>`), or "unknown" after a round
+ * trip that failed part-way: PREPARE is not undone by a rollback, so the truth is then read
+ * back from the server.
  */
+const preparedOn = new WeakMap<object, Set<string> | "unknown">();
+
+async function preparedSet(client: Queryable): Promise<Set<string>> {
+  const known = preparedOn.get(client);
+  if (known instanceof Set) return known;
+  const names = new Set<string>();
+  if (known === "unknown") {
+    const { rows } = await client.query<{ name: string }>(
+      "SELECT name FROM pg_prepared_statements WHERE name LIKE 'q%'",
+    );
+    for (const { name } of rows) names.add(name);
+  }
+  preparedOn.set(client, names);
+  return names;
+}
+
+/**
+ * Several statements as one simple query on `client`: each an EXECUTE of its prepared form
+ * (preceded, the first time on this connection, by its PREPARE), its values inlined as quoted
+ * literals — untyped, exactly as bind parameters are, and escaped the way libpq does it.
+ * Returns the results of `head` texts and statements, in order.
+ */
+async function trip(
+  client: Queryable,
+  head: string[],
+  statements: readonly Statement[],
+): Promise<pg.QueryResult[]> {
+  const prepared = await preparedSet(client);
+  const parts = [...head];
+  const wanted = head.map((_, i) => i);
+  const fresh: string[] = [];
+  for (const s of statements) {
+    const { text, params } = parameterised(s);
+    const n = numberOf(text);
+    if (n === undefined) {
+      wanted.push(parts.push(inline(s)) - 1);
+      continue;
+    }
+    const name = `q${n}`;
+    if (!prepared.has(name) && !fresh.includes(name)) {
+      parts.push(`PREPARE ${name} AS ${text}`);
+      fresh.push(name);
+    }
+    const args = params.length > 0 ? `(${params.map(literal).join(", ")})` : "";
+    wanted.push(parts.push(`EXECUTE ${name}${args}`) - 1);
+  }
+  let results: pg.QueryResult | pg.QueryResult[];
+  try {
+    // pg returns an array of results for several statements, though its type says one.
+    results = (await client.query({ text: parts.join(";\n"), types: TYPES })) as
+      pg.QueryResult | pg.QueryResult[];
+  } catch (error) {
+    if (fresh.length > 0) preparedOn.set(client, "unknown");
+    throw error;
+  }
+  for (const name of fresh) prepared.add(name);
+  const all: pg.QueryResult[] = Array.isArray(results) ? results : [results];
+  return wanted.map((i) => all[i]!);
+}
+
+/** A statement with its values inlined: past MAX_PREPARED texts. */
 function inline(statement: Statement): string {
   return expand(statement, literal);
 }
@@ -106,8 +205,6 @@ function quote(text: string): string {
   return body.includes("\\") ? ` E'${body.replace(/\\/g, "\\\\")}'` : `'${body}'`;
 }
 
-type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
-
 /**
  * Plain SQL on a pool or a connection. With `opening`, the first round trip on it also carries
  * that text (a transaction's BEGIN), so a transaction costs no round trip of its own to open.
@@ -120,10 +217,11 @@ function sqlOn(target: Queryable, opening?: { text: string; sent: boolean }): Sq
       const { strings, values } = statements[0]!;
       return [await target.query(statement(strings, values))];
     }
-    const text = [...head, ...statements.map(inline)].join(";\n");
-    const results = (await target.query({ text, types: TYPES })) as
-      pg.QueryResult | pg.QueryResult[];
-    return (Array.isArray(results) ? results : [results]).slice(head.length);
+    const results =
+      target instanceof pg.Pool
+        ? await onClient(target, (client) => trip(client, head, statements))
+        : await trip(target, head, statements);
+    return results.slice(head.length);
   };
   const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
     (await many([new Statement(strings, values)]))[0]!.rows as T[];
@@ -155,8 +253,8 @@ function coalescing(pool: pg.Pool): Sql {
     if (batch.length === 1) return alone(batch[0]!);
     let results: pg.QueryResult[];
     try {
-      const text = batch.map((w) => inline(w.statement)).join(";\n");
-      results = (await pool.query({ text, types: TYPES })) as unknown as pg.QueryResult[];
+      const statements = batch.map((w) => w.statement);
+      results = await onClient(pool, (client) => trip(client, [], statements));
     } catch {
       // The batch ran as one implicit transaction, so nothing of it stands: each on its own.
       await Promise.all(batch.map(alone));

@@ -1,5 +1,6 @@
 // The facts a send policy needs, read inside the claim transaction with the customer locked.
 import type { Sql } from "../db/sql";
+import { stmt } from "../db/sql";
 import type { ConsentStatus } from "../generated/prisma/client";
 import type { Journey, Policies, SendChannel } from "../journeys/types";
 import type { RecentSend, SendFacts } from "../policies/evaluate";
@@ -26,7 +27,8 @@ export async function loadSendFacts(
   const lastOfStep = resend.kind !== "per_reference";
   const capped = journey.category === "marketing" && caps.length > 0;
   // One round trip: the address, the consent, the step's last send and the recent sends, each
-  // read only when a policy needs it.
+  // read only when a policy needs it. Each combination is its own text, so each is prepared
+  // with a plan of its own.
   const [row] = await tx<{
     email: string | null;
     phone: string | null;
@@ -38,15 +40,21 @@ export async function loadSendFacts(
   }>`
     SELECT c.email, c.phone, c.timezone,
       s.status AS "consentStatus", s."grantedAt",
-      CASE WHEN ${lastOfStep}::boolean THEN (
-        SELECT max(COALESCE("completedAt", "claimedAt")) FROM "Action"
-        WHERE "customerId" = ${a.customerId} AND "journeyId" = ${journey.id} AND "stepId" = ${a.stepId}
-          AND key <> ${a.key} AND state::text = ANY(${COUNTED})) END AS "lastAt",
-      CASE WHEN ${capped}::boolean THEN (
-        SELECT json_agg(json_build_object('journeyId', "journeyId", 'channel', channel::text, 'at', "claimedAt"))
-        FROM "Action"
-        WHERE "customerId" = ${a.customerId} AND channel IN ('email', 'sms') AND key <> ${a.key}
-          AND state::text = ANY(${COUNTED}) AND "claimedAt" > ${new Date(now.getTime() - window)}) END AS recent
+      ${
+        lastOfStep
+          ? stmt`(SELECT max(COALESCE("completedAt", "claimedAt")) FROM "Action"
+              WHERE "customerId" = ${a.customerId} AND "journeyId" = ${journey.id} AND "stepId" = ${a.stepId}
+                AND key <> ${a.key} AND state::text = ANY(${COUNTED}))`
+          : stmt`NULL::timestamptz`
+      } AS "lastAt",
+      ${
+        capped
+          ? stmt`(SELECT json_agg(json_build_object('journeyId', "journeyId", 'channel', channel::text, 'at', "claimedAt"))
+              FROM "Action"
+              WHERE "customerId" = ${a.customerId} AND channel IN ('email', 'sms') AND key <> ${a.key}
+                AND state::text = ANY(${COUNTED}) AND "claimedAt" > ${new Date(now.getTime() - window)})`
+          : stmt`NULL::json`
+      } AS recent
     FROM "Customer" c
     LEFT JOIN "Consent" s ON s."customerId" = c.id AND s.channel = ${channel}::"Channel" AND s.topic = ${topic}
     WHERE c.id = ${a.customerId}`;
