@@ -1,6 +1,7 @@
 // Statements sent together inline their values as literals; those must mean exactly what the
 // same values mean as bind parameters, whatever quotes, backslashes or JSON they hold.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createDb } from "../../src/db/client";
 import { poolOf, stmt } from "../../src/db/sql";
 import type { TestSchema } from "../support/db";
 import { createTestSchema } from "../support/db";
@@ -84,5 +85,37 @@ describe("inlined values", () => {
     ]);
     // The insert is there once, though its first run was rolled back with the failed batch.
     expect(await shared`SELECT id FROM "Customer" WHERE id = 'c3'`).toEqual([{ id: "c3" }]);
+  });
+});
+
+describe("prepared statements", () => {
+  it("are prepared once per connection, and a trip that failed after its PREPARE does not break the next", async () => {
+    // One connection, so every trip below reuses it.
+    const db = createDb(schema.url, { poolSize: 1 });
+    try {
+      const { tx, sql } = poolOf(db);
+      const prepared = () =>
+        sql<{ n: bigint }>`SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'q%'`;
+      const before = (await prepared())[0]!.n;
+      // A statement text this connection has not seen, first in a trip that fails after it.
+      const insert = (id: string) =>
+        stmt`INSERT INTO "Customer" (id, "updatedAt") VALUES (${id}, now()) RETURNING id /* prep */`;
+      await expect(tx((t) => t.many(insert("p1"), stmt`SELECT 1 / ${0}::int`))).rejects.toThrow(
+        /division by zero/,
+      );
+      // PREPARE is not undone by the rollback; the next trip must neither prepare it again
+      // (an error: it exists) nor lose the insert.
+      const [rows] = await tx((t) => t.many(insert("p2"), stmt`SELECT ${1}::int`));
+      expect(rows).toEqual([{ id: "p2" }]);
+      const [again] = await sql.many(insert("p3"), stmt`SELECT ${2}::int`);
+      expect(again).toEqual([{ id: "p3" }]);
+      expect((await prepared())[0]!.n - before).toBe(3n); // the insert, 1 / $1, and SELECT $1
+      expect(await sql`SELECT id FROM "Customer" WHERE id LIKE 'p%' ORDER BY id`).toEqual([
+        { id: "p2" },
+        { id: "p3" },
+      ]);
+    } finally {
+      await db.$disconnect();
+    }
   });
 });
