@@ -16,6 +16,14 @@ export interface Sql {
   run(strings: TemplateStringsArray, ...values: unknown[]): Promise<number>;
   /** Runs statements in order in one round trip; the rows of each. */
   many(...statements: Statement[]): Promise<unknown[][]>;
+  /**
+   * In a transaction: runs its last statement and commits in the same round trip; nothing may
+   * run in the transaction after it. Elsewhere, the same as a plain call.
+   */
+  last: <T = Record<string, unknown>>(
+    strings: TemplateStringsArray,
+    ...values: unknown[]
+  ) => Promise<T[]>;
 }
 
 /** A pool: statements on any connection, or a transaction on one. */
@@ -132,12 +140,13 @@ async function preparedSet(client: Queryable): Promise<Set<string>> {
  * Several statements as one simple query on `client`: each an EXECUTE of its prepared form
  * (preceded, the first time on this connection, by its PREPARE), its values inlined as quoted
  * literals — untyped, exactly as bind parameters are, and escaped the way libpq does it.
- * Returns the results of `head` texts and statements, in order.
+ * Returns the results of `head` texts and statements, in order; `tail` texts (a COMMIT) follow.
  */
 async function trip(
   client: Queryable,
   head: string[],
   statements: readonly Statement[],
+  tail: string[] = [],
 ): Promise<pg.QueryResult[]> {
   const prepared = await preparedSet(client);
   const parts = [...head];
@@ -161,7 +170,7 @@ async function trip(
   let results: pg.QueryResult | pg.QueryResult[];
   try {
     // pg returns an array of results for several statements, though its type says one.
-    results = (await client.query({ text: parts.join(";\n"), types: TYPES })) as
+    results = (await client.query({ text: [...parts, ...tail].join(";\n"), types: TYPES })) as
       pg.QueryResult | pg.QueryResult[];
   } catch (error) {
     if (fresh.length > 0) preparedOn.set(client, "unknown");
@@ -205,22 +214,35 @@ function quote(text: string): string {
   return body.includes("\\") ? ` E'${body.replace(/\\/g, "\\\\")}'` : `'${body}'`;
 }
 
+/** A transaction's state: its BEGIN rides on its first round trip, its COMMIT may on its last. */
+interface Opening {
+  sent: boolean;
+  committed: boolean;
+}
+
 /**
  * Plain SQL on a pool or a connection. With `opening`, the first round trip on it also carries
- * that text (a transaction's BEGIN), so a transaction costs no round trip of its own to open.
+ * the transaction's BEGIN, so a transaction costs no round trip of its own to open, and `last`
+ * carries its COMMIT.
  */
-function sqlOn(target: Queryable, opening?: { text: string; sent: boolean }): Sql {
-  const many = async (statements: readonly Statement[]): Promise<pg.QueryResult[]> => {
-    const head = opening && !opening.sent ? [opening.text] : [];
+function sqlOn(target: Queryable, opening?: Opening): Sql {
+  const many = async (
+    statements: readonly Statement[],
+    commit = false,
+  ): Promise<pg.QueryResult[]> => {
+    if (opening?.committed) throw new Error("a statement after the transaction's last");
+    const head = opening && !opening.sent ? ["BEGIN"] : [];
+    const tail = opening && commit ? ["COMMIT"] : [];
     if (opening) opening.sent = true;
-    if (head.length === 0 && statements.length === 1) {
+    if (head.length === 0 && tail.length === 0 && statements.length === 1) {
       const { strings, values } = statements[0]!;
       return [await target.query(statement(strings, values))];
     }
     const results =
       target instanceof pg.Pool
-        ? await onClient(target, (client) => trip(client, head, statements))
-        : await trip(target, head, statements);
+        ? await onClient(target, (client) => trip(client, head, statements, tail))
+        : await trip(target, head, statements, tail);
+    if (opening && commit) opening.committed = true;
     return results.slice(head.length);
   };
   const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
@@ -229,6 +251,8 @@ function sqlOn(target: Queryable, opening?: { text: string; sent: boolean }): Sq
     (await many([new Statement(strings, values)]))[0]!.rowCount ?? 0;
   sql.many = async (...statements: Statement[]) =>
     (await many(statements)).map((r) => r.rows as unknown[]);
+  sql.last = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
+    (await many([new Statement(strings, values)], true))[0]!.rows as T[];
   return sql;
 }
 
@@ -280,6 +304,7 @@ function coalescing(pool: pg.Pool): Sql {
     for (const { strings, values } of statements) rows.push((await one(strings, [...values])).rows);
     return rows;
   };
+  sql.last = sql;
   return sql;
 }
 
@@ -289,15 +314,15 @@ export function sqlPool(pool: pg.Pool): SqlPool {
     shared: coalescing(pool),
     async tx(fn) {
       const client = await pool.connect();
-      const opening = { text: "BEGIN", sent: false };
+      const opening: Opening = { sent: false, committed: false };
       let broken: Error | undefined;
       try {
         const result = await fn(sqlOn(client, opening));
-        if (opening.sent) await client.query("COMMIT");
+        if (opening.sent && !opening.committed) await client.query("COMMIT");
         return result;
       } catch (error) {
         try {
-          if (opening.sent) await client.query("ROLLBACK");
+          if (opening.sent && !opening.committed) await client.query("ROLLBACK");
         } catch (rollback) {
           // The connection itself failed (a database restart): never hand it out again.
           broken = rollback as Error;
@@ -346,5 +371,6 @@ export function sqlOf(on: Sql | Db | Tx): Sql {
       rows.push(await on.$queryRaw<unknown[]>(strings, ...prismaValues(values)));
     return rows;
   };
+  sql.last = sql;
   return sql as Sql;
 }

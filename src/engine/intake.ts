@@ -52,7 +52,7 @@ export async function processEvent(engine: Engine, eventRowId: bigint): Promise<
         enrolled.push({ enrollmentId: result.enrollmentId, stepSeq: 0 });
       audits.push({ ...base, ...result.audit });
     }
-    await tx`
+    await tx.last`
       WITH u AS (UPDATE "Event" SET "processedAt" = ${now} WHERE id = ${eventRowId})
       ${auditInsert(audits)}`;
     return enrolled;

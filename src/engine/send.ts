@@ -6,7 +6,7 @@ import { ChannelError } from "../channels/channel";
 import type { EmailMessage, SmsMessage } from "../channels/channel";
 import type { CompiledStep } from "../journeys/compile";
 import type { Step } from "../journeys/types";
-import type { ActionIntent, ClaimResult, Outcome, Recheck } from "../ledger/actions";
+import type { ActionIntent, ClaimResult, Outcome, ReadAhead, Recheck } from "../ledger/actions";
 import {
   claimAction,
   markCallStarted,
@@ -14,7 +14,7 @@ import {
   releaseInDoubt,
   resolveFound,
 } from "../ledger/actions";
-import { loadSendFacts } from "../ledger/facts";
+import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
 import { revokeChannel } from "../policies/consent";
 import { evaluateSend } from "../policies/evaluate";
 import { unsubscribeLinks } from "../policies/unsubscribe";
@@ -49,22 +49,42 @@ export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promi
   } catch (error) {
     renderError = (error as Error).message;
   }
-  // The address in force now, read under the customer lock with the policies' facts.
+  // The address in force now, read under the customer lock with the policies' facts: in the
+  // lock's own round trip for the claim, afresh for a later re-check.
+  const facts = sendFactsQuery(
+    intent,
+    run.cj.journey,
+    engine.catalog.policies,
+    step.kind,
+    engine.clock.now(),
+  );
+  const ahead: ReadAhead = { statement: facts.statement };
   let address: string | null = null;
   const recheck = async (tx: Sql): Promise<Recheck> => {
     const exit = await recheckExit(run, tx);
     if (!exit.go) return exit;
     if (renderError)
       return { go: false, outcome: "skip", reason: "template_error", detail: renderError };
-    const verdict = await recheckPolicies(run, tx, intent, step.kind);
-    address = verdict.address;
-    return verdict.recheck;
+    const rows = ahead.rows;
+    ahead.rows = undefined;
+    const sendFacts = rows
+      ? facts.read(rows)
+      : await loadSendFacts(
+          tx,
+          intent,
+          run.cj.journey,
+          engine.catalog.policies,
+          step.kind,
+          engine.clock.now(),
+        );
+    address = sendFacts.address;
+    return verdictOf(evaluateSend(sendFacts));
   };
   const opts = {
     ...claimOptions(engine),
     ...(channel.lookup && { resolveAfterMs: engine.tuning.inDoubtGraceMs }),
   };
-  let claim: ClaimResult = await claimAction(engine.db, intent, opts, recheck);
+  let claim: ClaimResult = await claimAction(engine.db, intent, opts, recheck, ahead);
   if (claim.kind === "resolve") {
     const customer = await loadCustomer(engine.db, intent.customerId);
     const message = buildMessage(engine, step, intent.key, customer, content!);
@@ -297,24 +317,6 @@ function buildMessage(
     messageId: `<${key}@${engine.messageIdDomain}>`,
     ...(c.headers && { headers: c.headers }),
   };
-}
-
-async function recheckPolicies(
-  run: Run,
-  tx: Sql,
-  intent: ActionIntent,
-  channel: "email" | "sms",
-): Promise<{ recheck: Recheck; address: string | null }> {
-  const { engine, cj } = run;
-  const facts = await loadSendFacts(
-    tx,
-    intent,
-    cj.journey,
-    engine.catalog.policies,
-    channel,
-    engine.clock.now(),
-  );
-  return { recheck: verdictOf(evaluateSend(facts)), address: facts.address };
 }
 
 function verdictOf(verdict: ReturnType<typeof evaluateSend>): Recheck {

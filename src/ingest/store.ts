@@ -1,7 +1,7 @@
 // Storing an event: the first delivery of (source, id) is kept; a later delivery with the same
 // payload is a duplicate, with a different payload a conflict. Both are counted and dropped.
-import type { Sql } from "../db/sql";
-import { poolOf } from "../db/sql";
+import type { Sql, Statement } from "../db/sql";
+import { poolOf, stmt } from "../db/sql";
 import type { Db } from "../db/client";
 import type { AuditKind } from "../ledger/audit";
 import { auditInsert } from "../ledger/audit";
@@ -28,14 +28,24 @@ export async function storeEvent(
 ): Promise<StoreResult> {
   const pool = poolOf(db);
   const consent = CONSENT_EVENTS[event.type as keyof typeof CONSENT_EVENTS];
-  // An event that changes no profile is stored in one statement; one that does is stored with
-  // its changes in one transaction, so a redelivery never finds the event without them.
-  if (!event.customer && !consent) return store(pool.sql, event, via, now, opts);
+  // An event that changes no consent is stored in one statement, with its profile traits; one
+  // that does is stored with its changes in one transaction, so a redelivery never finds the
+  // event without them.
+  const consents = Object.keys(event.customer?.consents ?? {}).length > 0;
+  if (!consents && !consent) return store(pool.sql, event, via, now, opts);
   return pool.tx(async (tx) => {
     const result = await store(tx, event, via, now, opts);
     if (result.status !== "new") return result;
-    if (event.customer)
-      await applyTraits(tx, event.customerId, event.customer, event.occurredAt, event.source);
+    // The profile fields went in with the event; the consents in them go in here.
+    if (event.customer?.consents) {
+      await applyConsents(
+        tx,
+        event.customerId,
+        event.customer.consents,
+        event.occurredAt,
+        event.source,
+      );
+    }
     if (consent) {
       const { channel, topic } = event.properties as { channel: "email" | "sms"; topic: string };
       await applyConsent(tx, {
@@ -70,9 +80,7 @@ async function store(
       },
     ]);
   const [row] = await sql<{ id: bigint }>`
-    WITH c AS (
-      INSERT INTO "Customer" (id, "updatedAt") VALUES (${event.customerId}, now()) ON CONFLICT (id) DO NOTHING),
-    e AS (
+    WITH e AS (
       INSERT INTO "Event" (source, "eventId", type, "customerId", "occurredAt", "receivedAt",
                            properties, customer, "payloadHash", "processedAt")
       VALUES (${event.source}, ${event.id}, ${event.type}, ${event.customerId}, ${event.occurredAt},
@@ -81,6 +89,7 @@ async function store(
               ${opts.processed ? now : null})
       ON CONFLICT (source, "eventId") DO NOTHING
       RETURNING id),
+    c AS (${customerUpsert(event)}),
     a AS (${audit("event_received")}, e)
     SELECT id FROM e`;
   if (row) return { status: "new", eventRowId: row.id };
@@ -95,6 +104,32 @@ async function store(
   return kind === "duplicate"
     ? { status: "duplicate", eventRowId: stored!.id, processed: stored!.processedAt !== null }
     : { status: "conflict", eventRowId: stored!.id };
+}
+
+/**
+ * The customer row the event needs (the foreign key is checked at the end of the statement),
+ * with the event's profile traits when the event is new (CTE `e` inserted it) and not older
+ * than the profile: the same rule as applyTraits, which the transactional path uses.
+ */
+function customerUpsert(event: ParsedEvent): Statement {
+  const t = event.customer;
+  if (!t) {
+    return stmt`INSERT INTO "Customer" (id, "updatedAt") VALUES (${event.customerId}, now())
+      ON CONFLICT (id) DO NOTHING`;
+  }
+  return stmt`
+    INSERT INTO "Customer" (id, email, phone, timezone, attributes, "profileOccurredAt", "updatedAt")
+    VALUES (${event.customerId}, ${t.email ?? null}, ${t.phone ?? null}, ${t.timezone ?? null},
+            ${JSON.stringify(t.attributes ?? {})}::jsonb, ${event.occurredAt}, now())
+    ON CONFLICT (id) DO UPDATE SET
+      email = COALESCE(EXCLUDED.email, "Customer".email),
+      phone = COALESCE(EXCLUDED.phone, "Customer".phone),
+      timezone = COALESCE(EXCLUDED.timezone, "Customer".timezone),
+      attributes = "Customer".attributes || EXCLUDED.attributes,
+      "profileOccurredAt" = EXCLUDED."profileOccurredAt",
+      "updatedAt" = now()
+    WHERE EXISTS (SELECT 1 FROM e)
+      AND ("Customer"."profileOccurredAt" IS NULL OR "Customer"."profileOccurredAt" <= EXCLUDED."profileOccurredAt")`;
 }
 
 /** Makes sure a customer row exists, so it can be locked; profiles are never duplicated. */
@@ -120,7 +155,18 @@ export async function applyTraits(
       "profileOccurredAt" = ${occurredAt},
       "updatedAt" = now()
     WHERE id = ${customerId} AND ("profileOccurredAt" IS NULL OR "profileOccurredAt" <= ${occurredAt})`;
-  for (const [channel, topics] of Object.entries(traits.consents ?? {})) {
+  if (traits.consents) await applyConsents(tx, customerId, traits.consents, occurredAt, source);
+}
+
+/** The consents a profile update carries, each as of `occurredAt`. */
+async function applyConsents(
+  tx: Sql,
+  customerId: string,
+  consents: NonNullable<CustomerTraits["consents"]>,
+  occurredAt: Date,
+  source: string,
+): Promise<void> {
+  for (const [channel, topics] of Object.entries(consents)) {
     for (const [topic, status] of Object.entries(topics ?? {})) {
       await applyConsent(tx, {
         customerId,

@@ -3,7 +3,7 @@
 //   markCallStarted  the recovery point just before the provider call
 //   recordOutcome    the provider's answer, written only under the attempt's fencing token
 // A conflict on the key means the intent was already handled: a suppressed duplicate.
-import type { Sql } from "../db/sql";
+import type { Sql, Statement } from "../db/sql";
 import { poolOf, stmt } from "../db/sql";
 import type { Db } from "../db/client";
 import type { ActionState, Channel } from "../generated/prisma/client";
@@ -84,11 +84,12 @@ export async function withCustomerLock<T>(
   db: Db,
   intent: Pick<ActionIntent, "key" | "customerId" | "enrollmentId" | "stepSeq">,
   inside: (tx: Sql, existing: ActionRow | undefined) => Promise<T>,
+  ahead?: ReadAhead,
 ): Promise<T | { kind: "stale" }> {
   return poolOf(db).tx(async (tx) => {
-    // One round trip (with the BEGIN): the lock, then a statement that, coming after it, sees
+    // One round trip (with the BEGIN): the lock, then statements that, coming after it, see
     // everything committed before the lock was granted.
-    const [, rows] = await tx.many(
+    const [, rows, aheadRows] = await tx.many(
       stmt`SELECT 1 FROM "Customer" WHERE id = ${intent.customerId} FOR UPDATE`,
       stmt`
       SELECT e.status, e."stepSeq",
@@ -98,7 +99,9 @@ export async function withCustomerLock<T>(
             EXISTS (SELECT 1 FROM "ActionAttempt" t WHERE t."actionKey" = key AND t.outcome = 'released') AS released
           FROM "Action" WHERE key = ${intent.key}) a) AS action
       FROM (SELECT 1) one LEFT JOIN "Enrollment" e ON e.id = ${intent.enrollmentId}`,
+      ...(ahead ? [ahead.statement] : []),
     );
+    if (ahead) ahead.rows = aheadRows;
     const row = rows![0] as
       { status: string | null; stepSeq: number | null; action: ActionJson | null } | undefined;
     if (row?.status !== "active" || row.stepSeq !== intent.stepSeq) {
@@ -125,95 +128,110 @@ function actionRow(j: ActionJson): ActionRow {
   };
 }
 
+/**
+ * A read that the caller's re-check needs, sent in the round trip that takes the customer lock
+ * (after the lock, so it sees what the lock protects); its rows are then at hand in `rows`.
+ */
+export interface ReadAhead {
+  statement: Statement;
+  rows?: unknown[];
+}
+
 /** Claims the action for a provider call, or says why not (settled, wait, stale, exited). */
 export async function claimAction(
   db: Db,
   intent: ActionIntent,
   opts: ClaimOptions,
   recheck: (tx: Sql) => Promise<Recheck>,
+  ahead?: ReadAhead,
 ): Promise<ClaimResult> {
-  return withCustomerLock(db, intent, async (tx, existing): Promise<ClaimResult> => {
-    const audit = auditBase(intent, opts);
-    if (existing) {
-      const now = opts.now.getTime();
-      switch (existing.state) {
-        case "sent":
-        case "skipped":
-        case "failed_permanent":
-        case "in_doubt":
-          if (resolvable(existing, opts)) return resolveWhenDue(existing, opts);
-          await recordAudit(tx, {
-            ...audit,
-            kind: "duplicate_suppressed",
-            rule: existing.state,
-            detail: { state: existing.state, reason: existing.reason },
-          });
-          return {
-            kind: "settled",
-            state: existing.state,
-            reason: existing.reason,
-            duplicate: true,
-          };
-        case "claimed": {
-          const expires = existing.claimedAt.getTime() + opts.claimLeaseMs;
-          if (expires > now)
-            return { kind: "wait", until: new Date(expires), why: "claimed by another attempt" };
-          break; // a crashed attempt that never called the provider: safe to retry
-        }
-        case "calling": {
-          const expires =
-            (existing.callStartedAt ?? existing.claimedAt).getTime() + opts.callLeaseMs;
-          if (expires > now)
-            return { kind: "wait", until: new Date(expires), why: "provider call in progress" };
-          // The call started and nobody recorded its end: the provider may have acted.
-          await tx.run`
+  return withCustomerLock(
+    db,
+    intent,
+    async (tx, existing): Promise<ClaimResult> => {
+      const audit = auditBase(intent, opts);
+      if (existing) {
+        const now = opts.now.getTime();
+        switch (existing.state) {
+          case "sent":
+          case "skipped":
+          case "failed_permanent":
+          case "in_doubt":
+            if (resolvable(existing, opts)) return resolveWhenDue(existing, opts);
+            await recordAudit(tx, {
+              ...audit,
+              kind: "duplicate_suppressed",
+              rule: existing.state,
+              detail: { state: existing.state, reason: existing.reason },
+            });
+            return {
+              kind: "settled",
+              state: existing.state,
+              reason: existing.reason,
+              duplicate: true,
+            };
+          case "claimed": {
+            const expires = existing.claimedAt.getTime() + opts.claimLeaseMs;
+            if (expires > now)
+              return { kind: "wait", until: new Date(expires), why: "claimed by another attempt" };
+            break; // a crashed attempt that never called the provider: safe to retry
+          }
+          case "calling": {
+            const expires =
+              (existing.callStartedAt ?? existing.claimedAt).getTime() + opts.callLeaseMs;
+            if (expires > now)
+              return { kind: "wait", until: new Date(expires), why: "provider call in progress" };
+            // The call started and nobody recorded its end: the provider may have acted.
+            await tx.run`
             UPDATE "Action" SET state = 'in_doubt', reason = 'call_interrupted', "updatedAt" = ${opts.now}
             WHERE key = ${intent.key}`;
-          await recordAudit(tx, {
-            ...audit,
-            kind: "in_doubt",
-            rule: "call_interrupted",
-            detail: { attempt: existing.attempt, crashedWorker: existing.workerId },
-          });
-          if (resolvable(existing, opts)) {
-            return resolveWhenDue({ ...existing, updatedAt: opts.now }, opts);
+            await recordAudit(tx, {
+              ...audit,
+              kind: "in_doubt",
+              rule: "call_interrupted",
+              detail: { attempt: existing.attempt, crashedWorker: existing.workerId },
+            });
+            if (resolvable(existing, opts)) {
+              return resolveWhenDue({ ...existing, updatedAt: opts.now }, opts);
+            }
+            return {
+              kind: "settled",
+              state: "in_doubt",
+              reason: "call_interrupted",
+              duplicate: false,
+            };
           }
-          return {
-            kind: "settled",
-            state: "in_doubt",
-            reason: "call_interrupted",
-            duplicate: false,
-          };
-        }
-        case "failed_retryable": {
-          const due = existing.nextAttemptAt?.getTime() ?? now;
-          if (due > now) return { kind: "wait", until: new Date(due), why: "retry backoff" };
-          break;
+          case "failed_retryable": {
+            const due = existing.nextAttemptAt?.getTime() ?? now;
+            if (due > now) return { kind: "wait", until: new Date(due), why: "retry backoff" };
+            break;
+          }
         }
       }
-    }
-    const check = await recheck(tx);
-    if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
-    if (!check.go && check.outcome === "delay") {
-      await recordAudit(tx, {
+      const check = await recheck(tx);
+      if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
+      if (!check.go && check.outcome === "delay") {
+        await recordAudit(tx, {
+          ...audit,
+          kind: "delayed",
+          rule: check.reason,
+          detail: { why: check.detail, until: check.until },
+        });
+        return { kind: "wait", until: check.until, why: check.detail };
+      }
+      if (!check.go) return skipAction(tx, intent, opts, check, existing);
+      const claimed = await upsertAction(tx.last, intent, opts, "claimed", null, existing, {
         ...audit,
-        kind: "delayed",
-        rule: check.reason,
-        detail: { why: check.detail, until: check.until },
+        kind: "step_claimed",
+        detail: {
+          attempt: (existing?.attempt ?? 0) + 1,
+          ...(existing && { previous: existing.state }),
+        },
       });
-      return { kind: "wait", until: check.until, why: check.detail };
-    }
-    if (!check.go) return skipAction(tx, intent, opts, check, existing);
-    const claimed = await upsertAction(tx, intent, opts, "claimed", null, existing, {
-      ...audit,
-      kind: "step_claimed",
-      detail: {
-        attempt: (existing?.attempt ?? 0) + 1,
-        ...(existing && { previous: existing.state }),
-      },
-    });
-    return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
-  });
+      return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
+    },
+    ahead,
+  );
 }
 
 function resolvable(row: ActionRow, opts: ClaimOptions): boolean {
@@ -307,7 +325,7 @@ export async function releaseInDoubt(
   });
 }
 
-/** Records the action as skipped by a policy, with its reason. */
+/** Records the action as skipped by a policy, with its reason: the transaction's last statement. */
 async function skipAction(
   tx: Sql,
   intent: ActionIntent,
@@ -315,7 +333,7 @@ async function skipAction(
   check: Extract<Recheck, { outcome: "skip" }>,
   existing: ActionRow | undefined,
 ): Promise<ClaimResult> {
-  await upsertAction(tx, intent, opts, "skipped", check.reason, existing, {
+  await upsertAction(tx.last, intent, opts, "skipped", check.reason, existing, {
     ...auditBase(intent, opts),
     kind: "skipped",
     rule: check.reason,
@@ -326,10 +344,10 @@ async function skipAction(
 
 /**
  * Inserts the action, or starts a new attempt on it under a new fencing token; the audit entry
- * goes in with it, in the same statement.
+ * goes in with it, in the same statement. Given `tx.last`, the transaction commits with it.
  */
 async function upsertAction(
-  tx: Sql,
+  tx: Sql["last"],
   a: ActionIntent,
   opts: ClaimOptions,
   state: "claimed" | "skipped",

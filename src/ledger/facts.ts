@@ -1,5 +1,5 @@
 // The facts a send policy needs, read inside the claim transaction with the customer locked.
-import type { Sql } from "../db/sql";
+import type { Sql, Statement } from "../db/sql";
 import { stmt } from "../db/sql";
 import type { ConsentStatus } from "../generated/prisma/client";
 import type { Journey, Policies, SendChannel } from "../journeys/types";
@@ -8,14 +8,38 @@ import type { RecentSend, SendFacts } from "../policies/evaluate";
 /** States that count as a send for caps and resend policies: done, in flight, or maybe done. */
 const COUNTED = ["sent", "claimed", "calling", "in_doubt", "failed_retryable"];
 
-export async function loadSendFacts(
-  tx: Sql,
+type FactsArgs = [
   a: { key: string; customerId: string; stepId: string },
   journey: Journey,
   policies: Policies,
   channel: SendChannel,
   now: Date,
-): Promise<SendFacts> {
+];
+
+export async function loadSendFacts(tx: Sql, ...args: FactsArgs): Promise<SendFacts> {
+  const query = sendFactsQuery(...args);
+  const [rows] = await tx.many(query.statement);
+  return query.read(rows!);
+}
+
+interface FactsRow {
+  email: string | null;
+  phone: string | null;
+  timezone: string | null;
+  consentStatus: ConsentStatus | null;
+  grantedAt: Date | null;
+  lastAt: Date | null;
+  recent: (Omit<RecentSend, "at"> & { at: string })[] | null;
+}
+
+/**
+ * The facts as one statement, and how to read its rows: the claim sends it in the round trip
+ * that takes the customer lock, after the lock.
+ */
+export function sendFactsQuery(...[a, journey, policies, channel, now]: FactsArgs): {
+  statement: Statement;
+  read(rows: unknown[]): SendFacts;
+} {
   const step = journey.steps.find((s) => s.id === a.stepId);
   const resend =
     step && (step.kind === "email" || step.kind === "sms")
@@ -29,15 +53,7 @@ export async function loadSendFacts(
   // One round trip: the address, the consent, the step's last send and the recent sends, each
   // read only when a policy needs it. Each combination is its own text, so each is prepared
   // with a plan of its own.
-  const [row] = await tx<{
-    email: string | null;
-    phone: string | null;
-    timezone: string | null;
-    consentStatus: ConsentStatus | null;
-    grantedAt: Date | null;
-    lastAt: Date | null;
-    recent: (Omit<RecentSend, "at"> & { at: string })[] | null;
-  }>`
+  const statement = stmt`
     SELECT c.email, c.phone, c.timezone,
       s.status AS "consentStatus", s."grantedAt",
       ${
@@ -58,12 +74,38 @@ export async function loadSendFacts(
     FROM "Customer" c
     LEFT JOIN "Consent" s ON s."customerId" = c.id AND s.channel = ${channel}::"Channel" AND s.topic = ${topic}
     WHERE c.id = ${a.customerId}`;
+  return {
+    statement,
+    read: (rows) =>
+      factsOf(rows[0] as FactsRow | undefined, { now, channel, journey, policies, resend }),
+  };
+}
+
+function factsOf(
+  row: FactsRow | undefined,
+  {
+    now,
+    channel,
+    journey,
+    policies,
+    resend,
+  }: {
+    now: Date;
+    channel: SendChannel;
+    journey: Journey;
+    policies: Policies;
+    resend: SendFacts["resend"];
+  },
+): SendFacts {
   const consent = row?.consentStatus
     ? { status: row.consentStatus, grantedAt: row.grantedAt }
     : undefined;
   const last = row?.lastAt ? { at: row.lastAt } : undefined;
   // json_agg gives the times as text.
-  const recentSends: RecentSend[] = (row?.recent ?? []).map((r) => ({ ...r, at: new Date(r.at) }));
+  const recentSends: RecentSend[] = (row?.recent ?? []).map((r) => ({
+    ...r,
+    at: new Date(r.at),
+  }));
   return {
     now,
     channel,
