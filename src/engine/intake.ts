@@ -11,12 +11,14 @@ import type { EntryDecision } from "./decide";
 import { decideEntry, findExit } from "./decide";
 import type { Engine } from "./engine";
 import type { CustomerRow, EventRow } from "./rows";
+import type { RunRow } from "./runner";
 import { loadCustomer, loadEvent, toCustomerView, toEventView } from "./rows";
 
-/** An enrollment whose first step is due now. */
+/** An enrollment whose first step is due now; `row` as written, when the caller has it. */
 export interface NewEnrollment {
   enrollmentId: bigint;
   stepSeq: number;
+  row?: RunRow;
 }
 
 /** Matches and enrolls once per event; a second call for the same event does nothing. */
@@ -48,8 +50,32 @@ export async function processEvent(engine: Engine, eventRowId: bigint): Promise<
       }
       if (cj.journey.trigger.event !== event.type) continue;
       const result = await enroll(tx, cj, event, customer, now);
-      if ("enrollmentId" in result)
-        enrolled.push({ enrollmentId: result.enrollmentId, stepSeq: 0 });
+      if ("enrollmentId" in result) {
+        const c = customers![0] as CustomerRow;
+        enrolled.push({
+          enrollmentId: result.enrollmentId,
+          stepSeq: 0,
+          row: {
+            status: "active",
+            stepSeq: 0,
+            currentStepId: cj.journey.steps[0]!.id,
+            journeyId: cj.journey.id,
+            journeyVersion: cj.journey.version,
+            reference: result.reference,
+            customerId: customer.id,
+            triggerEventId: row.id,
+            eventId: row.eventId,
+            source: row.source,
+            type: row.type,
+            occurredAt: row.occurredAt,
+            properties: row.properties,
+            email: c.email,
+            phone: c.phone,
+            timezone: c.timezone,
+            attributes: c.attributes,
+          },
+        });
+      }
       audits.push({ ...base, ...result.audit });
     }
     await tx.last`
@@ -131,7 +157,7 @@ async function enroll(
   event: EventView,
   customer: CustomerView,
   now: Date,
-): Promise<{ enrollmentId: bigint; audit: Audit } | { audit: Audit }> {
+): Promise<{ enrollmentId: bigint; reference: string; audit: Audit } | { audit: Audit }> {
   const { journey } = cj;
   const detail = { eventId: event.id, source: event.source };
   // Without a cooldown, the insert itself is the check: one round trip in the common case.
@@ -165,6 +191,7 @@ async function enroll(
   }
   return {
     enrollmentId: row.id,
+    reference,
     audit: {
       kind: "enrolled",
       enrollmentId: row.id,

@@ -26,13 +26,18 @@ export type StepRunResult =
    */
   | { kind: "retry"; at: Date; why: string; stepSeq?: number };
 
-/** Runs enrollment `enrollmentId` from position `stepSeq`; stale positions are a no-op. */
+/**
+ * Runs enrollment `enrollmentId` from position `stepSeq`; stale positions are a no-op. `loaded`
+ * is the row as the caller has just written it (a new enrollment), saving its read: what it
+ * holds is re-checked under the customer lock before anything is sent, as a read's would be.
+ */
 export async function runStep(
   engine: Engine,
   enrollmentId: bigint,
   stepSeq: number,
+  loaded?: RunRow,
 ): Promise<StepRunResult> {
-  const row = await loadRun(engine, enrollmentId);
+  const row = loaded ?? (await loadRun(engine, enrollmentId));
   if (!row || row.status !== "active" || row.stepSeq !== stepSeq || !row.currentStepId)
     return { kind: "idle" };
   const cj = await engine.catalog.version(row.journeyId, row.journeyVersion);
@@ -81,27 +86,30 @@ export async function runStep(
   return { kind: "idle" };
 }
 
+/** An enrollment with its trigger event and customer. */
+export interface RunRow {
+  status: string;
+  stepSeq: number;
+  currentStepId: string | null;
+  journeyId: string;
+  journeyVersion: string;
+  reference: string;
+  customerId: string;
+  triggerEventId: bigint;
+  eventId: string;
+  source: string;
+  type: string;
+  occurredAt: Date;
+  properties: unknown;
+  email: string | null;
+  phone: string | null;
+  timezone: string | null;
+  attributes: unknown;
+}
+
 /** The enrollment with its trigger event and customer, in one round trip. */
-async function loadRun(engine: Engine, enrollmentId: bigint) {
-  const [row] = await poolOf(engine.db).shared<{
-    status: string;
-    stepSeq: number;
-    currentStepId: string | null;
-    journeyId: string;
-    journeyVersion: string;
-    reference: string;
-    customerId: string;
-    triggerEventId: bigint;
-    eventId: string;
-    source: string;
-    type: string;
-    occurredAt: Date;
-    properties: unknown;
-    email: string | null;
-    phone: string | null;
-    timezone: string | null;
-    attributes: unknown;
-  }>`
+async function loadRun(engine: Engine, enrollmentId: bigint): Promise<RunRow | undefined> {
+  const [row] = await poolOf(engine.db).shared<RunRow>`
     SELECT n.status, n."stepSeq", n."currentStepId", n."journeyId", n."journeyVersion", n.reference,
       n."customerId", n."triggerEventId", t."eventId", t.source, t.type, t."occurredAt", t.properties,
       c.email, c.phone, c.timezone, c.attributes

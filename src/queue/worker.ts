@@ -99,7 +99,7 @@ async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob
   // per send. If this worker dies first, the sweep finds them due in Postgres.
   const next = await Promise.all(
     enrolled.map(async (e) =>
-      nextJob(e.enrollmentId, e.stepSeq, await runStep(engine, e.enrollmentId, e.stepSeq)),
+      nextJob(e.enrollmentId, e.stepSeq, await runStep(engine, e.enrollmentId, e.stepSeq, e.row)),
     ),
   );
   await enqueueSteps(
