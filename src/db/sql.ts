@@ -4,27 +4,12 @@
 import pg from "pg";
 import { Prisma } from "../generated/prisma/client";
 import type { Db, Tx } from "./client";
+import { grouping } from "./group";
+import type { Queryable, Sql } from "./wire";
+import { Statement, statement, trip } from "./wire";
 
-/**
- * A tagged template that runs one statement: `await sql<Row>\`SELECT … WHERE id = ${id}\``.
- * Values become bind parameters, never SQL text. Rows come back with int8 as bigint, as from
- * Prisma's `$queryRaw`, so the two are interchangeable.
- */
-export interface Sql {
-  <T = Record<string, unknown>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<T[]>;
-  /** Runs a statement and returns how many rows it touched. */
-  run(strings: TemplateStringsArray, ...values: unknown[]): Promise<number>;
-  /** Runs statements in order in one round trip; the rows of each. */
-  many(...statements: Statement[]): Promise<unknown[][]>;
-  /**
-   * In a transaction: runs its last statement and commits in the same round trip; nothing may
-   * run in the transaction after it. Elsewhere, the same as a plain call.
-   */
-  last: <T = Record<string, unknown>>(
-    strings: TemplateStringsArray,
-    ...values: unknown[]
-  ) => Promise<T[]>;
-}
+export type { Sql } from "./wire";
+export { Statement, stmt } from "./wire";
 
 /** A pool: statements on any connection, or a transaction on one. */
 export interface SqlPool {
@@ -38,9 +23,12 @@ export interface SqlPool {
   shared: Sql;
   /** Runs `fn` in one transaction: committed when it returns, rolled back when it throws. */
   tx: <T>(fn: (sql: Sql) => Promise<T>) => Promise<T>;
+  /**
+   * `tx`, for a transaction that locks customer `key` first and touches only that customer's
+   * rows: concurrent ones of other customers share its round trips and its commit (group.ts).
+   */
+  grouped: <T>(key: string, fn: (sql: Sql) => Promise<T>) => Promise<T>;
 }
-
-type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
 /** Runs `fn` on one connection of the pool (a lost connection is dropped by the pool). */
 async function onClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -50,168 +38,6 @@ async function onClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise
   } finally {
     client.release();
   }
-}
-
-const INT8 = 20;
-const parseInt8 = (value: string) => BigInt(value);
-const TYPES = {
-  getTypeParser: (oid: number): ((value: string) => unknown) =>
-    oid === INT8 ? parseInt8 : (pg.types.getTypeParser(oid, "text") as (value: string) => unknown),
-};
-
-/**
- * A statement, or a piece of one: sent with others in one round trip (`sql.many`), or spliced
- * into another statement as a value, its own values still bound as values.
- */
-export class Statement {
-  constructor(
-    readonly strings: TemplateStringsArray,
-    readonly values: readonly unknown[],
-  ) {}
-}
-
-export function stmt(strings: TemplateStringsArray, ...values: unknown[]): Statement {
-  return new Statement(strings, values);
-}
-
-/** The text with `render` applied to each value, pieces spliced in place. */
-function expand({ strings, values }: Statement, render: (value: unknown) => string): string {
-  let text = strings[0]!;
-  values.forEach((value, i) => {
-    text += value instanceof Statement ? expand(value, render) : render(value);
-    text += strings[i + 1]!;
-  });
-  return text;
-}
-
-/**
- * Every statement text gets a number, and every connection prepares it once: Postgres parses
- * and plans it there once, not on every run. The texts are the program's own (values are never
- * part of them), so there are few; past this many, new ones simply run unprepared.
- */
-const MAX_PREPARED = 1_000;
-const numbers = new Map<string, number>();
-
-function numberOf(text: string): number | undefined {
-  let n = numbers.get(text);
-  if (n === undefined && numbers.size < MAX_PREPARED) {
-    n = numbers.size;
-    numbers.set(text, n);
-  }
-  return n;
-}
-
-/** The text with `$n` for each value, and the values in order. */
-function parameterised(s: Statement): { text: string; params: unknown[] } {
-  const params: unknown[] = [];
-  const text = expand(s, (v) => `$${params.push(v)}`);
-  return { text, params };
-}
-
-/** One statement over the extended protocol, as a named prepared statement. */
-function statement(strings: TemplateStringsArray, values: readonly unknown[]): pg.QueryConfig {
-  const { text, params } = parameterised(new Statement(strings, values));
-  const n = numberOf(text);
-  return { ...(n !== undefined && { name: `p${n}` }), text, values: params, types: TYPES };
-}
-
-/**
- * What a connection has prepared with SQL PREPARE (names `q<n>`), or "unknown" after a round
- * trip that failed part-way: PREPARE is not undone by a rollback, so the truth is then read
- * back from the server.
- */
-const preparedOn = new WeakMap<object, Set<string> | "unknown">();
-
-async function preparedSet(client: Queryable): Promise<Set<string>> {
-  const known = preparedOn.get(client);
-  if (known instanceof Set) return known;
-  const names = new Set<string>();
-  if (known === "unknown") {
-    const { rows } = await client.query<{ name: string }>(
-      "SELECT name FROM pg_prepared_statements WHERE name LIKE 'q%'",
-    );
-    for (const { name } of rows) names.add(name);
-  }
-  preparedOn.set(client, names);
-  return names;
-}
-
-/**
- * Several statements as one simple query on `client`: each an EXECUTE of its prepared form
- * (preceded, the first time on this connection, by its PREPARE), its values inlined as quoted
- * literals — untyped, exactly as bind parameters are, and escaped the way libpq does it.
- * Returns the results of `head` texts and statements, in order; `tail` texts (a COMMIT) follow.
- */
-async function trip(
-  client: Queryable,
-  head: string[],
-  statements: readonly Statement[],
-  tail: string[] = [],
-): Promise<pg.QueryResult[]> {
-  const prepared = await preparedSet(client);
-  const parts = [...head];
-  const wanted = head.map((_, i) => i);
-  const fresh: string[] = [];
-  for (const s of statements) {
-    const { text, params } = parameterised(s);
-    const n = numberOf(text);
-    if (n === undefined) {
-      wanted.push(parts.push(inline(s)) - 1);
-      continue;
-    }
-    const name = `q${n}`;
-    if (!prepared.has(name) && !fresh.includes(name)) {
-      parts.push(`PREPARE ${name} AS ${text}`);
-      fresh.push(name);
-    }
-    const args = params.length > 0 ? `(${params.map(literal).join(", ")})` : "";
-    wanted.push(parts.push(`EXECUTE ${name}${args}`) - 1);
-  }
-  let results: pg.QueryResult | pg.QueryResult[];
-  try {
-    // pg returns an array of results for several statements, though its type says one.
-    results = (await client.query({ text: [...parts, ...tail].join(";\n"), types: TYPES })) as
-      pg.QueryResult | pg.QueryResult[];
-  } catch (error) {
-    if (fresh.length > 0) preparedOn.set(client, "unknown");
-    throw error;
-  }
-  for (const name of fresh) prepared.add(name);
-  const all: pg.QueryResult[] = Array.isArray(results) ? results : [results];
-  return wanted.map((i) => all[i]!);
-}
-
-/** A statement with its values inlined: past MAX_PREPARED texts. */
-function inline(statement: Statement): string {
-  return expand(statement, literal);
-}
-
-function literal(value: unknown): string {
-  if (value === null || value === undefined) return "NULL";
-  if (value instanceof Date) return quote(value.toISOString());
-  if (Array.isArray(value)) {
-    const items = (value as (string | number | null)[]).map((v) =>
-      v === null ? "NULL" : `"${String(v).replace(/[\\"]/g, (c) => `\\${c}`)}"`,
-    );
-    return quote(`{${items.join(",")}}`);
-  }
-  switch (typeof value) {
-    case "object":
-      return quote(JSON.stringify(value));
-    case "string":
-      return quote(value);
-    case "number":
-    case "bigint":
-    case "boolean":
-      return quote(value.toString());
-    default:
-      throw new TypeError(`a ${typeof value} cannot be a SQL value`);
-  }
-}
-
-function quote(text: string): string {
-  const body = text.replace(/'/g, "''");
-  return body.includes("\\") ? ` E'${body.replace(/\\/g, "\\\\")}'` : `'${body}'`;
 }
 
 /** A transaction's state: its BEGIN rides on its first round trip, its COMMIT may on its last. */
@@ -309,30 +135,27 @@ function coalescing(pool: pg.Pool): Sql {
 }
 
 export function sqlPool(pool: pg.Pool): SqlPool {
-  return {
-    sql: sqlOn(pool),
-    shared: coalescing(pool),
-    async tx(fn) {
-      const client = await pool.connect();
-      const opening: Opening = { sent: false, committed: false };
-      let broken: Error | undefined;
+  const tx: SqlPool["tx"] = async (fn) => {
+    const client = await pool.connect();
+    const opening: Opening = { sent: false, committed: false };
+    let broken: Error | undefined;
+    try {
+      const result = await fn(sqlOn(client, opening));
+      if (opening.sent && !opening.committed) await client.query("COMMIT");
+      return result;
+    } catch (error) {
       try {
-        const result = await fn(sqlOn(client, opening));
-        if (opening.sent && !opening.committed) await client.query("COMMIT");
-        return result;
-      } catch (error) {
-        try {
-          if (opening.sent && !opening.committed) await client.query("ROLLBACK");
-        } catch (rollback) {
-          // The connection itself failed (a database restart): never hand it out again.
-          broken = rollback as Error;
-        }
-        throw error;
-      } finally {
-        client.release(broken);
+        if (opening.sent && !opening.committed) await client.query("ROLLBACK");
+      } catch (rollback) {
+        // The connection itself failed (a database restart): never hand it out again.
+        broken = rollback as Error;
       }
-    },
+      throw error;
+    } finally {
+      client.release(broken);
+    }
   };
+  return { sql: sqlOn(pool), shared: coalescing(pool), tx, grouped: grouping(pool, tx) };
 }
 
 const pools = new WeakMap<object, SqlPool>();

@@ -21,10 +21,20 @@ export interface NewEnrollment {
   row?: RunRow;
 }
 
-/** Matches and enrolls once per event; a second call for the same event does nothing. */
-export async function processEvent(engine: Engine, eventRowId: bigint): Promise<NewEnrollment[]> {
+/**
+ * Matches and enrolls once per event; a second call for the same event does nothing. Given the
+ * event's customer, concurrent events of other customers share the transaction's round trips.
+ */
+export async function processEvent(
+  engine: Engine,
+  eventRowId: bigint,
+  customerId?: string,
+): Promise<NewEnrollment[]> {
   const { db, clock, workerId } = engine;
-  return poolOf(db).tx(async (tx) => {
+  const pool = poolOf(db);
+  const run = (fn: (tx: Sql) => Promise<NewEnrollment[]>) =>
+    customerId === undefined ? pool.tx(fn) : pool.grouped(customerId, fn);
+  return run(async (tx) => {
     // One round trip (with the BEGIN): lock the event's customer, then read the event. The
     // lock serialises every processing of this customer's events, so the processedAt read
     // after it is the truth.

@@ -86,7 +86,8 @@ export async function withCustomerLock<T>(
   inside: (tx: Sql, existing: ActionRow | undefined) => Promise<T>,
   ahead?: ReadAhead,
 ): Promise<T | { kind: "stale" }> {
-  return poolOf(db).tx(async (tx) => {
+  // Claims of other customers in flight at the same time share this transaction's round trips.
+  return poolOf(db).grouped(intent.customerId, async (tx) => {
     // One round trip (with the BEGIN): the lock, then statements that, coming after it, see
     // everything committed before the lock was granted.
     const [, rows, aheadRows] = await tx.many(

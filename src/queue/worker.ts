@@ -72,6 +72,7 @@ export function startWorkers(
 
 async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob>): Promise<void> {
   let rowId: bigint;
+  let customerId: string | undefined;
   if ("delivery" in job.data) {
     let event;
     try {
@@ -91,10 +92,11 @@ async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob
     // A redelivery of an event whose first delivery crashed before processing still processes it.
     if (stored.status === "conflict" || (stored.status === "duplicate" && stored.processed)) return;
     rowId = stored.eventRowId;
+    customerId = event.customerId;
   } else {
     rowId = BigInt(job.data.eventRowId);
   }
-  const enrolled = await processEvent(engine, rowId);
+  const enrolled = await processEvent(engine, rowId, customerId);
   // First steps due now run here rather than as jobs of their own: one queue round trip less
   // per send. If this worker dies first, the sweep finds them due in Postgres.
   const next = await Promise.all(
