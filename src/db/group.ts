@@ -6,7 +6,8 @@
 // every member is run again on its own, so one member's error is never another's.
 import type pg from "pg";
 import type { Sql } from "./wire";
-import { Statement, trip } from "./wire";
+import type { Statement } from "./wire";
+import { sqlFrom, trip } from "./wire";
 
 /** At most this many transactions share one. */
 const MAX_GROUP = 32;
@@ -224,14 +225,6 @@ class Group {
         m.call = { statements, last, resolve, reject };
         this.changed();
       });
-    const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
-      (await many([new Statement(strings, values)]))[0]!.rows as T[];
-    sql.run = async (strings: TemplateStringsArray, ...values: unknown[]) =>
-      (await many([new Statement(strings, values)]))[0]!.rowCount ?? 0;
-    sql.many = async (...statements: Statement[]) =>
-      (await many(statements)).map((r) => r.rows as unknown[]);
-    sql.last = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
-      (await many([new Statement(strings, values)], true))[0]!.rows as T[];
-    return sql;
+    return sqlFrom(many);
   }
 }

@@ -6,7 +6,7 @@ import { Prisma } from "../generated/prisma/client";
 import type { Db, Tx } from "./client";
 import { grouping } from "./group";
 import type { Queryable, Sql } from "./wire";
-import { Statement, statement, trip } from "./wire";
+import { Statement, sqlFrom, statement, trip } from "./wire";
 
 export type { Sql } from "./wire";
 export { Statement, stmt } from "./wire";
@@ -71,15 +71,7 @@ function sqlOn(target: Queryable, opening?: Opening): Sql {
     if (opening && commit) opening.committed = true;
     return results.slice(head.length);
   };
-  const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await many([new Statement(strings, values)]))[0]!.rows as T[];
-  sql.run = async (strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await many([new Statement(strings, values)]))[0]!.rowCount ?? 0;
-  sql.many = async (...statements: Statement[]) =>
-    (await many(statements)).map((r) => r.rows as unknown[]);
-  sql.last = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await many([new Statement(strings, values)], true))[0]!.rows as T[];
-  return sql;
+  return sqlFrom(many);
 }
 
 /** At most this many statements share a round trip. */

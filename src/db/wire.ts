@@ -25,6 +25,26 @@ export interface Sql {
   ) => Promise<T[]>;
 }
 
+/**
+ * The Sql over a function that runs statements in order and gives their results; `last` asks
+ * it to end the transaction with them.
+ */
+export function sqlFrom(
+  many: (statements: readonly Statement[], last?: boolean) => Promise<pg.QueryResult[]>,
+): Sql {
+  const one = async (strings: TemplateStringsArray, values: unknown[], last = false) =>
+    (await many([new Statement(strings, values)], last))[0]!;
+  const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
+    (await one(strings, values)).rows as T[];
+  sql.run = async (strings: TemplateStringsArray, ...values: unknown[]) =>
+    (await one(strings, values)).rowCount ?? 0;
+  sql.many = async (...statements: Statement[]) =>
+    (await many(statements)).map((r) => r.rows as unknown[]);
+  sql.last = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
+    (await one(strings, values, true)).rows as T[];
+  return sql;
+}
+
 export type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
 const INT8 = 20;
