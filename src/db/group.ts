@@ -29,6 +29,8 @@ interface Member {
   reject: (error: unknown) => void;
   state: "running" | "waiting" | "done" | "failed";
   call?: Call;
+  /** It ran its `last` statement: nothing more may run for it. */
+  ended?: boolean;
   result?: unknown;
   error?: unknown;
   /** The run in the group, settled before the member is run again alone. */
@@ -79,8 +81,12 @@ export function grouping(
       return;
     }
     const group = new Group(client, members);
-    const committed = await group.run();
-    client.release(group.broken);
+    let committed = false;
+    try {
+      committed = await group.run();
+    } finally {
+      client.release(group.broken);
+    }
     if (committed) {
       for (const m of members) {
         if (m.state === "done") m.resolve(m.result);
@@ -123,18 +129,29 @@ class Group {
   /** Runs the members round by round; true when all of them finished and the group committed. */
   async run(): Promise<boolean> {
     for (const m of this.members) {
-      m.run = m.fn(this.sqlFor(m)).then(
-        (result) => {
-          m.state = "done";
-          m.result = result;
-          this.changed();
-        },
-        (error: unknown) => {
-          m.state = "failed";
-          m.error = error;
-          this.changed();
-        },
-      );
+      const sql = this.sqlFor(m);
+      m.run = Promise.resolve()
+        .then(() => m.fn(sql))
+        .then(
+          (result) => {
+            // A statement still pending was never awaited: alone, it would run before the
+            // COMMIT, so here it must not be dropped — the member runs again alone.
+            if (m.call) {
+              m.call = undefined;
+              m.state = "failed";
+              m.error = new Error("a statement was not awaited before the transaction ended");
+            } else {
+              m.state = "done";
+              m.result = result;
+            }
+            this.changed();
+          },
+          (error: unknown) => {
+            m.state = "failed";
+            m.error = error;
+            this.changed();
+          },
+        );
     }
     try {
       for (;;) {
@@ -213,7 +230,7 @@ class Group {
   private sqlFor(m: Member): Sql {
     const many = (statements: readonly Statement[], last = false) =>
       new Promise<pg.QueryResult[]>((resolve, reject) => {
-        if (this.committed) {
+        if (this.committed || m.ended) {
           reject(new Error("a statement after the transaction's last"));
           return;
         }
@@ -222,6 +239,7 @@ class Group {
           return;
         }
         m.state = "waiting";
+        if (last) m.ended = true;
         m.call = { statements, last, resolve, reject };
         this.changed();
       });

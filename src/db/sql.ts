@@ -21,6 +21,11 @@ export interface SqlPool {
    * statement's error is never another's.
    */
   shared: Sql;
+  /**
+   * `shared`, for statements that lock rows of customer `customerId` (an event stored with its
+   * profile): each round trip runs them in customer order, as group transactions lock.
+   */
+  sharedFor: (customerId: string) => Sql;
   /** Runs `fn` in one transaction: committed when it returns, rolled back when it throws. */
   tx: <T>(fn: (sql: Sql) => Promise<T>) => Promise<T>;
   /**
@@ -77,8 +82,15 @@ function sqlOn(target: Queryable, opening?: Opening): Sql {
 /** At most this many statements share a round trip. */
 const SHARED_BATCH = 64;
 
-function coalescing(pool: pg.Pool): Sql {
+/**
+ * Coalesced autocommit statements. In a `sorted` coalescer every statement has a key (the
+ * customer whose rows it locks) and each round trip runs its statements in key order, the
+ * order group transactions take customer locks in: a trip that must wait for one customer
+ * never holds a later one, so the two cannot deadlock.
+ */
+function coalescing(pool: pg.Pool, sorted: boolean): (key?: string) => Sql {
   type Waiting = {
+    key: string;
     statement: Statement;
     resolve: (r: pg.QueryResult) => void;
     reject: (e: unknown) => void;
@@ -93,6 +105,8 @@ function coalescing(pool: pg.Pool): Sql {
     pending = [];
     if (batch.length === 0) return;
     if (batch.length === 1) return alone(batch[0]!);
+    // A stable sort: one key's statements stay in the order they were issued.
+    if (sorted) batch.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     let results: pg.QueryResult[];
     try {
       const statements = batch.map((w) => w.statement);
@@ -104,26 +118,22 @@ function coalescing(pool: pg.Pool): Sql {
     }
     batch.forEach((w, i) => w.resolve(results[i]!));
   };
-  const one = (strings: TemplateStringsArray, values: unknown[]) =>
+  const one = (key: string, statement: Statement) =>
     new Promise<pg.QueryResult>((resolve, reject) => {
-      pending.push({ statement: new Statement(strings, values), resolve, reject });
+      pending.push({ key, statement, resolve, reject });
       if (pending.length >= SHARED_BATCH) void flush();
       else if (!scheduled) {
         scheduled = true;
         setImmediate(() => void flush());
       }
     });
-  const sql = async <T>(strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await one(strings, values)).rows as T[];
-  sql.run = async (strings: TemplateStringsArray, ...values: unknown[]) =>
-    (await one(strings, values)).rowCount ?? 0;
-  sql.many = async (...statements: Statement[]) => {
-    const rows: unknown[][] = [];
-    for (const { strings, values } of statements) rows.push((await one(strings, [...values])).rows);
-    return rows;
-  };
-  sql.last = sql;
-  return sql;
+  // Each statement in its own place in the batches: those of one call follow each other.
+  return (key = "") =>
+    sqlFrom(async (statements) => {
+      const results: pg.QueryResult[] = [];
+      for (const s of statements) results.push(await one(key, s));
+      return results;
+    });
 }
 
 export function sqlPool(pool: pg.Pool): SqlPool {
@@ -147,7 +157,14 @@ export function sqlPool(pool: pg.Pool): SqlPool {
       client.release(broken);
     }
   };
-  return { sql: sqlOn(pool), shared: coalescing(pool), tx, grouped: grouping(pool, tx) };
+  const byCustomer = coalescing(pool, true);
+  return {
+    sql: sqlOn(pool),
+    shared: coalescing(pool, false)(),
+    sharedFor: (customerId) => byCustomer(customerId),
+    tx,
+    grouped: grouping(pool, tx),
+  };
 }
 
 const pools = new WeakMap<object, SqlPool>();

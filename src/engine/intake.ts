@@ -40,7 +40,7 @@ export async function processEvent(
     // after it is the truth.
     const [customers, events] = await tx.many(
       stmt`SELECT id, email, phone, timezone, attributes FROM "Customer"
-           WHERE id = (SELECT "customerId" FROM "Event" WHERE id = ${eventRowId}) FOR UPDATE`,
+           WHERE id = (SELECT "customerId" FROM "Event" WHERE id = ${eventRowId}) FOR NO KEY UPDATE`,
       stmt`SELECT id, "eventId", source, type, "customerId", "occurredAt", properties, "processedAt"
            FROM "Event" WHERE id = ${eventRowId}`,
     );
@@ -219,7 +219,7 @@ export async function enrollInJourney(
   return poolOf(engine.db).tx(async (tx) => {
     const event = await loadEvent(tx, eventRowId);
     if (!event) return { rule: "event_missing" };
-    await tx`SELECT 1 FROM "Customer" WHERE id = ${event.customerId} FOR UPDATE`;
+    await tx`SELECT 1 FROM "Customer" WHERE id = ${event.customerId} FOR NO KEY UPDATE`;
     const customer = await loadCustomer(tx, event.customerId);
     const now = engine.clock.now();
     const result = await enroll(tx, cj, event, customer, now);

@@ -28,11 +28,13 @@ export async function storeEvent(
 ): Promise<StoreResult> {
   const pool = poolOf(db);
   const consent = CONSENT_EVENTS[event.type as keyof typeof CONSENT_EVENTS];
-  // An event that changes no consent is stored in one statement, with its profile traits (in
-  // the round trip of concurrent statements); one that does is stored with its changes in one transaction, so a redelivery never finds the
+  // An event that changes no consent is stored in one statement, with its profile traits; one
+  // that does is stored with its changes in one transaction, so a redelivery never finds the
   // event without them.
   const consents = Object.keys(event.customer?.consents ?? {}).length > 0;
-  if (!consents && !consent) return store(pool.shared, event, via, now, opts);
+  // In a round trip shared with other customers' events, taken in customer order: the order
+  // group transactions lock customers in, so neither waits for the other holding a later one.
+  if (!consents && !consent) return store(pool.sharedFor(event.customerId), event, via, now, opts);
   return pool.tx(async (tx) => {
     const result = await store(tx, event, via, now, opts);
     if (result.status !== "new") return result;

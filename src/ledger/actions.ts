@@ -91,7 +91,7 @@ export async function withCustomerLock<T>(
     // One round trip (with the BEGIN): the lock, then statements that, coming after it, see
     // everything committed before the lock was granted.
     const [, rows, aheadRows] = await tx.many(
-      stmt`SELECT 1 FROM "Customer" WHERE id = ${intent.customerId} FOR UPDATE`,
+      stmt`SELECT 1 FROM "Customer" WHERE id = ${intent.customerId} FOR NO KEY UPDATE`,
       stmt`
       SELECT e.status, e."stepSeq",
         (SELECT row_to_json(a) FROM (

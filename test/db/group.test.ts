@@ -80,6 +80,30 @@ describe("grouped transactions", () => {
     ]);
   });
 
+  it("survive a member that throws before its first statement, or runs one after its last", async () => {
+    const results = await Promise.allSettled([
+      grouped("g10", (sql) => lockAndTxid(sql, "g10")),
+      grouped("g11", () => {
+        throw new Error("thrown at once");
+      }),
+      grouped("g12", async (sql) => {
+        await sql.last`SELECT 1`;
+        await sql`SELECT 2`;
+      }),
+      grouped("g13", (sql) => lockAndTxid(sql, "g13")),
+    ]);
+    expect(results.map((r) => r.status)).toEqual([
+      "fulfilled",
+      "rejected",
+      "rejected",
+      "fulfilled",
+    ]);
+    expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/thrown at once/);
+    expect(String((results[2] as PromiseRejectedResult).reason)).toMatch(
+      /after the transaction's last/,
+    );
+  });
+
   it("under contention: 400 locked increments over 20 customers, none lost, none doubled, no deadlock", async () => {
     const { sql } = poolOf(schema.db);
     await sql`UPDATE "Customer" SET attributes = '{"n": 0}' WHERE id LIKE 'g%'`;

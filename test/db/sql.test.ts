@@ -88,6 +88,19 @@ describe("inlined values", () => {
   });
 });
 
+describe("sharedFor", () => {
+  it("runs the statements of one round trip in customer order, the order group transactions lock in", async () => {
+    const { sharedFor, sql } = poolOf(schema.db);
+    await sql`CREATE SEQUENCE IF NOT EXISTS order_probe`;
+    const [c, a, b] = await Promise.all(
+      ["c", "a", "b"].map(
+        (key) => sharedFor(key)<{ n: bigint }>`SELECT nextval('order_probe') AS n`,
+      ),
+    );
+    expect([a![0]!.n, b![0]!.n, c![0]!.n]).toEqual([1n, 2n, 3n]);
+  });
+});
+
 describe("prepared statements", () => {
   it("are prepared once per connection, and a trip that failed after its PREPARE does not break the next", async () => {
     // One connection, so every trip below reuses it.
