@@ -86,232 +86,244 @@ function record(
 
 await migrate(dbUrl);
 const db = createDb(dbUrl, { poolSize: 20 });
-const journeysDir = mkdtempSync(join(tmpdir(), "sendonce-bench-journeys-"));
-writeFileSync(
-  join(journeysDir, "bench.yaml"),
-  `id: bench\nname: Bench\ncategory: transactional\ntrigger: { event: bench.event }\nentry: { once: every_event }\nsteps:\n  - id: note\n    email: { subject: "Hi", text: "Hello" }\n`,
-);
-const setup: Setup = {
-  dbUrl,
-  redisUrl: REDIS,
-  journeysDir,
-  nodeArgs: values["cpu-prof"] ? ["--cpu-prof", `--cpu-prof-dir=${values["cpu-prof"]}`] : [],
-};
+// Whatever happens, the bench's schema is dropped at the end (its queues go with each run).
+try {
+  const journeysDir = mkdtempSync(join(tmpdir(), "sendonce-bench-journeys-"));
+  writeFileSync(
+    join(journeysDir, "bench.yaml"),
+    `id: bench\nname: Bench\ncategory: transactional\ntrigger: { event: bench.event }\nentry: { once: every_event }\nsteps:\n  - id: note\n    email: { subject: "Hi", text: "Hello" }\n`,
+  );
+  const setup: Setup = {
+    dbUrl,
+    redisUrl: REDIS,
+    journeysDir,
+    nodeArgs: values["cpu-prof"] ? ["--cpu-prof", `--cpu-prof-dir=${values["cpu-prof"]}`] : [],
+  };
 
-/** One pipeline run; a run that sent anything twice or lost a send stops the bench. */
-async function pipeline(tag: string, workers: number, sink: Sink, rate?: number) {
-  const run = await runPipeline(setup, {
-    tag: `${stamp}${tag}`,
-    workers,
-    sink,
-    events: N,
-    ...(rate && { rate }),
-  });
-  if (run.keys !== run.expected || run.receipts !== run.expected) {
-    throw new Error(
-      `${tag}: ${run.receipts} receipts for ${run.keys} keys of ${run.expected} sends`,
-    );
+  /** One pipeline run; a run that sent anything twice or lost a send stops the bench. */
+  async function pipeline(tag: string, workers: number, sink: Sink, rate?: number) {
+    const run = await runPipeline(setup, {
+      tag: `${stamp}${tag}`,
+      workers,
+      sink,
+      events: N,
+      ...(rate && { rate }),
+    });
+    if (run.keys !== run.expected || run.receipts !== run.expected) {
+      throw new Error(
+        `${tag}: ${run.receipts} receipts for ${run.keys} keys of ${run.expected} sends`,
+      );
+    }
+    return run;
   }
-  return run;
-}
 
-// 1. The ceiling: bare BullMQ, no-op jobs, producer and worker (concurrency 50) side by side.
-async function ceiling(): Promise<number> {
-  const prefix = `bench${stamp}c`;
-  const connection = redisConnection(REDIS);
-  const queue = new Queue("noop", { connection, prefix });
-  let done = 0;
-  const worker = new Worker("noop", async () => {}, {
-    connection: redisConnection(REDIS),
-    prefix,
-    concurrency: 50,
-  });
-  worker.on("completed", () => (done += 1));
-  const started = performance.now();
-  for (let i = 0; i < N; i += 1000) {
-    await queue.addBulk(
-      Array.from({ length: Math.min(1000, N - i) }, (_, j) => ({
-        name: "n",
-        data: { i: i + j },
-        opts: { removeOnComplete: true },
-      })),
-    );
+  // 1. The ceiling: bare BullMQ, no-op jobs, producer and worker (concurrency 50) side by side.
+  async function ceiling(): Promise<number> {
+    const prefix = `bench${stamp}c`;
+    const connection = redisConnection(REDIS);
+    const queue = new Queue("noop", { connection, prefix });
+    let done = 0;
+    const worker = new Worker("noop", async () => {}, {
+      connection: redisConnection(REDIS),
+      prefix,
+      concurrency: 50,
+    });
+    worker.on("completed", () => (done += 1));
+    const started = performance.now();
+    for (let i = 0; i < N; i += 1000) {
+      await queue.addBulk(
+        Array.from({ length: Math.min(1000, N - i) }, (_, j) => ({
+          name: "n",
+          data: { i: i + j },
+          opts: { removeOnComplete: true },
+        })),
+      );
+    }
+    while (done < N) await sleep(5);
+    const perSecond = N / ((performance.now() - started) / 1000);
+    await worker.close();
+    await queue.obliterate({ force: true });
+    await queue.close();
+    connection.disconnect();
+    return perSecond;
   }
-  while (done < N) await sleep(5);
-  const perSecond = N / ((performance.now() - started) / 1000);
-  await worker.close();
-  await queue.obliterate({ force: true });
-  await queue.close();
-  connection.disconnect();
-  return perSecond;
-}
-const ceilingPerSecond = await ceiling();
-record(
-  "bare BullMQ ceiling (no-op jobs, concurrency 50)",
-  "ceiling_per_s",
-  ceilingPerSecond,
-  "jobs/s",
-);
+  const ceilingPerSecond = await ceiling();
+  record(
+    "bare BullMQ ceiling (no-op jobs, concurrency 50)",
+    "ceiling_per_s",
+    ceilingPerSecond,
+    "jobs/s",
+  );
 
-// 2. Claims one at a time (latency) and 20 at a time (throughput), on a 10 k-row ledger.
-await growLedgerTo(dbUrl, schema, 10_000);
-const single = await claims(db, dbUrl, schema, 2_000, 1, "single");
-record("claim p50, one at a time (ledger 10k)", "claim_p50_ms", single.p50, "ms");
-record("claim p99, one at a time (ledger 10k)", "claim_p99_ms", single.p99, "ms", {
-  at: "most",
-  value: 5,
-  text: "target ≤ 5 ms",
-});
-const concurrent = await claims(db, dbUrl, schema, 2_000, 20, "small");
-record(
-  "claims/s, 20 concurrent (ledger 10k)",
-  "claims_10k_per_s",
-  concurrent.perSecond,
-  "claims/s",
-);
-record("claim p99, 20 concurrent (ledger 10k)", "claim_p99_concurrent_ms", concurrent.p99, "ms");
+  // 2. Claims one at a time (latency) and 20 at a time (throughput), on a 10 k-row ledger.
+  await growLedgerTo(dbUrl, schema, 10_000);
+  const single = await claims(db, dbUrl, schema, 2_000, 1, "single");
+  record("claim p50, one at a time (ledger 10k)", "claim_p50_ms", single.p50, "ms");
+  record("claim p99, one at a time (ledger 10k)", "claim_p99_ms", single.p99, "ms", {
+    at: "most",
+    value: 5,
+    text: "target ≤ 5 ms",
+  });
+  const concurrent = await claims(db, dbUrl, schema, 2_000, 20, "small");
+  record(
+    "claims/s, 20 concurrent (ledger 10k)",
+    "claims_10k_per_s",
+    concurrent.perSecond,
+    "claims/s",
+  );
+  record("claim p99, 20 concurrent (ledger 10k)", "claim_p99_concurrent_ms", concurrent.p99, "ms");
 
-// 3. The pipeline, through the recording channel and through a real SMTP server.
-const throughput: Record<string, number> = {};
-const GROWTH_WORKERS = WORKERS.includes(2) ? 2 : WORKERS[0]!;
-for (const sink of ["record", "smtp"] as const) {
-  for (const workers of WORKERS) {
-    const run = await pipeline(`${sink[0]}${workers}`, workers, sink);
-    const key = `pipeline_${sink}_${workers}w_per_s`;
-    throughput[key] = run.perSecond;
+  // 3. The pipeline, through the recording channel and through a real SMTP server.
+  const throughput: Record<string, number> = {};
+  const GROWTH_WORKERS = WORKERS.includes(2) ? 2 : WORKERS[0]!;
+  for (const sink of ["record", "smtp"] as const) {
+    for (const workers of WORKERS) {
+      const run = await pipeline(`${sink[0]}${workers}`, workers, sink);
+      const key = `pipeline_${sink}_${workers}w_per_s`;
+      throughput[key] = run.perSecond;
+      record(
+        `send-once pipeline, ${sink === "record" ? "recording channel" : "real SMTP"}, ${workers} worker${workers > 1 ? "s" : ""}`,
+        key,
+        run.perSecond,
+        "sends/s",
+      );
+    }
+  }
+  const best = Math.max(...WORKERS.map((w) => throughput[`pipeline_record_${w}w_per_s`]!));
+  record("best pipeline / ceiling", "best_vs_ceiling_pct", (best / ceilingPerSecond) * 100, "%", {
+    at: "least",
+    value: 30,
+    text: "target ≥ 30 %, aim 50 %",
+  });
+  const atSmall = throughput[`pipeline_record_${GROWTH_WORKERS}w_per_s`]!;
+
+  // 4. Latency at half the throughput: event time to the provider's answer, from the ledger.
+  {
+    const run = await pipeline("paced", GROWTH_WORKERS, "record", Math.round(atSmall / 2));
+    const latency = await sendLatency(dbUrl, schema, run.startedAt);
+    const label = `${GROWTH_WORKERS} workers at ${Math.round(atSmall / 2)} events/s`;
+    record(`event → sent p50, ${label}`, "send_latency_p50_ms", latency.p50, "ms");
+    record(`event → sent p99, ${label}`, "send_latency_p99_ms", latency.p99, "ms");
+  }
+
+  // 5. What the ledger takes on disk, from the real sends above.
+  {
+    const size = await ledgerSize(dbUrl, schema);
+    const perMillion = (bytes: number) => ((bytes / size.actions) * 1e6) / 1024 / 1024;
     record(
-      `send-once pipeline, ${sink === "record" ? "recording channel" : "real SMTP"}, ${workers} worker${workers > 1 ? "s" : ""}`,
-      key,
+      "ledger (actions + attempts) per million actions",
+      "ledger_mb_per_million",
+      perMillion(size.ledgerBytes),
+      "MB",
+    );
+    record(
+      "ledger with its audit trail per million actions",
+      "ledger_audit_mb_per_million",
+      perMillion(size.withAuditBytes),
+      "MB",
+    );
+  }
+
+  // 6. The same pipeline and claims with the ledger grown to GROWTH actions.
+  await growLedgerTo(dbUrl, schema, GROWTH);
+  {
+    const large = await claims(db, dbUrl, schema, 2_000, 1, "large");
+    record(
+      `claim p99, one at a time (ledger ${GROWTH / 1000}k)`,
+      "claim_p99_large_ms",
+      large.p99,
+      "ms",
+      {
+        at: "most",
+        value: 5,
+        text: "target ≤ 5 ms",
+      },
+    );
+    const run = await pipeline(`g${GROWTH_WORKERS}`, GROWTH_WORKERS, "record");
+    record(
+      `send-once pipeline, ${GROWTH_WORKERS} workers (ledger ${GROWTH / 1000}k)`,
+      "pipeline_large_per_s",
       run.perSecond,
       "sends/s",
     );
-  }
-}
-const best = Math.max(...WORKERS.map((w) => throughput[`pipeline_record_${w}w_per_s`]!));
-record("best pipeline / ceiling", "best_vs_ceiling_pct", (best / ceilingPerSecond) * 100, "%", {
-  at: "least",
-  value: 30,
-  text: "target ≥ 30 %, aim 50 %",
-});
-const atSmall = throughput[`pipeline_record_${GROWTH_WORKERS}w_per_s`]!;
-
-// 4. Latency at half the throughput: event time to the provider's answer, from the ledger.
-{
-  const run = await pipeline("paced", GROWTH_WORKERS, "record", Math.round(atSmall / 2));
-  const latency = await sendLatency(dbUrl, schema, run.startedAt);
-  const label = `${GROWTH_WORKERS} workers at ${Math.round(atSmall / 2)} events/s`;
-  record(`event → sent p50, ${label}`, "send_latency_p50_ms", latency.p50, "ms");
-  record(`event → sent p99, ${label}`, "send_latency_p99_ms", latency.p99, "ms");
-}
-
-// 5. What the ledger takes on disk, from the real sends above.
-{
-  const size = await ledgerSize(dbUrl, schema);
-  const perMillion = (bytes: number) => ((bytes / size.actions) * 1e6) / 1024 / 1024;
-  record(
-    "ledger (actions + attempts) per million actions",
-    "ledger_mb_per_million",
-    perMillion(size.ledgerBytes),
-    "MB",
-  );
-  record(
-    "ledger with its audit trail per million actions",
-    "ledger_audit_mb_per_million",
-    perMillion(size.withAuditBytes),
-    "MB",
-  );
-}
-
-// 6. The same pipeline and claims with the ledger grown to GROWTH actions.
-await growLedgerTo(dbUrl, schema, GROWTH);
-{
-  const large = await claims(db, dbUrl, schema, 2_000, 1, "large");
-  record(
-    `claim p99, one at a time (ledger ${GROWTH / 1000}k)`,
-    "claim_p99_large_ms",
-    large.p99,
-    "ms",
-    {
-      at: "most",
-      value: 5,
-      text: "target ≤ 5 ms",
-    },
-  );
-  const run = await pipeline(`g${GROWTH_WORKERS}`, GROWTH_WORKERS, "record");
-  record(
-    `send-once pipeline, ${GROWTH_WORKERS} workers (ledger ${GROWTH / 1000}k)`,
-    "pipeline_large_per_s",
-    run.perSecond,
-    "sends/s",
-  );
-  record(
-    `throughput at ${GROWTH / 1000}k / at 10–20k`,
-    "large_vs_small_pct",
-    (run.perSecond / atSmall) * 100,
-    "%",
-    {
-      at: "least",
-      value: 90,
-      text: "target ≥ 90 %",
-    },
-  );
-}
-
-// 7. Worker memory with a backlog: BACKLOG deliveries queued, then one worker on them.
-{
-  const prefix = `bench${stamp}m`;
-  const queue = eventsQueue(REDIS, prefix);
-  for (let i = 0; i < BACKLOG; i += 5_000) {
-    await queue.events.addBulk(
-      deliveries("m", i, Math.min(5_000, BACKLOG - i), { prefix: "m", count: 5_000 }),
-    );
-  }
-  // The same backlog, first with V8's default heap sizing, then with the heap bounded as the
-  // README recommends for workers: V8 grows the heap lazily while memory is free.
-  for (const [key, nodeOptions] of [
-    ["worker_rss_backlog_mb", ""],
-    ["worker_rss_backlog_bounded_mb", BOUNDED_HEAP],
-  ] as const) {
-    const stateDir = mkdtempSync(join(tmpdir(), "sendonce-bench-backlog-"));
-    const before = await queue.events.getWaitingCount();
-    const fleet = await startFleet(
-      1,
-      {
-        ...workerEnv(setup, prefix, stateDir),
-        SENDONCE_RECORD_ONLY: join(stateDir, "sent.txt"),
-        NODE_OPTIONS: nodeOptions,
-      },
-      { ...setup, nodeArgs: [] },
-    );
-    let peak = 0;
-    for (let t = 0; t < 20_000; t += 250) {
-      const status = readFileSync(`/proc/${fleet.pids[0]}/status`, "utf8");
-      peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
-      await sleep(250);
-    }
-    const taken = before - (await queue.events.getWaitingCount());
-    await fleet.stop();
     record(
-      `worker RSS peak, ${Math.round(before / 1000)}k backlog, ${nodeOptions || "default heap"} (${taken} sent in 20 s)`,
-      key,
-      peak,
-      "MB",
-      key === "worker_rss_backlog_bounded_mb"
-        ? { at: "most", value: 250, text: "target ≤ 250 MB" }
-        : undefined,
+      `throughput at ${GROWTH / 1000}k / at 10–20k`,
+      "large_vs_small_pct",
+      (run.perSecond / atSmall) * 100,
+      "%",
+      {
+        at: "least",
+        value: 90,
+        text: "target ≥ 90 %",
+      },
     );
   }
-  await queue.close();
+
+  // 7. Worker memory with a backlog: BACKLOG deliveries queued, then one worker on them.
+  {
+    const prefix = `bench${stamp}m`;
+    const queue = eventsQueue(REDIS, prefix);
+    try {
+      for (let i = 0; i < BACKLOG; i += 5_000) {
+        await queue.events.addBulk(
+          deliveries("m", i, Math.min(5_000, BACKLOG - i), { prefix: "m", count: 5_000 }),
+        );
+      }
+      // The same backlog, first with V8's default heap sizing, then with the heap bounded as the
+      // README recommends for workers: V8 grows the heap lazily while memory is free.
+      for (const [key, nodeOptions] of [
+        ["worker_rss_backlog_mb", ""],
+        ["worker_rss_backlog_bounded_mb", BOUNDED_HEAP],
+      ] as const) {
+        const stateDir = mkdtempSync(join(tmpdir(), "sendonce-bench-backlog-"));
+        const before = await queue.events.getWaitingCount();
+        const fleet = await startFleet(
+          1,
+          {
+            ...workerEnv(setup, prefix, stateDir),
+            SENDONCE_RECORD_ONLY: join(stateDir, "sent.txt"),
+            NODE_OPTIONS: nodeOptions,
+          },
+          { ...setup, nodeArgs: [] },
+        );
+        let peak = 0;
+        let taken: number;
+        try {
+          for (let t = 0; t < 20_000; t += 250) {
+            const status = readFileSync(`/proc/${fleet.pids[0]}/status`, "utf8");
+            peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+            await sleep(250);
+          }
+          taken = before - (await queue.events.getWaitingCount());
+        } finally {
+          await fleet.stop();
+        }
+        record(
+          `worker RSS peak, ${Math.round(before / 1000)}k backlog, ${nodeOptions || "default heap"} (${taken} sent in 20 s)`,
+          key,
+          peak,
+          "MB",
+          key === "worker_rss_backlog_bounded_mb"
+            ? { at: "most", value: 250, text: "target ≤ 250 MB" }
+            : undefined,
+        );
+      }
+    } finally {
+      // Also drops whatever is left of the backlog.
+      await queue.close();
+    }
+  }
+
+  const width = Math.max(...rows.map(([k]) => k.length));
+  const valueWidth = Math.max(...rows.map(([, v]) => v.length));
+  console.log(`\nsendonce bench: ${N} events per pipeline run, ${cpus().length} cores`);
+  for (const [k, v, t] of rows)
+    console.log(`  ${k.padEnd(width)}  ${v.padStart(valueWidth)}  ${t}`);
+  console.log(JSON.stringify({ ...results, missed: misses }));
+} finally {
+  await db.$disconnect();
+  const cleanup = new pg.Client({ connectionString: SERVER });
+  await cleanup.connect();
+  await cleanup.query(`DROP SCHEMA "${schema}" CASCADE`);
+  await cleanup.end();
 }
-
-const width = Math.max(...rows.map(([k]) => k.length));
-const valueWidth = Math.max(...rows.map(([, v]) => v.length));
-console.log(`\nsendonce bench: ${N} events per pipeline run, ${cpus().length} cores`);
-for (const [k, v, t] of rows) console.log(`  ${k.padEnd(width)}  ${v.padStart(valueWidth)}  ${t}`);
-console.log(JSON.stringify({ ...results, missed: misses }));
-
-await db.$disconnect();
-const cleanup = new pg.Client({ connectionString: SERVER });
-await cleanup.connect();
-await cleanup.query(`DROP SCHEMA "${schema}" CASCADE`);
-await cleanup.end();

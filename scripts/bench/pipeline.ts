@@ -163,43 +163,47 @@ export async function runPipeline(setup: Setup, opts: RunOptions): Promise<RunRe
   };
   const fleet = await startFleet(opts.workers, env, setup);
   const queue = eventsQueue(setup.redisUrl, prefix);
-  // Each line the recorder writes is `email <64 hex>\n`: 71 bytes.
-  const sent = () =>
-    sink ? sink.messages.length : existsSync(recordFile) ? statSync(recordFile).size / 71 : 0;
-  // Warm-up, not measured: the workers' first sends compile code and prepare statements.
-  const warmUp = Math.min(1_000, Math.ceil(opts.events / 10));
-  await queue.events.addBulk(deliveries(`${opts.tag}w`, 0, warmUp, { prefix: "c", count: 500 }));
-  await until(() => sent() >= warmUp, 120_000, `${opts.tag} warm-up`, stateDir);
-  // Then the run, timed from the first delivery enqueued to the last send received.
-  const startedAt = new Date();
-  const started = performance.now();
-  const batch = opts.rate ? Math.max(1, Math.round(opts.rate / 20)) : 1_000;
-  for (let i = 0; i < opts.events; i += batch) {
-    await queue.events.addBulk(
-      deliveries(opts.tag, i, Math.min(batch, opts.events - i), { prefix: "c", count: 500 }),
-    );
-    if (opts.rate) {
-      const due = ((i + batch) / opts.rate) * 1000;
-      const ahead = due - (performance.now() - started);
-      if (ahead > 0) await sleep(ahead);
+  // Workers, queues and the SMTP sink go away however the run ends: a failed run leaves nothing
+  // running.
+  try {
+    // Each line the recorder writes is `email <64 hex>\n`: 71 bytes.
+    const sent = () =>
+      sink ? sink.messages.length : existsSync(recordFile) ? statSync(recordFile).size / 71 : 0;
+    // Warm-up, not measured: the workers' first sends compile code and prepare statements.
+    const warmUp = Math.min(1_000, Math.ceil(opts.events / 10));
+    await queue.events.addBulk(deliveries(`${opts.tag}w`, 0, warmUp, { prefix: "c", count: 500 }));
+    await until(() => sent() >= warmUp, 120_000, `${opts.tag} warm-up`, stateDir);
+    // Then the run, timed from the first delivery enqueued to the last send received.
+    const startedAt = new Date();
+    const started = performance.now();
+    const batch = opts.rate ? Math.max(1, Math.round(opts.rate / 20)) : 1_000;
+    for (let i = 0; i < opts.events; i += batch) {
+      await queue.events.addBulk(
+        deliveries(opts.tag, i, Math.min(batch, opts.events - i), { prefix: "c", count: 500 }),
+      );
+      if (opts.rate) {
+        const due = ((i + batch) / opts.rate) * 1000;
+        const ahead = due - (performance.now() - started);
+        if (ahead > 0) await sleep(ahead);
+      }
     }
+    const total = warmUp + opts.events;
+    const timeout = Math.max(120_000, opts.events * 20);
+    await until(() => sent() >= total, timeout, `${opts.tag}: ${total} sends`, stateDir);
+    const seconds = (performance.now() - started) / 1000;
+    const keys = sink
+      ? [...sink.countByMessageId().keys()]
+      : readFileSync(recordFile, "utf8").trim().split("\n");
+    return {
+      perSecond: opts.events / seconds,
+      expected: total,
+      keys: new Set(keys).size,
+      receipts: sink ? sink.messages.length : keys.length,
+      startedAt,
+    };
+  } finally {
+    await fleet.stop();
+    await queue.close();
+    await sink?.close();
   }
-  const total = warmUp + opts.events;
-  const timeout = Math.max(120_000, opts.events * 20);
-  await until(() => sent() >= total, timeout, `${opts.tag}: ${total} sends`, stateDir);
-  const seconds = (performance.now() - started) / 1000;
-  const keys = sink
-    ? [...sink.countByMessageId().keys()]
-    : readFileSync(recordFile, "utf8").trim().split("\n");
-  const result = {
-    perSecond: opts.events / seconds,
-    expected: total,
-    keys: new Set(keys).size,
-    receipts: sink ? sink.messages.length : keys.length,
-    startedAt,
-  };
-  await fleet.stop();
-  await queue.close();
-  await sink?.close();
-  return result;
 }
