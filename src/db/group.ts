@@ -5,8 +5,7 @@
 // only their own customer's rows. If anything in a group fails, the group is rolled back and
 // every member is run again on its own, so one member's error is never another's.
 import type pg from "pg";
-import type { Sql } from "./wire";
-import type { Statement } from "./wire";
+import type { Sql, Statement } from "./wire";
 import { sqlFrom, trip } from "./wire";
 
 /** At most this many transactions share one. */
