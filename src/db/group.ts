@@ -65,13 +65,13 @@ export function grouping(
     }
     for (const group of groups) {
       if (group.length === 1) runAlone(group[0]!);
-      else void runGroup(pool, group);
+      else void runGroup(group);
     }
   };
   const runAlone = (m: Member) => {
     alone(m.fn).then(m.resolve, m.reject);
   };
-  const runGroup = async (pool: pg.Pool, members: Member[]) => {
+  const runGroup = async (members: Member[]) => {
     let client: pg.PoolClient;
     try {
       client = await pool.connect();

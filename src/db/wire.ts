@@ -1,8 +1,7 @@
 // Statements on the wire: the tagged-template statement, its values as bind parameters or as
 // libpq-escaped literals, and round trips of several statements, each prepared once per
 // connection. sql.ts builds pools, transactions and coalescing on top.
-import type pg from "pg";
-import pgTypes from "pg";
+import pg from "pg";
 
 /**
  * A tagged template that runs one statement: `await sql<Row>\`SELECT … WHERE id = ${id}\``.
@@ -49,11 +48,9 @@ export type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
 const INT8 = 20;
 const parseInt8 = (value: string) => BigInt(value);
-export const TYPES = {
+const TYPES = {
   getTypeParser: (oid: number): ((value: string) => unknown) =>
-    oid === INT8
-      ? parseInt8
-      : (pgTypes.types.getTypeParser(oid, "text") as (value: string) => unknown),
+    oid === INT8 ? parseInt8 : (pg.types.getTypeParser(oid, "text") as (value: string) => unknown),
 };
 
 /**
