@@ -6,7 +6,7 @@ import { ChannelError } from "../channels/channel";
 import type { EmailMessage, SmsMessage } from "../channels/channel";
 import type { CompiledStep } from "../journeys/compile";
 import type { Step } from "../journeys/types";
-import type { ActionIntent, ClaimResult, Outcome, ReadAhead, Recheck } from "../ledger/actions";
+import type { ActionIntent, ClaimResult, Outcome, Recheck } from "../ledger/actions";
 import {
   claimAction,
   markCallStarted,
@@ -51,32 +51,16 @@ export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promi
   }
   // The address in force now, read under the customer lock with the policies' facts: in the
   // lock's own round trip for the claim, afresh for a later re-check.
-  const facts = sendFactsQuery(
-    intent,
-    run.cj.journey,
-    engine.catalog.policies,
-    step.kind,
-    engine.clock.now(),
-  );
-  const ahead: ReadAhead = { statement: facts.statement };
+  const facts = () =>
+    sendFactsQuery(intent, run.cj.journey, engine.catalog.policies, step.kind, engine.clock.now());
+  const ahead = facts();
   let address: string | null = null;
-  const recheck = async (tx: Sql): Promise<Recheck> => {
+  const recheck = async (tx: Sql, aheadRows?: unknown[]): Promise<Recheck> => {
     const exit = await recheckExit(run, tx);
     if (!exit.go) return exit;
     if (renderError)
       return { go: false, outcome: "skip", reason: "template_error", detail: renderError };
-    const rows = ahead.rows;
-    ahead.rows = undefined;
-    const sendFacts = rows
-      ? facts.read(rows)
-      : await loadSendFacts(
-          tx,
-          intent,
-          run.cj.journey,
-          engine.catalog.policies,
-          step.kind,
-          engine.clock.now(),
-        );
+    const sendFacts = aheadRows ? ahead.read(aheadRows) : await loadSendFacts(tx, facts());
     address = sendFacts.address;
     return verdictOf(evaluateSend(sendFacts));
   };
@@ -84,7 +68,7 @@ export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promi
     ...claimOptions(engine),
     ...(channel.lookup && { resolveAfterMs: engine.tuning.inDoubtGraceMs }),
   };
-  let claim: ClaimResult = await claimAction(engine.db, intent, opts, recheck, ahead);
+  let claim: ClaimResult = await claimAction(engine.db, intent, opts, recheck, ahead.statement);
   if (claim.kind === "resolve") {
     const customer = await loadCustomer(engine.db, intent.customerId);
     const message = buildMessage(engine, step, intent.key, customer, content!);

@@ -83,8 +83,8 @@ interface ActionRow {
 export async function withCustomerLock<T>(
   db: Db,
   intent: Pick<ActionIntent, "key" | "customerId" | "enrollmentId" | "stepSeq">,
-  inside: (tx: Sql, existing: ActionRow | undefined) => Promise<T>,
-  ahead?: ReadAhead,
+  inside: (tx: Sql, existing: ActionRow | undefined, aheadRows?: unknown[]) => Promise<T>,
+  ahead?: Statement,
 ): Promise<T | { kind: "stale" }> {
   // Claims of other customers in flight at the same time share this transaction's round trips.
   return poolOf(db).grouped(intent.customerId, async (tx) => {
@@ -100,15 +100,14 @@ export async function withCustomerLock<T>(
             EXISTS (SELECT 1 FROM "ActionAttempt" t WHERE t."actionKey" = key AND t.outcome = 'released') AS released
           FROM "Action" WHERE key = ${intent.key}) a) AS action
       FROM (SELECT 1) one LEFT JOIN "Enrollment" e ON e.id = ${intent.enrollmentId}`,
-      ...(ahead ? [ahead.statement] : []),
+      ...(ahead ? [ahead] : []),
     );
-    if (ahead) ahead.rows = aheadRows;
     const row = rows![0] as
       { status: string | null; stepSeq: number | null; action: ActionJson | null } | undefined;
     if (row?.status !== "active" || row.stepSeq !== intent.stepSeq) {
       return { kind: "stale" as const };
     }
-    return inside(tx, row.action ? actionRow(row.action) : undefined);
+    return inside(tx, row.action ? actionRow(row.action) : undefined, aheadRows);
   });
 }
 
@@ -129,27 +128,22 @@ function actionRow(j: ActionJson): ActionRow {
   };
 }
 
-/**
- * A read that the caller's re-check needs, sent in the round trip that takes the customer lock
- * (after the lock, so it sees what the lock protects); its rows are then at hand in `rows`.
- */
-export interface ReadAhead {
-  statement: Statement;
-  rows?: unknown[];
-}
-
 /** Claims the action for a provider call, or says why not (settled, wait, stale, exited). */
 export async function claimAction(
   db: Db,
   intent: ActionIntent,
   opts: ClaimOptions,
-  recheck: (tx: Sql) => Promise<Recheck>,
-  ahead?: ReadAhead,
+  recheck: (tx: Sql, aheadRows?: unknown[]) => Promise<Recheck>,
+  /**
+   * A read the re-check needs, sent in the round trip that takes the customer lock (after the
+   * lock, so it sees what the lock protects); its rows are handed to the re-check.
+   */
+  ahead?: Statement,
 ): Promise<ClaimResult> {
   return withCustomerLock(
     db,
     intent,
-    async (tx, existing): Promise<ClaimResult> => {
+    async (tx, existing, aheadRows): Promise<ClaimResult> => {
       const audit = auditBase(intent, opts);
       if (existing) {
         const now = opts.now.getTime();
@@ -209,7 +203,7 @@ export async function claimAction(
           }
         }
       }
-      const check = await recheck(tx);
+      const check = await recheck(tx, aheadRows);
       if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
       if (!check.go && check.outcome === "delay") {
         await recordAudit(tx, {

@@ -8,18 +8,15 @@ import type { RecentSend, SendFacts } from "../policies/evaluate";
 /** States that count as a send for caps and resend policies: done, in flight, or maybe done. */
 const COUNTED = ["sent", "claimed", "calling", "in_doubt", "failed_retryable"];
 
-type FactsArgs = [
-  a: { key: string; customerId: string; stepId: string },
-  journey: Journey,
-  policies: Policies,
-  channel: SendChannel,
-  now: Date,
-];
-
-export async function loadSendFacts(tx: Sql, ...args: FactsArgs): Promise<SendFacts> {
-  const query = sendFactsQuery(...args);
+/** Runs the facts query (sendFactsQuery) in `tx`. */
+export async function loadSendFacts(tx: Sql, query: FactsQuery): Promise<SendFacts> {
   const [rows] = await tx.many(query.statement);
   return query.read(rows!);
+}
+
+export interface FactsQuery {
+  statement: Statement;
+  read(rows: unknown[]): SendFacts;
 }
 
 interface FactsRow {
@@ -36,10 +33,13 @@ interface FactsRow {
  * The facts as one statement, and how to read its rows: the claim sends it in the round trip
  * that takes the customer lock, after the lock.
  */
-export function sendFactsQuery(...[a, journey, policies, channel, now]: FactsArgs): {
-  statement: Statement;
-  read(rows: unknown[]): SendFacts;
-} {
+export function sendFactsQuery(
+  a: { key: string; customerId: string; stepId: string },
+  journey: Journey,
+  policies: Policies,
+  channel: SendChannel,
+  now: Date,
+): FactsQuery {
   const step = journey.steps.find((s) => s.id === a.stepId);
   const resend =
     step && (step.kind === "email" || step.kind === "sms")

@@ -11,7 +11,7 @@ import { actionKey } from "../engine/keys";
 import { loadExitCandidates } from "../engine/rows";
 import type { CompiledJourney } from "../journeys/compile";
 import type { SendChannel, Step } from "../journeys/types";
-import { loadSendFacts } from "../ledger/facts";
+import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
 import { evaluateSend } from "../policies/evaluate";
 
 export interface StepTally {
@@ -152,11 +152,13 @@ export async function simulateEvent(
     if (step.kind !== "email" && step.kind !== "sms") continue;
     const facts = await loadSendFacts(
       sqlOf(tx),
-      { key, customerId: customer.id, stepId: step.id },
-      cj.journey,
-      engine.catalog.policies,
-      step.kind,
-      now,
+      sendFactsQuery(
+        { key, customerId: customer.id, stepId: step.id },
+        cj.journey,
+        engine.catalog.policies,
+        step.kind,
+        now,
+      ),
     );
     facts.recentSends.push(
       ...mine.map((m) => ({ journeyId: m.journeyId, channel: m.channel, at: now })),
