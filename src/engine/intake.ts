@@ -61,29 +61,10 @@ export async function processEvent(
       if (cj.journey.trigger.event !== event.type) continue;
       const result = await enroll(tx, cj, event, customer, now);
       if ("enrollmentId" in result) {
-        const c = customers![0] as CustomerRow;
         enrolled.push({
           enrollmentId: result.enrollmentId,
           stepSeq: 0,
-          row: {
-            status: "active",
-            stepSeq: 0,
-            currentStepId: cj.journey.steps[0]!.id,
-            journeyId: cj.journey.id,
-            journeyVersion: cj.journey.version,
-            reference: result.reference,
-            customerId: customer.id,
-            triggerEventId: row.id,
-            eventId: row.eventId,
-            source: row.source,
-            type: row.type,
-            occurredAt: row.occurredAt,
-            properties: row.properties,
-            email: c.email,
-            phone: c.phone,
-            timezone: c.timezone,
-            attributes: c.attributes,
-          },
+          row: newRunRow(cj, result.reference, event, customer),
         });
       }
       audits.push({ ...base, ...result.audit });
@@ -93,6 +74,34 @@ export async function processEvent(
       ${auditInsert(audits)}`;
     return enrolled;
   });
+}
+
+/** A new enrollment as runStep would read it back: at its first step, nothing run yet. */
+function newRunRow(
+  cj: CompiledJourney,
+  reference: string,
+  event: EventView,
+  customer: CustomerView,
+): RunRow {
+  return {
+    status: "active",
+    stepSeq: 0,
+    currentStepId: cj.journey.steps[0]!.id,
+    journeyId: cj.journey.id,
+    journeyVersion: cj.journey.version,
+    reference,
+    customerId: customer.id,
+    triggerEventId: event.rowId,
+    eventId: event.id,
+    source: event.source,
+    type: event.type,
+    occurredAt: event.occurredAt,
+    properties: event.properties,
+    email: customer.email,
+    phone: customer.phone,
+    timezone: customer.timezone,
+    attributes: customer.attributes,
+  };
 }
 
 type Audit = Pick<AuditRecord, "kind" | "rule" | "enrollmentId" | "detail">;
