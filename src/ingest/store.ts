@@ -110,19 +110,35 @@ async function store(
 
 /**
  * The customer row the event needs (the foreign key is checked at the end of the statement),
- * with the event's profile traits when the event is new (CTE `e` inserted it) and not older
- * than the profile: the same rule as applyTraits, which the transactional path uses.
+ * with the event's profile traits when the event is new (CTE `e` inserted it).
  */
 function customerUpsert(event: ParsedEvent): Statement {
-  const t = event.customer;
-  if (!t) {
+  if (!event.customer) {
     return stmt`INSERT INTO "Customer" (id, "updatedAt") VALUES (${event.customerId}, now())
       ON CONFLICT (id) DO NOTHING`;
   }
+  return traitsUpsert(
+    event.customerId,
+    event.customer,
+    event.occurredAt,
+    stmt`EXISTS (SELECT 1 FROM e)`,
+  );
+}
+
+/**
+ * The customer with profile traits as of `occurredAt`, created if need be; an older update
+ * arriving late changes nothing, and neither does one where `when` is false.
+ */
+function traitsUpsert(
+  customerId: string,
+  t: CustomerTraits,
+  occurredAt: Date,
+  when: Statement = stmt`TRUE`,
+): Statement {
   return stmt`
     INSERT INTO "Customer" (id, email, phone, timezone, attributes, "profileOccurredAt", "updatedAt")
-    VALUES (${event.customerId}, ${t.email ?? null}, ${t.phone ?? null}, ${t.timezone ?? null},
-            ${JSON.stringify(t.attributes ?? {})}::jsonb, ${event.occurredAt}, now())
+    VALUES (${customerId}, ${t.email ?? null}, ${t.phone ?? null}, ${t.timezone ?? null},
+            ${JSON.stringify(t.attributes ?? {})}::jsonb, ${occurredAt}, now())
     ON CONFLICT (id) DO UPDATE SET
       email = COALESCE(EXCLUDED.email, "Customer".email),
       phone = COALESCE(EXCLUDED.phone, "Customer".phone),
@@ -130,17 +146,14 @@ function customerUpsert(event: ParsedEvent): Statement {
       attributes = "Customer".attributes || EXCLUDED.attributes,
       "profileOccurredAt" = EXCLUDED."profileOccurredAt",
       "updatedAt" = now()
-    WHERE EXISTS (SELECT 1 FROM e)
+    WHERE ${when}
       AND ("Customer"."profileOccurredAt" IS NULL OR "Customer"."profileOccurredAt" <= EXCLUDED."profileOccurredAt")`;
 }
 
-/** Makes sure a customer row exists, so it can be locked; profiles are never duplicated. */
-export async function ensureCustomer(tx: Sql, customerId: string): Promise<void> {
-  await tx.run`
-    INSERT INTO "Customer" (id, "updatedAt") VALUES (${customerId}, now()) ON CONFLICT (id) DO NOTHING`;
-}
-
-/** Applies profile traits as of `occurredAt`: an older update arriving late changes nothing. */
+/**
+ * Applies profile traits as of `occurredAt`, creating the customer if need be: an older update
+ * arriving late changes nothing.
+ */
 export async function applyTraits(
   tx: Sql,
   customerId: string,
@@ -148,15 +161,7 @@ export async function applyTraits(
   occurredAt: Date,
   source: string,
 ): Promise<void> {
-  await tx.run`
-    UPDATE "Customer" SET
-      email = COALESCE(${traits.email ?? null}, email),
-      phone = COALESCE(${traits.phone ?? null}, phone),
-      timezone = COALESCE(${traits.timezone ?? null}, timezone),
-      attributes = attributes || ${JSON.stringify(traits.attributes ?? {})}::jsonb,
-      "profileOccurredAt" = ${occurredAt},
-      "updatedAt" = now()
-    WHERE id = ${customerId} AND ("profileOccurredAt" IS NULL OR "profileOccurredAt" <= ${occurredAt})`;
+  await tx.run`${traitsUpsert(customerId, traits, occurredAt)}`;
   if (traits.consents) await applyConsents(tx, customerId, traits.consents, occurredAt, source);
 }
 

@@ -4,7 +4,7 @@ import { poolOf } from "../../db/sql";
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { customerTraitsSchema } from "../../ingest/event";
-import { applyTraits, ensureCustomer } from "../../ingest/store";
+import { applyTraits } from "../../ingest/store";
 import type { ApiDeps, Idempotent } from "../app";
 import { problem } from "../problem";
 
@@ -76,10 +76,7 @@ export function registerCustomerRoutes(
         };
       }
       const { occurredAt, source, ...traits } = parsed.data;
-      await poolOf(deps.db).tx(async (tx) => {
-        await ensureCustomer(tx, id.data);
-        await applyTraits(tx, id.data, traits, occurredAt, source);
-      });
+      await poolOf(deps.db).tx((tx) => applyTraits(tx, id.data, traits, occurredAt, source));
       return { status: 200, body: await view(id.data) };
     }),
   );
