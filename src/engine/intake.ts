@@ -1,9 +1,10 @@
 // Processing a stored event: match it against the deployed journeys, enroll per entry policy,
 // and end enrollments it exits. One transaction with the customer locked, so concurrent or
 // duplicate events never enroll twice and cooldowns hold.
-import type { Sql } from "../db/sql";
+import type { Sql, Statement } from "../db/sql";
 import { poolOf, stmt } from "../db/sql";
 import type { CompiledJourney } from "../journeys/compile";
+import { actionInsert, claimWritten, decideClaim, newActionRow } from "../ledger/actions";
 import type { AuditRecord } from "../ledger/audit";
 import { auditInsert, recordAudit } from "../ledger/audit";
 import type { CustomerView, EventView } from "./context";
@@ -11,14 +12,21 @@ import type { EntryDecision } from "./decide";
 import { decideEntry, findExit } from "./decide";
 import type { Engine } from "./engine";
 import type { CustomerRow, EventRow } from "./rows";
-import type { RunRow } from "./runner";
+import type { RunRow } from "./run";
+import { claimOptions, runOf } from "./run";
 import { loadCustomer, loadEvent, toCustomerView, toEventView } from "./rows";
+import type { SendClaim } from "./send";
+import { prepareSend } from "./send";
 
-/** An enrollment whose first step is due now; `row` as written, when the caller has it. */
+/**
+ * An enrollment whose first step is due now; `row` as written, when the caller has it, and the
+ * first step's claim when it was made in the enrolling transaction.
+ */
 export interface NewEnrollment {
   enrollmentId: bigint;
   stepSeq: number;
   row?: RunRow;
+  claimed?: SendClaim;
 }
 
 /**
@@ -51,6 +59,10 @@ export async function processEvent(
     const now = clock.now();
     const audits: AuditRecord[] = [];
     const enrolled: NewEnrollment[] = [];
+    // At most one claim is made here: a second journey's would not see the first's action row
+    // (written with the last statement) when it counts the customer's sends against a cap.
+    let claimWrite: Statement | undefined;
+    let claimsLeft = 1;
     for (const cj of engine.catalog.current) {
       const base = { at: now, customerId: customer.id, journeyId: cj.journey.id, workerId };
       if (cj.exits.some((rule) => rule.event === event.type)) {
@@ -60,20 +72,61 @@ export async function processEvent(
       }
       if (cj.journey.trigger.event !== event.type) continue;
       const result = await enroll(tx, cj, event, customer, now);
-      if ("enrollmentId" in result) {
-        enrolled.push({
-          enrollmentId: result.enrollmentId,
-          stepSeq: 0,
-          row: newRunRow(cj, result.reference, event, customer),
-        });
-      }
       audits.push({ ...base, ...result.audit });
+      if (!("enrollmentId" in result)) continue;
+      const { enrollmentId } = result;
+      const row = newRunRow(cj, result.reference, event, customer);
+      const first =
+        claimsLeft > 0 ? await claimFirstSend(tx, engine, cj, enrollmentId, row) : undefined;
+      if (first) {
+        claimsLeft -= 1;
+        claimWrite = first.write;
+        audits.push(...first.audits);
+      }
+      enrolled.push({ enrollmentId, stepSeq: 0, row, ...(first && { claimed: first.claimed }) });
     }
     await tx.last`
       WITH u AS (UPDATE "Event" SET "processedAt" = ${now} WHERE id = ${eventRowId})
+      ${claimWrite ? stmt`, c AS (${claimWrite})` : stmt``}
       ${auditInsert(audits)}`;
     return enrolled;
   });
+}
+
+/**
+ * The claim of a new enrollment's first step when it is a send, made with the customer already
+ * locked: the same re-check and decision as the step's own claim (claimAction), saving that
+ * transaction. Its action row and audit entries are written by the caller's last statement.
+ * Undefined when the step is not a send, or when its key already has a row (an earlier
+ * enrollment's): then the step claims as usual.
+ */
+async function claimFirstSend(
+  tx: Sql,
+  engine: Engine,
+  cj: CompiledJourney,
+  enrollmentId: bigint,
+  row: RunRow,
+): Promise<{ claimed: SendClaim; write?: Statement; audits: AuditRecord[] } | undefined> {
+  const cs = cj.steps.get(row.currentStepId!)!;
+  const step = cs.step;
+  if (step.kind !== "email" && step.kind !== "sms") return undefined;
+  const prepared = prepareSend(runOf(engine, cj, { enrollmentId, row }), cs, step);
+  const { intent } = prepared;
+  const [facts, existing] = await tx.many(
+    prepared.ahead.statement,
+    stmt`SELECT 1 FROM "Action" WHERE key = ${intent.key}`,
+  );
+  if (existing!.length > 0) return undefined;
+  const opts = claimOptions(engine);
+  const verdict = decideClaim(intent, opts, await prepared.recheck(tx, facts), undefined);
+  const audits = verdict.audit ? [verdict.audit] : [];
+  if (verdict.kind === "result") return { claimed: { prepared, claim: verdict.result }, audits };
+  const { state, reason } = verdict;
+  return {
+    claimed: { prepared, claim: claimWritten(state, reason, newActionRow(state)) },
+    write: actionInsert(intent, opts, state, reason),
+    audits,
+  };
 }
 
 /** A new enrollment as runStep would read it back: at its first step, nothing run yet. */

@@ -7,7 +7,7 @@ import type { CustomerView, EnrollmentView, EventView } from "./context";
 import { findExit } from "./decide";
 import type { Engine } from "./engine";
 import { actionKey } from "./keys";
-import { loadExitCandidates } from "./rows";
+import { loadExitCandidates, toCustomerView, toEventView } from "./rows";
 
 export interface Run {
   engine: Engine;
@@ -15,6 +15,54 @@ export interface Run {
   enrollment: EnrollmentView & { customerId: string; seq: number; triggerAt: Date };
   event: EventView;
   customer: CustomerView;
+}
+
+/** An enrollment with its trigger event and customer. */
+export interface RunRow {
+  status: string;
+  stepSeq: number;
+  currentStepId: string | null;
+  journeyId: string;
+  journeyVersion: string;
+  reference: string;
+  customerId: string;
+  triggerEventId: bigint;
+  eventId: string;
+  source: string;
+  type: string;
+  occurredAt: Date;
+  properties: unknown;
+  email: string | null;
+  phone: string | null;
+  timezone: string | null;
+  attributes: unknown;
+}
+
+/** The run of enrollment `enrollmentId`, as `row` has it, in journey version `cj`. */
+export function runOf(
+  engine: Engine,
+  cj: CompiledJourney,
+  { enrollmentId, row }: { enrollmentId: bigint; row: RunRow },
+): Run {
+  return {
+    engine,
+    cj,
+    enrollment: {
+      id: enrollmentId,
+      reference: row.reference,
+      customerId: row.customerId,
+      seq: row.stepSeq,
+      triggerAt: row.occurredAt,
+    },
+    event: toEventView({ ...row, id: row.triggerEventId }),
+    customer: toCustomerView({
+      id: row.customerId,
+      email: row.email,
+      phone: row.phone,
+      timezone: row.timezone,
+      attributes: row.attributes,
+    }),
+  };
 }
 
 export function intentFor(run: Run, step: Step, channel: ActionIntent["channel"]): ActionIntent {

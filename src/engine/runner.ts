@@ -10,9 +10,9 @@ import { branchTarget, nextStepId } from "./decide";
 import type { Engine } from "./engine";
 import { endEnrollment } from "./intake";
 import { actionKey } from "./keys";
-import type { Run } from "./run";
-import { claimOptions, exitDetail, intentFor, recheckExit, setNextRun } from "./run";
-import { toCustomerView, toEventView } from "./rows";
+import type { Run, RunRow } from "./run";
+import { claimOptions, exitDetail, intentFor, recheckExit, runOf, setNextRun } from "./run";
+import type { SendClaim } from "./send";
 import { runSend } from "./send";
 
 export type StepRunResult =
@@ -36,30 +36,17 @@ export async function runStep(
   enrollmentId: bigint,
   stepSeq: number,
   loaded?: RunRow,
+  /** The first step's claim, made by the transaction that enrolled it (with `loaded`). */
+  claimed?: SendClaim,
 ): Promise<StepRunResult> {
   const row = loaded ?? (await loadRun(engine, enrollmentId));
   if (!row || row.status !== "active" || row.stepSeq !== stepSeq || !row.currentStepId)
     return { kind: "idle" };
-  const cj = await engine.catalog.version(row.journeyId, row.journeyVersion);
-  const run: Run = {
-    engine,
-    cj,
-    enrollment: {
-      id: enrollmentId,
-      reference: row.reference,
-      customerId: row.customerId,
-      seq: row.stepSeq,
-      triggerAt: row.occurredAt,
-    },
-    event: toEventView({ ...row, id: row.triggerEventId }),
-    customer: toCustomerView({
-      id: row.customerId,
-      email: row.email,
-      phone: row.phone,
-      timezone: row.timezone,
-      attributes: row.attributes,
-    }),
-  };
+  const run = runOf(engine, await engine.catalog.version(row.journeyId, row.journeyVersion), {
+    enrollmentId,
+    row,
+  });
+  const { cj } = run;
   let stepId: string | undefined = row.currentStepId;
   while (stepId) {
     const cs = cj.steps.get(stepId);
@@ -68,9 +55,11 @@ export async function runStep(
         run,
         `step "${stepId}" is not in journey version ${row.journeyVersion.slice(0, 12)}`,
       );
-    const exit = await exitDetail(run, engine.db);
+    // A claim made at enrollment re-checked the exit events under the customer lock.
+    const exit = claimed ? undefined : await exitDetail(run, engine.db);
     if (exit) return end(run, "exited", exit);
-    const result = await runOne(run, cs);
+    const result = await runOne(run, cs, claimed);
+    claimed = undefined;
     if (result.kind === "retry") return { ...result, stepSeq: run.enrollment.seq };
     if (result.kind !== "next") return result;
     const next = result.goto;
@@ -84,27 +73,6 @@ export async function runStep(
     stepId = next;
   }
   return { kind: "idle" };
-}
-
-/** An enrollment with its trigger event and customer. */
-export interface RunRow {
-  status: string;
-  stepSeq: number;
-  currentStepId: string | null;
-  journeyId: string;
-  journeyVersion: string;
-  reference: string;
-  customerId: string;
-  triggerEventId: bigint;
-  eventId: string;
-  source: string;
-  type: string;
-  occurredAt: Date;
-  properties: unknown;
-  email: string | null;
-  phone: string | null;
-  timezone: string | null;
-  attributes: unknown;
 }
 
 /** The enrollment with its trigger event and customer, in one round trip. */
@@ -122,7 +90,7 @@ async function loadRun(engine: Engine, enrollmentId: bigint): Promise<RunRow | u
 
 type OneResult = { kind: "next"; goto?: string; at?: Date } | StepRunResult;
 
-async function runOne(run: Run, cs: CompiledStep): Promise<OneResult> {
+async function runOne(run: Run, cs: CompiledStep, claimed?: SendClaim): Promise<OneResult> {
   const { cj, engine } = run;
   const step = cs.step;
   const after = () => nextStepId(cj, step.id);
@@ -144,7 +112,7 @@ async function runOne(run: Run, cs: CompiledStep): Promise<OneResult> {
       return settle(run, step, await claimPoints(run, step));
     case "email":
     case "sms": {
-      const sent = await runSend(run, cs, step);
+      const sent = await runSend(run, cs, step, claimed);
       switch (sent.kind) {
         case "done":
           return { kind: "next", ...optionalGoto(run, step) };

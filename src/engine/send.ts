@@ -14,6 +14,7 @@ import {
   releaseInDoubt,
   resolveFound,
 } from "../ledger/actions";
+import type { FactsQuery } from "../ledger/facts";
 import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
 import { revokeChannel } from "../policies/consent";
 import { evaluateSend } from "../policies/evaluate";
@@ -38,10 +39,28 @@ export type SendResult =
 /** Twilio 21610: the recipient replied STOP; their SMS consent is revoked. */
 const OPTED_OUT = "21610";
 
-export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promise<SendResult> {
+/** A send step ready to be claimed: its intent, its content, and the re-check of its claim. */
+export interface PreparedSend {
+  intent: ActionIntent;
+  /** Unset when the templates failed: the re-check then skips the action. */
+  content?: Content;
+  /** The policy facts, read in the round trip that takes the customer lock. */
+  ahead: FactsQuery;
+  /** Run inside the claim, with the customer locked; `aheadRows` are the facts' rows. */
+  recheck(tx: Sql, aheadRows?: unknown[]): Promise<Recheck>;
+  /** The address in force, as the last re-check read it. */
+  address(): string | null;
+}
+
+/** A send step's claim, made by the step itself or by the transaction that enrolled it. */
+export interface SendClaim {
+  prepared: PreparedSend;
+  claim: ClaimResult;
+}
+
+export function prepareSend(run: Run, cs: CompiledStep, step: SendStep): PreparedSend {
   const { engine } = run;
   const intent = intentFor(run, step, step.kind);
-  const channel = engine.channels[step.kind];
   let content: Content | undefined;
   let renderError: string | undefined;
   try {
@@ -55,23 +74,44 @@ export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promi
     sendFactsQuery(intent, run.cj.journey, engine.catalog.policies, step.kind, engine.clock.now());
   const ahead = facts();
   let address: string | null = null;
-  const recheck = async (tx: Sql, aheadRows?: unknown[]): Promise<Recheck> => {
-    const exit = await recheckExit(run, tx);
-    if (!exit.go) return exit;
-    if (renderError)
-      return { go: false, outcome: "skip", reason: "template_error", detail: renderError };
-    const sendFacts = aheadRows ? ahead.read(aheadRows) : await loadSendFacts(tx, facts());
-    address = sendFacts.address;
-    return verdictOf(evaluateSend(sendFacts));
+  return {
+    intent,
+    ...(content && { content }),
+    ahead,
+    async recheck(tx, aheadRows) {
+      const exit = await recheckExit(run, tx);
+      if (!exit.go) return exit;
+      if (renderError)
+        return { go: false, outcome: "skip", reason: "template_error", detail: renderError };
+      const sendFacts = aheadRows ? ahead.read(aheadRows) : await loadSendFacts(tx, facts());
+      address = sendFacts.address;
+      return verdictOf(evaluateSend(sendFacts));
+    },
+    address: () => address,
   };
+}
+
+/** Runs a send step; `claimed` when its claim was already made (in the enrolling transaction). */
+export async function runSend(
+  run: Run,
+  cs: CompiledStep,
+  step: SendStep,
+  claimed?: SendClaim,
+): Promise<SendResult> {
+  const { engine } = run;
+  const channel = engine.channels[step.kind];
+  const prepared = claimed?.prepared ?? prepareSend(run, cs, step);
+  const { intent, recheck } = prepared;
   const opts = {
     ...claimOptions(engine),
     ...(channel.lookup && { resolveAfterMs: engine.tuning.inDoubtGraceMs }),
   };
-  let claim: ClaimResult = await claimAction(engine.db, intent, opts, recheck, ahead.statement);
+  let claim: ClaimResult =
+    claimed?.claim ??
+    (await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement));
   if (claim.kind === "resolve") {
     const customer = await loadCustomer(engine.db, intent.customerId);
-    const message = buildMessage(engine, step, intent.key, customer, content!);
+    const message = buildMessage(engine, step, intent.key, customer, prepared.content!);
     let found: string | undefined;
     try {
       found = await channel.lookup!(message as SmsMessage & EmailMessage, claim.callStartedAt);
@@ -99,7 +139,7 @@ export async function runSend(run: Run, cs: CompiledStep, step: SendStep): Promi
   }
   switch (claim.kind) {
     case "proceed":
-      return call(run, step, intent, content!, claim, address);
+      return call(run, step, intent, prepared.content!, claim, prepared.address());
     case "settled":
       return { kind: "done" };
     case "wait":

@@ -203,30 +203,89 @@ export async function claimAction(
           }
         }
       }
-      const check = await recheck(tx, aheadRows);
-      if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
-      if (!check.go && check.outcome === "delay") {
-        await recordAudit(tx, {
-          ...audit,
-          kind: "delayed",
-          rule: check.reason,
-          detail: { why: check.detail, until: check.until },
-        });
-        return { kind: "wait", until: check.until, why: check.detail };
+      const verdict = decideClaim(intent, opts, await recheck(tx, aheadRows), existing);
+      if (verdict.kind === "result") {
+        if (verdict.audit) await recordAudit(tx, verdict.audit);
+        return verdict.result;
       }
-      if (!check.go) return skipAction(tx, intent, opts, check, existing);
-      const claimed = await upsertAction(tx.last, intent, opts, "claimed", null, existing, {
+      const { state, reason } = verdict;
+      const written = await upsertAction(
+        tx.last,
+        intent,
+        opts,
+        state,
+        reason,
+        existing,
+        verdict.audit,
+      );
+      return claimWritten(state, reason, written);
+    },
+    ahead,
+  );
+}
+
+/**
+ * What a claim does once its re-check has spoken: write the action row (`claimed` for a
+ * provider call, `skipped` with the policy's reason), or write nothing and say why. `existing`
+ * is the row of an earlier attempt being retried.
+ */
+export function decideClaim(
+  intent: ActionIntent,
+  opts: ClaimOptions,
+  check: Recheck,
+  existing: ActionRow | undefined,
+):
+  | { kind: "write"; state: "claimed" | "skipped"; reason: string | null; audit: AuditRecord }
+  | { kind: "result"; result: ClaimResult; audit?: AuditRecord } {
+  const audit = auditBase(intent, opts);
+  if (check.go) {
+    return {
+      kind: "write",
+      state: "claimed",
+      reason: null,
+      audit: {
         ...audit,
         kind: "step_claimed",
         detail: {
           attempt: (existing?.attempt ?? 0) + 1,
           ...(existing && { previous: existing.state }),
         },
-      });
-      return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
-    },
-    ahead,
-  );
+      },
+    };
+  }
+  switch (check.outcome) {
+    case "exited":
+      return { kind: "result", result: { kind: "exited", detail: check.detail } };
+    case "delay":
+      return {
+        kind: "result",
+        result: { kind: "wait", until: check.until, why: check.detail },
+        audit: {
+          ...audit,
+          kind: "delayed",
+          rule: check.reason,
+          detail: { why: check.detail, until: check.until },
+        },
+      };
+    case "skip":
+      return {
+        kind: "write",
+        state: "skipped",
+        reason: check.reason,
+        audit: { ...audit, kind: "skipped", rule: check.reason, detail: { why: check.detail } },
+      };
+  }
+}
+
+/** The claim's result once its action row is written. */
+export function claimWritten(
+  state: "claimed" | "skipped",
+  reason: string | null,
+  row: { attempt: number; fencingToken: number },
+): ClaimResult {
+  return state === "claimed"
+    ? { kind: "proceed", attempt: row.attempt, token: row.fencingToken }
+    : { kind: "settled", state: "skipped", reason, duplicate: false };
 }
 
 function resolvable(row: ActionRow, opts: ClaimOptions): boolean {
@@ -365,17 +424,35 @@ async function upsertAction(
       SELECT attempt, "fencingToken" FROM u`;
     return row!;
   }
-  const attempt = state === "claimed" ? 1 : 0;
-  await tx`
-    WITH i AS (
-      INSERT INTO "Action" (key, "journeyId", "stepId", "customerId", reference, "enrollmentId", channel,
-                            state, reason, attempt, "fencingToken", "workerId", "eventOccurredAt",
-                            "claimedAt", "completedAt", "updatedAt")
-      VALUES (${a.key}, ${a.journeyId}, ${a.stepId}, ${a.customerId}, ${a.reference}, ${a.enrollmentId},
-              ${a.channel}::"Channel", ${state}::"ActionState", ${reason}, ${attempt}, 1, ${opts.workerId},
-              ${a.eventOccurredAt}, ${opts.now}, ${completedAt}, ${opts.now}))
-    ${audits}`;
-  return { attempt, fencingToken: 1 };
+  const row = newActionRow(state);
+  await tx`WITH i AS (${actionInsert(a, opts, state, reason)}) ${audits}`;
+  return row;
+}
+
+/** A new action row's attempt and fencing token. */
+export function newActionRow(state: "claimed" | "skipped"): {
+  attempt: number;
+  fencingToken: number;
+} {
+  return { attempt: state === "claimed" ? 1 : 0, fencingToken: 1 };
+}
+
+/** The insert of a new action row, to splice into a larger statement. */
+export function actionInsert(
+  a: ActionIntent,
+  opts: Pick<ClaimOptions, "now" | "workerId">,
+  state: "claimed" | "skipped",
+  reason: string | null,
+): Statement {
+  const completedAt = state === "skipped" ? opts.now : null;
+  return stmt`
+    INSERT INTO "Action" (key, "journeyId", "stepId", "customerId", reference, "enrollmentId", channel,
+                          state, reason, attempt, "fencingToken", "workerId", "eventOccurredAt",
+                          "claimedAt", "completedAt", "updatedAt")
+    VALUES (${a.key}, ${a.journeyId}, ${a.stepId}, ${a.customerId}, ${a.reference}, ${a.enrollmentId},
+            ${a.channel}::"Channel", ${state}::"ActionState", ${reason}, ${newActionRow(state).attempt},
+            ${newActionRow(state).fencingToken}, ${opts.workerId}, ${a.eventOccurredAt}, ${opts.now},
+            ${completedAt}, ${opts.now})`;
 }
 
 /**

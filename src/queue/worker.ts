@@ -101,7 +101,11 @@ async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob
   // per send. If this worker dies first, the sweep finds them due in Postgres.
   const next = await Promise.all(
     enrolled.map(async (e) =>
-      nextJob(e.enrollmentId, e.stepSeq, await runStep(engine, e.enrollmentId, e.stepSeq, e.row)),
+      nextJob(
+        e.enrollmentId,
+        e.stepSeq,
+        await runStep(engine, e.enrollmentId, e.stepSeq, e.row, e.claimed),
+      ),
     ),
   );
   await enqueueSteps(
