@@ -127,17 +127,28 @@ function jsonKey(json: string): string | undefined {
 
 /**
  * Channels that deliver nothing and append one line per send, `<channel> <action key>`, to one
- * file (SENDONCE_RECORD_ONLY): the pipeline measured without a provider's cost. Appends of one
- * short line are atomic, so workers may share the file.
+ * file (SENDONCE_RECORD_ONLY): the pipeline measured without a provider's cost. The lines of
+ * sends made in the same turn of the event loop go out in one append, and each send returns
+ * once its line is written; appends are atomic, so workers may share the file.
  */
 export function createRecorder(file: string): { email: EmailChannel; sms: SmsChannel } {
   let handle: Promise<FileHandle> | undefined;
+  let pending: string[] = [];
+  let written: Promise<void> | undefined;
   const record = async (channel: "email" | "sms", actionKey: string) => {
-    handle ??= open(file, "a");
-    await (await handle).write(`${channel} ${actionKey}\n`);
+    pending.push(`${channel} ${actionKey}\n`);
+    written ??= new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+      const lines = pending.join("");
+      pending = [];
+      written = undefined;
+      handle ??= open(file, "a");
+      await (await handle).write(lines);
+    });
+    await written;
     return { providerId: `recorded:${actionKey}` };
   };
   const close = async () => {
+    await written;
     if (handle) await (await handle).close();
     handle = undefined;
   };

@@ -1,5 +1,5 @@
 // Each way an SMTP server can answer, against a real one, and the failure class it becomes;
-// then the file outboxes that stand in for SMTP and Twilio.
+// then the file outboxes that stand in for SMTP and Twilio, and the recording channel.
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,7 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChannelError } from "../../src/channels/channel";
 import type { EmailMessage } from "../../src/channels/channel";
 import { createSmtpChannel } from "../../src/channels/email-smtp";
-import { countOutbox, createEmailOutbox, createSmsOutbox } from "../../src/channels/outbox";
+import {
+  countOutbox,
+  createEmailOutbox,
+  createRecorder,
+  createSmsOutbox,
+} from "../../src/channels/outbox";
 import type { SmtpFault, SmtpSink } from "../support/smtp";
 import { closedPortUrl, startSmtpSink } from "../support/smtp";
 
@@ -243,5 +248,31 @@ describe("file outboxes", () => {
       duplicates: 0,
       duplicateKeys: [],
     });
+  });
+});
+
+describe("the recording channel (SENDONCE_RECORD_ONLY)", () => {
+  it("writes one line per send, batching a turn's sends, each answered once its line is written", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sendonce-record-"));
+    const file = join(dir, "sent.txt");
+    const recorder = createRecorder(file);
+    const lines = () => readFileSync(file, "utf8").split("\n").filter(Boolean);
+    // Three sends in one turn: when the first answers, all three lines are in the file.
+    const first = await Promise.all(
+      ["k1", "k2", "k3"].map(async (k) => {
+        const delivery = await recorder.email.send(message(k), k);
+        return { delivery, seen: lines().length };
+      }),
+    );
+    expect(first.map((f) => f.delivery.providerId)).toEqual([
+      "recorded:k1",
+      "recorded:k2",
+      "recorded:k3",
+    ]);
+    expect(first.every((f) => f.seen === 3)).toBe(true);
+    // A later send appends; an SMS records its channel.
+    await recorder.sms.send({ to: "+15550100", body: "Hi" }, "k4");
+    await recorder.email.close();
+    expect(lines()).toEqual(["email k1", "email k2", "email k3", "sms k4"]);
   });
 });
