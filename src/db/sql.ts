@@ -9,7 +9,7 @@ import type { Queryable, Sql } from "./wire";
 import { Statement, sqlFrom, statement, trip } from "./wire";
 
 export type { Sql } from "./wire";
-export { Statement, stmt } from "./wire";
+export { Statement, stmt, withCtes } from "./wire";
 
 /** A pool: statements on any connection, or a transaction on one. */
 export interface SqlPool {

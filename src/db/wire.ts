@@ -68,6 +68,13 @@ export function stmt(strings: TemplateStringsArray, ...values: unknown[]): State
   return new Statement(strings, values);
 }
 
+/** `WITH a AS (…), b AS (…) main`, for the CTEs given as `name AS (…)`; none: just `main`. */
+export function withCtes(ctes: readonly Statement[], main: Statement): Statement {
+  const [first, ...rest] = ctes;
+  if (!first) return main;
+  return stmt`WITH ${rest.reduce((list, cte) => stmt`${list}, ${cte}`, first)} ${main}`;
+}
+
 /** The text with `render` applied to each value, pieces spliced in place. */
 function expand({ strings, values }: Statement, render: (value: unknown) => string): string {
   let text = strings[0]!;

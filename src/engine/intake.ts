@@ -2,7 +2,10 @@
 // and end enrollments it exits. One transaction with the customer locked, so concurrent or
 // duplicate events never enroll twice and cooldowns hold.
 import type { Sql, Statement } from "../db/sql";
-import { poolOf, stmt } from "../db/sql";
+import { poolOf, stmt, withCtes } from "../db/sql";
+import type { ParsedEvent } from "../ingest/event";
+import type { Via } from "../ingest/store";
+import { eventInsert, recordDuplicate } from "../ingest/store";
 import type { CompiledJourney } from "../journeys/compile";
 import { actionInsert, claimWritten, decideClaim, newActionRow } from "../ledger/actions";
 import type { AuditRecord } from "../ledger/audit";
@@ -38,8 +41,7 @@ export async function processEvent(
   eventRowId: bigint,
   customerId?: string,
 ): Promise<NewEnrollment[]> {
-  const { db, clock, workerId } = engine;
-  const pool = poolOf(db);
+  const pool = poolOf(engine.db);
   const run = (fn: (tx: Sql) => Promise<NewEnrollment[]>) =>
     customerId === undefined ? pool.tx(fn) : pool.grouped(customerId, fn);
   return run(async (tx) => {
@@ -54,43 +56,97 @@ export async function processEvent(
     );
     const row = events![0] as (EventRow & { processedAt: Date | null }) | undefined;
     if (!row || row.processedAt || !customers![0]) return [];
-    const event = toEventView(row);
     const customer = toCustomerView(customers![0] as CustomerRow);
-    const now = clock.now();
-    const audits: AuditRecord[] = [];
-    const enrolled: NewEnrollment[] = [];
-    // At most one claim is made here: a second journey's would not see the first's action row
-    // (written with the last statement) when it counts the customer's sends against a cap.
-    let claimWrite: Statement | undefined;
-    let claimsLeft = 1;
-    for (const cj of engine.catalog.current) {
-      const base = { at: now, customerId: customer.id, journeyId: cj.journey.id, workerId };
-      if (cj.exits.some((rule) => rule.event === event.type)) {
-        audits.push(
-          ...(await exitEnrollments(tx, cj, event, customer, now)).map((a) => ({ ...base, ...a })),
-        );
-      }
-      if (cj.journey.trigger.event !== event.type) continue;
-      const result = await enroll(tx, cj, event, customer, now);
-      audits.push({ ...base, ...result.audit });
-      if (!("enrollmentId" in result)) continue;
-      const { enrollmentId } = result;
-      const row = newRunRow(cj, result.reference, event, customer);
-      const first =
-        claimsLeft > 0 ? await claimFirstSend(tx, engine, cj, enrollmentId, row) : undefined;
-      if (first) {
-        claimsLeft -= 1;
-        claimWrite = first.write;
-        audits.push(...first.audits);
-      }
-      enrolled.push({ enrollmentId, stepSeq: 0, row, ...(first && { claimed: first.claimed }) });
-    }
-    await tx.last`
-      WITH u AS (UPDATE "Event" SET "processedAt" = ${now} WHERE id = ${eventRowId})
-      ${claimWrite ? stmt`, c AS (${claimWrite})` : stmt``}
-      ${auditInsert(audits)}`;
-    return enrolled;
+    return matchEvent(tx, engine, toEventView(row), customer, { stored: "unprocessed" });
   });
+}
+
+/**
+ * A delivery from the events queue (an event that changes no consent), stored and processed in
+ * one transaction: stored as processed, with its profile traits, its customer locked, matched
+ * and enrolled, and the first send claimed. Until it commits nothing of it is visible, so a
+ * crash leaves the delivery to its job's retry. A second delivery of a stored event is recorded
+ * as a duplicate or conflict, and processes the stored event if nothing has yet.
+ */
+export async function intakeDelivery(
+  engine: Engine,
+  event: ParsedEvent,
+  via: Via,
+): Promise<NewEnrollment[]> {
+  const now = engine.clock.now();
+  return poolOf(engine.db).grouped(event.customerId, async (tx) => {
+    // One round trip (with the BEGIN): the event and its customer written, then the customer
+    // locked and read with the traits applied.
+    const [inserted, customers] = await tx.many(
+      eventInsert(event, via, now, now),
+      stmt`SELECT id, email, phone, timezone, attributes FROM "Customer"
+           WHERE id = ${event.customerId} FOR NO KEY UPDATE`,
+    );
+    const customer = toCustomerView(customers![0] as CustomerRow);
+    const row = inserted![0] as { id: bigint } | undefined;
+    if (row) {
+      const view: EventView = { ...event, rowId: row.id };
+      return matchEvent(tx, engine, view, customer, { stored: "processed" });
+    }
+    const stored = await recordDuplicate(tx, event, via, now);
+    if (stored.status !== "duplicate" || stored.processed) return [];
+    const first = await loadEvent(tx, stored.eventRowId);
+    return matchEvent(tx, engine, first!, customer, { stored: "unprocessed" });
+  });
+}
+
+/**
+ * Matches a stored event against the deployed journeys with its customer locked: ends the
+ * enrollments it exits, enrolls per entry policy, claims the first send, and marks the event
+ * processed (unless it was stored so) with every audit entry in the transaction's last statement.
+ */
+async function matchEvent(
+  tx: Sql,
+  engine: Engine,
+  event: EventView,
+  customer: CustomerView,
+  opts: { stored: "processed" | "unprocessed" },
+): Promise<NewEnrollment[]> {
+  const { clock, workerId } = engine;
+  const now = clock.now();
+  const audits: AuditRecord[] = [];
+  const enrolled: NewEnrollment[] = [];
+  // At most one claim is made here: a second journey's would not see the first's action row
+  // (written with the last statement) when it counts the customer's sends against a cap.
+  let claimWrite: Statement | undefined;
+  let claimsLeft = 1;
+  for (const cj of engine.catalog.current) {
+    const base = { at: now, customerId: customer.id, journeyId: cj.journey.id, workerId };
+    if (cj.exits.some((rule) => rule.event === event.type)) {
+      audits.push(
+        ...(await exitEnrollments(tx, cj, event, customer, now)).map((a) => ({ ...base, ...a })),
+      );
+    }
+    if (cj.journey.trigger.event !== event.type) continue;
+    const result = await enroll(tx, cj, event, customer, now);
+    audits.push({ ...base, ...result.audit });
+    if (!("enrollmentId" in result)) continue;
+    const { enrollmentId } = result;
+    const row = newRunRow(cj, result.reference, event, customer);
+    const first =
+      claimsLeft > 0 ? await claimFirstSend(tx, engine, cj, enrollmentId, row) : undefined;
+    if (first) {
+      claimsLeft -= 1;
+      claimWrite = first.write;
+      audits.push(...first.audits);
+    }
+    enrolled.push({ enrollmentId, stepSeq: 0, row, ...(first && { claimed: first.claimed }) });
+  }
+  await tx.last`${withCtes(
+    [
+      ...(opts.stored === "unprocessed"
+        ? [stmt`u AS (UPDATE "Event" SET "processedAt" = ${now} WHERE id = ${event.rowId})`]
+        : []),
+      ...(claimWrite ? [stmt`c AS (${claimWrite})`] : []),
+    ],
+    auditInsert(audits),
+  )}`;
+  return enrolled;
 }
 
 /**

@@ -31,10 +31,9 @@ export async function storeEvent(
   // An event that changes no consent is stored in one statement, with its profile traits; one
   // that does is stored with its changes in one transaction, so a redelivery never finds the
   // event without them.
-  const consents = Object.keys(event.customer?.consents ?? {}).length > 0;
   // In a round trip shared with other customers' events, taken in customer order: the order
   // group transactions lock customers in, so neither waits for the other holding a later one.
-  if (!consents && !consent) return store(pool.sharedFor(event.customerId), event, via, now, opts);
+  if (!changesConsent(event)) return store(pool.sharedFor(event.customerId), event, via, now, opts);
   return pool.tx(async (tx) => {
     const result = await store(tx, event, via, now, opts);
     if (result.status !== "new") return result;
@@ -63,6 +62,14 @@ export async function storeEvent(
   });
 }
 
+/** Whether storing the event changes a consent: a consent event, or traits that carry consents. */
+export function changesConsent(event: ParsedEvent): boolean {
+  return (
+    Object.hasOwn(CONSENT_EVENTS, event.type) ||
+    Object.keys(event.customer?.consents ?? {}).length > 0
+  );
+}
+
 /** The event row and its audit entry (with the customer row it needs), or the duplicate's. */
 async function store(
   sql: Sql,
@@ -71,30 +78,46 @@ async function store(
   now: Date,
   opts: { processed?: boolean },
 ): Promise<StoreResult> {
-  const hash = payloadHash(event);
-  const audit = (kind: AuditKind) =>
-    auditInsert([
-      {
-        kind,
-        at: now,
-        customerId: event.customerId,
-        detail: { source: event.source, eventId: event.id, type: event.type, via },
-      },
-    ]);
-  const [row] = await sql<{ id: bigint }>`
+  const [row] = await sql<{
+    id: bigint;
+  }>`${eventInsert(event, via, now, opts.processed ? now : null)}`;
+  if (row) return { status: "new", eventRowId: row.id };
+  return recordDuplicate(sql, event, via, now);
+}
+
+/**
+ * The insert of a new event with its audit entry and the customer row it needs; it returns the
+ * row's id, or no row when (source, id) is stored already (see recordDuplicate).
+ */
+export function eventInsert(
+  event: ParsedEvent,
+  via: Via,
+  now: Date,
+  processedAt: Date | null,
+): Statement {
+  return stmt`
     WITH e AS (
       INSERT INTO "Event" (source, "eventId", type, "customerId", "occurredAt", "receivedAt",
                            properties, customer, "payloadHash", "processedAt")
       VALUES (${event.source}, ${event.id}, ${event.type}, ${event.customerId}, ${event.occurredAt},
               ${now}, ${JSON.stringify(event.properties)}::jsonb,
-              ${event.customer ? JSON.stringify(event.customer) : null}::jsonb, ${hash},
-              ${opts.processed ? now : null})
+              ${event.customer ? JSON.stringify(event.customer) : null}::jsonb, ${payloadHash(event)},
+              ${processedAt})
       ON CONFLICT (source, "eventId") DO NOTHING
       RETURNING id),
     c AS (${customerUpsert(event)}),
-    a AS (${audit("event_received")}, e)
+    a AS (${eventAudit(event, via, now, "event_received")}, e)
     SELECT id FROM e`;
-  if (row) return { status: "new", eventRowId: row.id };
+}
+
+/** A second delivery of a stored event, recorded as a duplicate or, with another payload, a conflict. */
+export async function recordDuplicate(
+  sql: Sql,
+  event: ParsedEvent,
+  via: Via,
+  now: Date,
+): Promise<Exclude<StoreResult, { status: "new" }>> {
+  const hash = payloadHash(event);
   const [stored] = await sql<{ id: bigint; payloadHash: string; processedAt: Date | null }>`
     SELECT id, "payloadHash", "processedAt" FROM "Event" WHERE source = ${event.source} AND "eventId" = ${event.id}`;
   const kind = stored!.payloadHash === hash ? "duplicate" : "conflict";
@@ -102,10 +125,21 @@ async function store(
     WITH d AS (
       INSERT INTO "EventDuplicate" (source, "eventId", kind, "payloadHash", via, "receivedAt")
       VALUES (${event.source}, ${event.id}, ${kind}::"DuplicateKind", ${hash}, ${via}, ${now}))
-    ${audit(kind === "duplicate" ? "event_duplicate" : "event_conflict")}`;
+    ${eventAudit(event, via, now, kind === "duplicate" ? "event_duplicate" : "event_conflict")}`;
   return kind === "duplicate"
     ? { status: "duplicate", eventRowId: stored!.id, processed: stored!.processedAt !== null }
     : { status: "conflict", eventRowId: stored!.id };
+}
+
+function eventAudit(event: ParsedEvent, via: Via, now: Date, kind: AuditKind): Statement {
+  return auditInsert([
+    {
+      kind,
+      at: now,
+      customerId: event.customerId,
+      detail: { source: event.source, eventId: event.id, type: event.type, via },
+    },
+  ]);
 }
 
 /**

@@ -3,11 +3,12 @@
 import { DelayedError, UnrecoverableError, Worker } from "bullmq";
 import type { Job } from "bullmq";
 import type { Engine } from "../engine/engine";
-import { processEvent } from "../engine/intake";
+import type { NewEnrollment } from "../engine/intake";
+import { intakeDelivery, processEvent } from "../engine/intake";
 import { runStep } from "../engine/runner";
 import type { StepRunResult } from "../engine/runner";
 import { EventValidationError, parseEvent } from "../ingest/event";
-import { storeEvent } from "../ingest/store";
+import { changesConsent, storeEvent } from "../ingest/store";
 import type { DueStep, EventJob, Queues, StepJob } from "./queues";
 import { EVENTS_QUEUE, STEPS_QUEUE, enqueueSteps, redisConnection } from "./queues";
 
@@ -71,8 +72,7 @@ export function startWorkers(
 }
 
 async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob>): Promise<void> {
-  let rowId: bigint;
-  let customerId: string | undefined;
+  let enrolled: NewEnrollment[];
   if ("delivery" in job.data) {
     let event;
     try {
@@ -88,15 +88,19 @@ async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob
       }
       throw error;
     }
-    const stored = await storeEvent(engine.db, event, job.data.via, engine.clock.now());
-    // A redelivery of an event whose first delivery crashed before processing still processes it.
-    if (stored.status === "conflict" || (stored.status === "duplicate" && stored.processed)) return;
-    rowId = stored.eventRowId;
-    customerId = event.customerId;
+    if (changesConsent(event)) {
+      // Stored with its consent changes first, in a transaction of their own.
+      const stored = await storeEvent(engine.db, event, job.data.via, engine.clock.now());
+      // A redelivery of an event whose first delivery crashed before processing still processes it.
+      if (stored.status === "conflict" || (stored.status === "duplicate" && stored.processed))
+        return;
+      enrolled = await processEvent(engine, stored.eventRowId, event.customerId);
+    } else {
+      enrolled = await intakeDelivery(engine, event, job.data.via);
+    }
   } else {
-    rowId = BigInt(job.data.eventRowId);
+    enrolled = await processEvent(engine, BigInt(job.data.eventRowId));
   }
-  const enrolled = await processEvent(engine, rowId, customerId);
   // First steps due now run here rather than as jobs of their own: one queue round trip less
   // per send. If this worker dies first, the sweep finds them due in Postgres.
   const next = await Promise.all(
