@@ -10,6 +10,7 @@ import type { CompiledJourney } from "../journeys/compile";
 import { actionInsert, claimWritten, decideClaim, newActionRow } from "../ledger/actions";
 import type { AuditRecord } from "../ledger/audit";
 import { auditInsert, recordAudit } from "../ledger/audit";
+import { endEnrollment } from "../ledger/enrollments";
 import type { CustomerView, EventView } from "./context";
 import type { EntryDecision } from "./decide";
 import { decideEntry, findExit } from "./decide";
@@ -371,13 +372,12 @@ async function exitEnrollments(
   for (const enrollment of active) {
     if (event.occurredAt < enrollment.triggerAt) continue;
     if (!findExit(cj, [event], customer, enrollment)) continue;
-    await endEnrollment(
-      tx,
-      enrollment.id,
-      "exited",
-      `exit event ${event.type} ${event.source}/${event.id}`,
+    await endEnrollment(tx, {
+      enrollmentId: enrollment.id,
+      status: "exited",
+      reason: `exit event ${event.type} ${event.source}/${event.id}`,
       now,
-    );
+    });
     audits.push({
       kind: "exited",
       enrollmentId: enrollment.id,
@@ -386,28 +386,4 @@ async function exitEnrollments(
     });
   }
   return audits;
-}
-
-/**
- * Ends an enrollment wherever it is; bumping stepSeq makes any queued step job stale. The
- * audit entry, when given, is written by the same statement, only if the enrollment ended.
- */
-export async function endEnrollment(
-  tx: Sql,
-  enrollmentId: bigint,
-  status: "completed" | "exited" | "failed",
-  reason: string,
-  now: Date,
-  expectedSeq?: number,
-  audit?: AuditRecord,
-): Promise<boolean> {
-  const [row] = await tx<{ ended: bigint }>`
-    WITH u AS (
-      UPDATE "Enrollment" SET status = ${status}::"EnrollmentStatus", "currentStepId" = NULL, "nextRunAt" = NULL,
-        "stepSeq" = "stepSeq" + 1, "endedReason" = ${reason}, "endedAt" = ${now}, "updatedAt" = ${now}
-      WHERE id = ${enrollmentId} AND status = 'active' AND (${expectedSeq ?? null}::int IS NULL OR "stepSeq" = ${expectedSeq ?? null}::int)
-      RETURNING id),
-    a AS (${auditInsert(audit ? [audit] : [])}, u)
-    SELECT count(*) AS ended FROM u`;
-  return row!.ended > 0n;
 }

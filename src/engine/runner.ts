@@ -8,7 +8,8 @@ import type { SettledClaim } from "../ledger/actions";
 import { grantPoints } from "../ledger/points";
 import { branchTarget, nextStepId } from "./decide";
 import type { Engine } from "./engine";
-import { endEnrollment } from "./intake";
+import type { EnrollmentEnd } from "../ledger/enrollments";
+import { endEnrollment } from "../ledger/enrollments";
 import { actionKey } from "./keys";
 import type { Run, RunRow } from "./run";
 import { claimOptions, exitDetail, intentFor, recheckExit, runOf, setNextRun } from "./run";
@@ -63,7 +64,7 @@ export async function runStep(
     if (result.kind === "retry") return { ...result, stepSeq: run.enrollment.seq };
     if (result.kind !== "next") return result;
     const next = result.goto;
-    if (!next) return end(run, "completed", `finished after step "${stepId}"`);
+    if (!next) return end(run, "completed", finished(stepId));
     const at = result.at ?? engine.clock.now();
     const moved = await advance(run, next, at);
     if (!moved) return { kind: "idle" };
@@ -112,10 +113,20 @@ async function runOne(run: Run, cs: CompiledStep, claimed?: SendClaim): Promise<
       return settle(run, step, await claimPoints(run, step));
     case "email":
     case "sms": {
-      const sent = await runSend(run, cs, step, claimed);
+      // A last step's outcome completes the run in the same statement.
+      const last = nextStepId(cj, step.id) === undefined;
+      const sent = await runSend(
+        run,
+        cs,
+        step,
+        claimed,
+        last ? () => completed(run, step.id) : undefined,
+      );
       switch (sent.kind) {
         case "done":
           return { kind: "next", ...optionalGoto(run, step) };
+        case "ended":
+          return { kind: "idle" };
         case "exited":
           return end(run, "exited", sent.detail);
         case "retry":
@@ -188,16 +199,25 @@ async function end(
   status: "completed" | "exited" | "failed",
   reason: string,
 ): Promise<StepRunResult> {
-  const { db, clock, workerId } = run.engine;
+  await endEnrollment(poolOf(run.engine.db).shared, runEnd(run, status, reason));
+  return { kind: "idle" };
+}
+
+/** This run's enrollment ended at its position, with the audit entry saying how. */
+function runEnd(
+  run: Run,
+  status: "completed" | "exited" | "failed",
+  reason: string,
+): EnrollmentEnd {
+  const { clock, workerId } = run.engine;
   const now = clock.now();
-  await endEnrollment(
-    poolOf(db).shared,
-    run.enrollment.id,
+  return {
+    enrollmentId: run.enrollment.id,
     status,
     reason,
     now,
-    run.enrollment.seq,
-    {
+    expectedSeq: run.enrollment.seq,
+    audit: {
       kind: status === "exited" ? "exited" : "completed",
       at: now,
       customerId: run.enrollment.customerId,
@@ -207,9 +227,13 @@ async function end(
       ...(status === "failed" && { rule: "failed" }),
       detail: { reason },
     },
-  );
-  return { kind: "idle" };
+  };
 }
+
+const finished = (stepId: string) => `finished after step "${stepId}"`;
+
+/** How a run completes after its last step, `stepId`. */
+const completed = (run: Run, stepId: string) => runEnd(run, "completed", finished(stepId));
 
 function fail(run: Run, reason: string): Promise<StepRunResult> {
   run.engine.log.error("enrollment failed", {

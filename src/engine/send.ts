@@ -15,6 +15,7 @@ import {
   resolveFound,
 } from "../ledger/actions";
 import type { FactsQuery } from "../ledger/facts";
+import type { EnrollmentEnd } from "../ledger/enrollments";
 import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
 import { revokeChannel } from "../policies/consent";
 import { evaluateSend } from "../policies/evaluate";
@@ -32,6 +33,8 @@ type SendStep = Extract<Step, { kind: "email" | "sms" }>;
 /** How a send step ended for now. */
 export type SendResult =
   | { kind: "done" }
+  /** Done, and the run completed with it (the step was its last). */
+  | { kind: "ended" }
   | { kind: "retry"; at: Date; why: string }
   | { kind: "exited"; detail: string }
   | { kind: "idle" };
@@ -47,9 +50,9 @@ export interface PreparedSend {
   /** The policy facts, read in the round trip that takes the customer lock. */
   ahead: FactsQuery;
   /** Run inside the claim, with the customer locked; `aheadRows` are the facts' rows. */
-  recheck(tx: Sql, aheadRows?: unknown[]): Promise<Recheck>;
+  recheck: (tx: Sql, aheadRows?: unknown[]) => Promise<Recheck>;
   /** The address in force, as the last re-check read it. */
-  address(): string | null;
+  address: () => string | null;
 }
 
 /** A send step's claim, made by the step itself or by the transaction that enrolled it. */
@@ -91,12 +94,18 @@ export function prepareSend(run: Run, cs: CompiledStep, step: SendStep): Prepare
   };
 }
 
-/** Runs a send step; `claimed` when its claim was already made (in the enrolling transaction). */
+/**
+ * Runs a send step; `claimed` when its claim was already made (in the enrolling transaction).
+ * Given `completes` (the step is the run's last), an outcome that finishes the step ends the
+ * enrollment, as `completes()` says when the provider has answered, in the statement that
+ * records it.
+ */
 export async function runSend(
   run: Run,
   cs: CompiledStep,
   step: SendStep,
   claimed?: SendClaim,
+  completes?: () => EnrollmentEnd,
 ): Promise<SendResult> {
   const { engine } = run;
   const channel = engine.channels[step.kind];
@@ -139,7 +148,7 @@ export async function runSend(
   }
   switch (claim.kind) {
     case "proceed":
-      return call(run, step, intent, prepared.content!, claim, prepared.address());
+      return call(run, step, intent, prepared.content!, claim, prepared.address(), completes);
     case "settled":
       return { kind: "done" };
     case "wait":
@@ -160,6 +169,7 @@ async function call(
   content: Content,
   claim: { attempt: number; token: number },
   address: string | null,
+  completes: (() => EnrollmentEnd) | undefined,
 ): Promise<SendResult> {
   const { engine } = run;
   await engine.failpoint?.("after_claim", intent.key);
@@ -188,10 +198,17 @@ async function call(
   }
   await engine.failpoint?.("after_call", intent.key);
   const now = engine.clock.now();
+  // An outcome after which the step is not run again finishes it; a last step's run ends too.
+  const finishes =
+    outcome.state === "sent" ||
+    outcome.state === "failed_permanent" ||
+    (outcome.state === "in_doubt" && !engine.channels[step.kind].lookup);
+  const ends = finishes && completes ? completes() : undefined;
+  const done: SendResult = ends ? { kind: "ended" } : { kind: "done" };
   // The provider has answered: losing that answer to a passing database error would turn a
   // known outcome into in_doubt, so recording it is retried before the job gives up.
   const recorded = await retrying(engine, intent.key, () =>
-    recordOutcome(engine.db, intent, claim, outcome, { now, workerId: engine.workerId }),
+    recordOutcome(engine.db, intent, claim, outcome, { now, workerId: engine.workerId }, ends),
   );
   await engine.failpoint?.("after_outcome", intent.key);
   const fields = {
@@ -210,7 +227,7 @@ async function call(
   }
   switch (outcome.state) {
     case "sent":
-      return { kind: "done" };
+      return done;
     case "failed_retryable":
       engine.log.warn("send failed, will retry", {
         ...fields,
@@ -231,10 +248,10 @@ async function call(
           now,
         );
       }
-      return { kind: "done" };
+      return done;
     case "in_doubt": {
       engine.log.warn("send in doubt", { ...fields, error: outcome.error });
-      if (!engine.channels[step.kind].lookup) return { kind: "done" };
+      if (!engine.channels[step.kind].lookup) return done;
       // Stay on this step: after the grace period the next run looks the message up.
       const at = new Date(now.getTime() + engine.tuning.inDoubtGraceMs);
       await setNextRun(run, at);

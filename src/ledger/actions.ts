@@ -4,11 +4,13 @@
 //   recordOutcome    the provider's answer, written only under the attempt's fencing token
 // A conflict on the key means the intent was already handled: a suppressed duplicate.
 import type { Sql, Statement } from "../db/sql";
-import { poolOf, stmt } from "../db/sql";
+import { poolOf, stmt, withCtes } from "../db/sql";
 import type { Db } from "../db/client";
 import type { ActionState, Channel } from "../generated/prisma/client";
 import type { AuditRecord } from "./audit";
 import { auditInsert, recordAudit } from "./audit";
+import type { EnrollmentEnd } from "./enrollments";
+import { enrollmentEnd } from "./enrollments";
 
 /** One intent: the action key and what it is about. */
 export interface ActionIntent {
@@ -494,6 +496,8 @@ export async function recordOutcome(
   claim: { token: number; attempt: number },
   outcome: Outcome,
   opts: Pick<ClaimOptions, "now" | "workerId">,
+  /** An enrollment to end with the outcome, only if the outcome is recorded. */
+  then?: EnrollmentEnd,
 ): Promise<boolean> {
   const providerId = outcome.state === "sent" ? outcome.providerId : null;
   const error = outcome.state === "sent" ? null : outcome.error;
@@ -514,21 +518,28 @@ export async function recordOutcome(
       detail: { token: claim.token, outcome: outcome.state },
     },
   ]);
-  // One statement, so atomic without a transaction: the action, its attempt and the audit.
-  const [row] = await poolOf(db).shared<{ n: bigint }>`
-    WITH a AS (
-      UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
-        "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = ${nextAttemptAt},
-        "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
-      WHERE key = ${intent.key} AND "fencingToken" = ${claim.token} AND state IN ('calling', 'in_doubt')
-      RETURNING key, attempt),
-    t AS (
-      UPDATE "ActionAttempt" t SET outcome = ${outcome.state}, "providerId" = ${providerId},
-        error = ${error}, "finishedAt" = ${opts.now}
-      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt),
-    w AS (${recorded}, a),
-    s AS (${ignored} WHERE NOT EXISTS (SELECT 1 FROM a))
-    SELECT count(*) AS n FROM a`;
+  // One statement, so atomic without a transaction: the action, its attempt and the audit (and
+  // the enrollment's end).
+  const [row] = await poolOf(db).shared<{ n: bigint }>`${withCtes(
+    [
+      stmt`a AS (
+        UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
+          "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = ${nextAttemptAt},
+          "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
+        WHERE key = ${intent.key} AND "fencingToken" = ${claim.token} AND state IN ('calling', 'in_doubt')
+        RETURNING key, attempt)`,
+      stmt`t AS (
+        UPDATE "ActionAttempt" t SET outcome = ${outcome.state}, "providerId" = ${providerId},
+          error = ${error}, "finishedAt" = ${opts.now}
+        FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt)`,
+      stmt`w AS (${recorded}, a RETURNING id)`,
+      stmt`s AS (${ignored} WHERE NOT EXISTS (SELECT 1 FROM a))`,
+      ...(then
+        ? enrollmentEnd(then, { when: stmt`EXISTS (SELECT 1 FROM a)`, audited: stmt`w` })
+        : []),
+    ],
+    stmt`SELECT count(*) AS n FROM a`,
+  )}`;
   return row!.n > 0n;
 }
 

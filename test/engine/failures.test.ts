@@ -10,6 +10,17 @@ import { eventually, startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
   "hello.yaml": HELLO_EMAIL,
+  "series.yaml": `
+id: series
+name: Two emails
+category: transactional
+trigger: { event: series.started }
+steps:
+  - id: intro_email
+    email: { subject: "Welcome", text: "Part one" }
+  - id: next_email
+    email: { subject: "And then", text: "Part two" }
+`,
   "promo.yaml": `
 id: promo
 name: Promo
@@ -199,7 +210,7 @@ describe("stopping and crashing workers", () => {
     ).toBe(1);
   });
 
-  it("suppresses the duplicate when a worker died after recording the send, before moving on", async () => {
+  it("completes the run with its last send's outcome, so a worker dying right after leaves nothing to redo", async () => {
     const doomed = startWorker(h().env({ SENDONCE_FAILPOINT: "after_outcome" }));
     h().workers.push(doomed);
     await doomed.waitFor(/worker started/);
@@ -208,11 +219,17 @@ describe("stopping and crashing workers", () => {
     await doomed.kill("SIGKILL");
     const k = key("hello", "hello_email", "c_outcome");
     expect((await actionState(h(), k))?.state).toBe("sent");
+    // The statement that recorded the send ended the enrollment.
+    const enrollment = await h().schema.db.enrollment.findFirst({
+      where: { customerId: "c_outcome" },
+    });
+    expect(enrollment?.status).toBe("completed");
+    expect(enrollment?.endedReason).toBe('finished after step "hello_email"');
 
     h().workers.push(startWorker(h().env()));
+    await h().deliver(signup("c_outcome_later"));
     await eventually(async () =>
-      (await h().schema.db.enrollment.findFirst({ where: { customerId: "c_outcome" } }))?.status ===
-      "completed"
+      (await actionState(h(), key("hello", "hello_email", "c_outcome_later")))?.state === "sent"
         ? true
         : undefined,
     );
@@ -221,18 +238,52 @@ describe("stopping and crashing workers", () => {
         .sink.countByMessageId()
         .get(messageId("hello", "hello_email", "c_outcome")),
     ).toBe(1);
-
     const explain = runCli(["explain", "--customer", "c_outcome"], {
+      DATABASE_URL: h().schema.url,
+    });
+    expect(explain.code).toBe(0);
+    expect(explain.stdout).toMatch(/sent[^\n]*provider id \S+[\s\S]*completed/);
+    expect(explain.stdout).not.toContain("duplicate suppressed");
+  });
+
+  it("suppresses the duplicate when a worker died after recording a send, before moving on", async () => {
+    const doomed = startWorker(h().env({ SENDONCE_FAILPOINT: "after_outcome" }));
+    h().workers.push(doomed);
+    await doomed.waitFor(/worker started/);
+    await h().deliver({
+      id: "evt_series",
+      type: "series.started",
+      customerId: "c_series",
+      occurredAt: "2026-11-02T09:00:00Z",
+      customer: { email: "c_series@example.com" },
+    });
+    await doomed.waitFor(/failpoint after_outcome reached/);
+    await doomed.kill("SIGKILL");
+    const k = key("series", "intro_email", "c_series");
+    expect((await actionState(h(), k))?.state).toBe("sent");
+
+    h().workers.push(startWorker(h().env()));
+    await eventually(async () =>
+      (await h().schema.db.enrollment.findFirst({ where: { customerId: "c_series" } }))?.status ===
+      "completed"
+        ? true
+        : undefined,
+    );
+    const received = h().sink.countByMessageId();
+    expect(received.get(messageId("series", "intro_email", "c_series"))).toBe(1);
+    expect(received.get(messageId("series", "next_email", "c_series"))).toBe(1);
+
+    const explain = runCli(["explain", "--customer", "c_series"], {
       DATABASE_URL: h().schema.url,
     });
     expect(explain.code).toBe(0);
     const lines = explain.stdout.split("\n");
     const find = (label: string) => lines.find((l) => l.includes(label));
-    expect(find("event received")).toMatch(/signed_up default\/evt_c_outcome/);
-    expect(find("enrolled")).toMatch(/hello enrollment \d+/);
-    expect(find("step claimed")).toMatch(/hello\.hello_email key [0-9a-f]{12}… attempt 1/);
+    expect(find("event received")).toMatch(/series\.started default\/evt_series/);
+    expect(find("enrolled")).toMatch(/series enrollment \d+/);
+    expect(find("step claimed")).toMatch(/series\.intro_email key [0-9a-f]{12}… attempt 1/);
     expect(find("sent")).toMatch(/provider id \S+/);
-    expect(find("duplicate suppressed")).toContain(`hello.hello_email key ${k} already sent`);
+    expect(find("duplicate suppressed")).toContain(`series.intro_email key ${k} already sent`);
     expect(find("completed")).toBeDefined();
   });
 });

@@ -1,0 +1,49 @@
+// Ending an enrollment: the update and its audit entry, as a statement of its own or spliced
+// into the statement that records a run's last outcome.
+import type { Sql, Statement } from "../db/sql";
+import { stmt, withCtes } from "../db/sql";
+import type { AuditRecord } from "./audit";
+import { auditInsert } from "./audit";
+
+/** An enrollment to end wherever it is, and the audit entry to write if it does end. */
+export interface EnrollmentEnd {
+  enrollmentId: bigint;
+  status: "completed" | "exited" | "failed";
+  reason: string;
+  now: Date;
+  /** End it only at this position (a run ending its own step). */
+  expectedSeq?: number;
+  audit?: AuditRecord;
+}
+
+/**
+ * The CTEs that end an enrollment, `n` (its id, when it ended) and `na` (the audit entry,
+ * written only then); bumping stepSeq makes any queued step job stale. Spliced into a larger
+ * statement, `after` guards the end on the rest of it (e.g. on the outcome that finished the
+ * run's last step): `when` is its condition, and `audited` a CTE whose audit entries come first.
+ */
+export function enrollmentEnd(
+  end: EnrollmentEnd,
+  after?: { when: Statement; audited: Statement },
+): Statement[] {
+  const seq = end.expectedSeq ?? null;
+  return [
+    stmt`n AS (
+      UPDATE "Enrollment" SET status = ${end.status}::"EnrollmentStatus", "currentStepId" = NULL, "nextRunAt" = NULL,
+        "stepSeq" = "stepSeq" + 1, "endedReason" = ${end.reason}, "endedAt" = ${end.now}, "updatedAt" = ${end.now}
+      WHERE id = ${end.enrollmentId} AND status = 'active' AND (${seq}::int IS NULL OR "stepSeq" = ${seq}::int)
+        AND ${after?.when ?? stmt`TRUE`}
+      RETURNING id)`,
+    // Reading `audited` makes Postgres write its entries before this one.
+    stmt`na AS (${auditInsert(end.audit ? [end.audit] : [])}, n${after ? stmt`, ${after.audited}` : stmt``})`,
+  ];
+}
+
+/** Ends an enrollment (enrollmentEnd); false when it had ended or moved on already. */
+export async function endEnrollment(tx: Sql, end: EnrollmentEnd): Promise<boolean> {
+  const [row] = await tx<{ ended: bigint }>`${withCtes(
+    enrollmentEnd(end),
+    stmt`SELECT count(*) AS ended FROM n`,
+  )}`;
+  return row!.ended > 0n;
+}
