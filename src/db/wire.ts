@@ -1,6 +1,6 @@
-// Statements on the wire: the tagged-template statement, its values as bind parameters or as
-// libpq-escaped literals, and round trips of several statements, each prepared once per
-// connection. sql.ts builds pools, transactions and coalescing on top.
+// Statements on the wire: the tagged-template statement, its values as bind parameters, and
+// round trips of several statements pipelined over the extended protocol, each prepared once
+// per connection. sql.ts builds pools, transactions and coalescing on top.
 import pg from "pg";
 
 /**
@@ -44,7 +44,7 @@ export function sqlFrom(
   return sql;
 }
 
-export type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
+export type Queryable = pg.Pool | pg.PoolClient;
 
 const INT8 = 20;
 const parseInt8 = (value: string) => BigInt(value);
@@ -119,101 +119,162 @@ export function statement(
   return { ...(n !== undefined && { name: `p${n}` }), text, values: params, types: TYPES };
 }
 
-/**
- * What a connection has prepared with SQL PREPARE (names `q<n>`), or "unknown" after a round
- * trip that failed part-way: PREPARE is not undone by a rollback, so the truth is then read
- * back from the server.
- */
-const preparedOn = new WeakMap<object, Set<string> | "unknown">();
+/** The parts of pg's connection (pg/lib/connection.js) that a pipeline uses. */
+interface Wire {
+  stream: { cork?: () => void; uncork?: () => void };
+  parse(query: { name: string; text: string; types: number[] }): void;
+  bind(config: {
+    statement: string;
+    values: readonly unknown[];
+    valueMapper: (value: unknown) => unknown;
+  }): void;
+  describe(message: { type: "P"; name: string }): void;
+  execute(config: { portal: string; rows: number }): void;
+  sync(): void;
+  on(event: "parseComplete", listener: () => void): void;
+  off(event: "parseComplete", listener: () => void): void;
+  /** pg's record of the named statements parsed on this connection, shared with its Query. */
+  parsedStatements: Record<string, string>;
+  submittedNamedStatements: Record<string, string>;
+}
 
-async function preparedSet(client: Queryable): Promise<Set<string>> {
-  const known = preparedOn.get(client);
-  if (known instanceof Set) return known;
-  const names = new Set<string>();
-  if (known === "unknown") {
-    const { rows } = await client.query<{ name: string }>(
-      "SELECT name FROM pg_prepared_statements WHERE name LIKE 'q%'",
-    );
-    for (const { name } of rows) names.add(name);
+interface Field {
+  name: string;
+  dataTypeID: number;
+}
+
+/** pg's own conversion of a value to its text form, as its Query binds values. */
+const prepareValue = (pg as unknown as { utils: { prepareValue: (v: unknown) => unknown } }).utils
+  .prepareValue;
+
+/**
+ * Several statements in one round trip: each bound and executed over the extended protocol,
+ * under its prepared name (parsed first, the first time on this connection), then one Sync.
+ * Like a multi-statement simple query they run in order in one implicit transaction (or the
+ * caller's), and after an error Postgres skips the rest. pg's client runs it as a query of its
+ * own (a Submittable), handing it the replies.
+ */
+class Pipeline {
+  readonly results: pg.QueryResult[] = [];
+  readonly done: Promise<pg.QueryResult[]>;
+  private settle!: { resolve: (r: pg.QueryResult[]) => void; reject: (e: unknown) => void };
+  private fields: Field[] = [];
+  private rows: Record<string, unknown>[] = [];
+  /** Names parsed by this trip, in order, and how many Postgres has confirmed. */
+  private parsing: { name: string; text: string }[] = [];
+  private confirmed = 0;
+  private wire?: Wire;
+  private readonly onParsed = () => {
+    const { name, text } = this.parsing[this.confirmed++]!;
+    if (name === "") return;
+    this.wire!.parsedStatements[name] = text;
+    delete this.wire!.submittedNamedStatements[name];
+  };
+
+  constructor(
+    private readonly statements: readonly { name: string; text: string; values: unknown[] }[],
+  ) {
+    this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
   }
-  preparedOn.set(client, names);
-  return names;
+
+  submit(connection: pg.Connection): void {
+    const wire = connection as unknown as Wire;
+    this.wire = wire;
+    const known = (name: string) =>
+      name !== "" &&
+      (wire.parsedStatements[name] !== undefined ||
+        wire.submittedNamedStatements[name] !== undefined);
+    wire.on("parseComplete", this.onParsed);
+    // One write for the whole trip.
+    wire.stream.cork?.();
+    try {
+      for (const { name, text, values } of this.statements) {
+        if (!known(name)) {
+          wire.parse({ name, text, types: [] });
+          this.parsing.push({ name, text });
+          if (name !== "") wire.submittedNamedStatements[name] = text;
+        }
+        wire.bind({ statement: name, values, valueMapper: prepareValue });
+        wire.describe({ type: "P", name: "" });
+        wire.execute({ portal: "", rows: 0 });
+      }
+      wire.sync();
+    } finally {
+      wire.stream.uncork?.();
+    }
+  }
+
+  handleRowDescription(message: { fields: Field[] }): void {
+    this.fields = message.fields;
+  }
+
+  handleDataRow(message: { fields: (string | null)[] }): void {
+    const row: Record<string, unknown> = {};
+    message.fields.forEach((value, i) => {
+      const field = this.fields[i]!;
+      row[field.name] = value === null ? null : TYPES.getTypeParser(field.dataTypeID)(value);
+    });
+    this.rows.push(row);
+  }
+
+  handleCommandComplete(message: { text: string }): void {
+    const [command = "", ...rest] = message.text.split(" ");
+    const count = Number(rest[rest.length - 1]);
+    this.complete(command, Number.isNaN(count) ? null : count);
+  }
+
+  handleEmptyQuery(): void {
+    this.complete("", null);
+  }
+
+  handleReadyForQuery(): void {
+    this.finish();
+    this.settle.resolve(this.results);
+  }
+
+  handleError(error: unknown): void {
+    this.finish();
+    // Parses Postgres skipped after the error did not happen.
+    for (const { name } of this.parsing.slice(this.confirmed)) {
+      if (name !== "") delete this.wire?.submittedNamedStatements[name];
+    }
+    this.settle.reject(error);
+  }
+
+  handlePortalSuspended(): void {}
+  handleCopyInResponse(): void {}
+  handleCopyData(): void {}
+
+  private complete(command: string, rowCount: number | null): void {
+    this.results.push({ command, rowCount, oid: 0, fields: [], rows: this.rows });
+    this.fields = [];
+    this.rows = [];
+  }
+
+  private finish(): void {
+    this.wire?.off("parseComplete", this.onParsed);
+  }
 }
 
 /**
- * Several statements as one simple query on `client`: each an EXECUTE of its prepared form
- * (preceded, the first time on this connection, by its PREPARE), its values inlined as quoted
- * literals — untyped, exactly as bind parameters are, and escaped the way libpq does it.
- * Returns the results of `head` texts and statements, in order; `tail` texts (a COMMIT) follow.
+ * The statements, then `tail` texts (a COMMIT), in one round trip on `client`, after `head`
+ * texts (a BEGIN). Returns the results of `head` and the statements, in order.
  */
 export async function trip(
-  client: Queryable,
+  client: pg.ClientBase,
   head: string[],
   statements: readonly Statement[],
   tail: string[] = [],
 ): Promise<pg.QueryResult[]> {
-  const prepared = await preparedSet(client);
-  const parts = [...head];
-  const wanted = head.map((_, i) => i);
-  const fresh: string[] = [];
-  for (const s of statements) {
-    const { text, params } = parameterised(s);
-    const n = numberOf(text);
-    if (n === undefined) {
-      wanted.push(parts.push(inline(s)) - 1);
-      continue;
-    }
-    const name = `q${n}`;
-    if (!prepared.has(name) && !fresh.includes(name)) {
-      parts.push(`PREPARE ${name} AS ${text}`);
-      fresh.push(name);
-    }
-    const args = params.length > 0 ? `(${params.map(literal).join(", ")})` : "";
-    wanted.push(parts.push(`EXECUTE ${name}${args}`) - 1);
-  }
-  let results: pg.QueryResult | pg.QueryResult[];
-  try {
-    // pg returns an array of results for several statements, though its type says one.
-    results = (await client.query({ text: [...parts, ...tail].join(";\n"), types: TYPES })) as
-      pg.QueryResult | pg.QueryResult[];
-  } catch (error) {
-    if (fresh.length > 0) preparedOn.set(client, "unknown");
-    throw error;
-  }
-  for (const name of fresh) prepared.add(name);
-  const all: pg.QueryResult[] = Array.isArray(results) ? results : [results];
-  return wanted.map((i) => all[i]!);
-}
-
-/** A statement with its values inlined: past MAX_PREPARED texts. */
-function inline(statement: Statement): string {
-  return expand(statement, literal);
-}
-
-function literal(value: unknown): string {
-  if (value === null || value === undefined) return "NULL";
-  if (value instanceof Date) return quote(value.toISOString());
-  if (Array.isArray(value)) {
-    const items = (value as (string | number | null)[]).map((v) =>
-      v === null ? "NULL" : `"${String(v).replace(/[\\"]/g, (c) => `\\${c}`)}"`,
-    );
-    return quote(`{${items.join(",")}}`);
-  }
-  switch (typeof value) {
-    case "object":
-      return quote(JSON.stringify(value));
-    case "string":
-      return quote(value);
-    case "number":
-    case "bigint":
-    case "boolean":
-      return quote(value.toString());
-    default:
-      throw new TypeError(`a ${typeof value} cannot be a SQL value`);
-  }
-}
-
-function quote(text: string): string {
-  const body = text.replace(/'/g, "''");
-  return body.includes("\\") ? ` E'${body.replace(/\\/g, "\\\\")}'` : `'${body}'`;
+  const plain = (text: string) => ({ text, params: [] as unknown[] });
+  const all = [...head.map(plain), ...statements.map(parameterised), ...tail.map(plain)].map(
+    ({ text, params }) => {
+      const n = numberOf(text);
+      return { name: n === undefined ? "" : `p${n}`, text, values: params };
+    },
+  );
+  const pipeline = new Pipeline(all);
+  void client.query(pipeline);
+  const results = await pipeline.done;
+  return results.slice(0, head.length + statements.length);
 }

@@ -1,5 +1,6 @@
-// Statements sent together inline their values as literals; those must mean exactly what the
-// same values mean as bind parameters, whatever quotes, backslashes or JSON they hold.
+// Statements sent together in one round trip (pipelined over the extended protocol) bind their
+// values as single statements do, and must read back exactly the same, whatever quotes,
+// backslashes or JSON they hold.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDb } from "../../src/db/client";
 import { poolOf, stmt } from "../../src/db/sql";
@@ -23,7 +24,7 @@ const AWKWARD = [
   "line\nbreak\ttab",
 ];
 
-describe("inlined values", () => {
+describe("statements in one round trip", () => {
   it("read back exactly as bind parameters do: strings, numbers, dates, arrays, JSON, NULL", async () => {
     const { sql } = poolOf(schema.db);
     const at = new Date("2026-11-23T18:20:00.123Z");
@@ -32,13 +33,13 @@ describe("inlined values", () => {
       const bound = await sql<Record<string, unknown>>`
         SELECT ${text}::text AS t, ${42}::int AS n, ${9007199254740993n}::bigint AS b, ${true}::boolean AS f,
                ${at}::timestamptz AS d, ${[text, "a,b", 'q"uote']}::text[] AS a, ${json}::jsonb AS j, ${null}::text AS z`;
-      const [, inlined] = await sql.many(
+      const [, together] = await sql.many(
         stmt`SELECT 1`,
         stmt`
         SELECT ${text}::text AS t, ${42}::int AS n, ${9007199254740993n}::bigint AS b, ${true}::boolean AS f,
                ${at}::timestamptz AS d, ${[text, "a,b", 'q"uote']}::text[] AS a, ${json}::jsonb AS j, ${null}::text AS z`,
       );
-      expect(inlined).toEqual(bound);
+      expect(together).toEqual(bound);
       expect(bound[0]).toMatchObject({ t: text, n: 42, b: 9007199254740993n, d: at, z: null });
     }
   });
@@ -102,30 +103,53 @@ describe("sharedFor", () => {
 });
 
 describe("prepared statements", () => {
-  it("are prepared once per connection, and a trip that failed after its PREPARE does not break the next", async () => {
+  it("are prepared once per connection, and a trip that failed after a parse does not break the next", async () => {
     // One connection, so every trip below reuses it.
     const db = createDb(schema.url, { poolSize: 1 });
     try {
       const { tx, sql } = poolOf(db);
-      const prepared = () =>
-        sql<{ n: bigint }>`SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'q%'`;
-      const before = (await prepared())[0]!.n;
+      const TEXTS = ["/* prep */", "1 / $1", "SELECT $1::int"];
+      const prepared = async () =>
+        (await sql<{ statement: string }>`SELECT statement FROM pg_prepared_statements`)
+          .map((r) => r.statement)
+          .filter((t) => TEXTS.some((mine) => t.includes(mine)));
+      expect(await prepared()).toEqual([]);
       // A statement text this connection has not seen, first in a trip that fails after it.
       const insert = (id: string) =>
         stmt`INSERT INTO "Customer" (id, "updatedAt") VALUES (${id}, now()) RETURNING id /* prep */`;
       await expect(tx((t) => t.many(insert("p1"), stmt`SELECT 1 / ${0}::int`))).rejects.toThrow(
         /division by zero/,
       );
-      // PREPARE is not undone by the rollback; the next trip must neither prepare it again
-      // (an error: it exists) nor lose the insert.
+      // The parses stand after the rollback; the next trip must neither parse them again (an
+      // error: the name exists) nor lose the insert.
       const [rows] = await tx((t) => t.many(insert("p2"), stmt`SELECT ${1}::int`));
       expect(rows).toEqual([{ id: "p2" }]);
       const [again] = await sql.many(insert("p3"), stmt`SELECT ${2}::int`);
       expect(again).toEqual([{ id: "p3" }]);
-      expect((await prepared())[0]!.n - before).toBe(3n); // the insert, 1 / $1, and SELECT $1
+      // And as a single statement, the name pg's own query uses is the same.
+      expect(await sql`SELECT ${3}::int`).toEqual([{ int4: 3 }]);
+      expect(await prepared()).toHaveLength(3); // the insert, 1 / $1, and SELECT $1
       expect(await sql`SELECT id FROM "Customer" WHERE id LIKE 'p%' ORDER BY id`).toEqual([
         { id: "p2" },
         { id: "p3" },
+      ]);
+    } finally {
+      await db.$disconnect();
+    }
+  });
+
+  it("are parsed again after an error that came before their parse", async () => {
+    const db = createDb(schema.url, { poolSize: 1 });
+    try {
+      const { sql } = poolOf(db);
+      // The failing statement comes first: Postgres skips the new text's parse, so the next
+      // trip must parse it rather than believe it prepared.
+      await expect(
+        sql.many(stmt`SELECT 1 / ${0}::int AS first`, stmt`SELECT ${"x"}::text AS fresh`),
+      ).rejects.toThrow(/division by zero/);
+      expect(await sql.many(stmt`SELECT 1`, stmt`SELECT ${"y"}::text AS fresh`)).toEqual([
+        [{ "?column?": 1 }],
+        [{ fresh: "y" }],
       ]);
     } finally {
       await db.$disconnect();
