@@ -96,7 +96,14 @@ async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob
         return;
       enrolled = await processEvent(engine, stored.eventRowId, event.customerId);
     } else {
-      enrolled = await intakeDelivery(engine, event, job.data.via);
+      try {
+        enrolled = await intakeDelivery(engine, event, job.data.via);
+      } catch (error) {
+        // Whatever failed, the event is kept: stored on its own and unprocessed, it is taken
+        // up again by this job's retries or, once those are spent, by the sweep.
+        await storeEvent(engine.db, event, job.data.via, engine.clock.now()).catch(() => {});
+        throw error;
+      }
     }
   } else {
     enrolled = await processEvent(engine, BigInt(job.data.eventRowId));

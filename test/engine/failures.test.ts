@@ -210,6 +210,43 @@ describe("stopping and crashing workers", () => {
     ).toBe(1);
   });
 
+  it("keeps a delivery whose intake failed, and sends it once when the failure has passed", async () => {
+    const { db } = h().schema;
+    // Enrolling c_refused fails inside the intake transaction, after the event went in.
+    await db.$executeRawUnsafe(`
+      CREATE FUNCTION refuse_enrollment() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW."customerId" = 'c_refused' THEN RAISE EXCEPTION 'enrollment refused for the test'; END IF;
+        RETURN NEW;
+      END $$`);
+    await db.$executeRawUnsafe(
+      `CREATE TRIGGER refuse BEFORE INSERT ON "Enrollment" FOR EACH ROW EXECUTE FUNCTION refuse_enrollment()`,
+    );
+    const worker = startWorker(h().env());
+    h().workers.push(worker);
+    await worker.waitFor(/worker started/);
+    await h().deliver(signup("c_refused"));
+    await worker.waitFor(/enrollment refused for the test/);
+    // The transaction rolled back, but the event was kept, unprocessed.
+    const event = await eventually(() =>
+      db.event.findFirst({ where: { customerId: "c_refused" } }).then((e) => e ?? undefined),
+    );
+    expect(event.processedAt).toBeNull();
+    expect(await db.enrollment.count({ where: { customerId: "c_refused" } })).toBe(0);
+
+    await db.$executeRawUnsafe(`DROP TRIGGER refuse ON "Enrollment"`);
+    const k = key("hello", "hello_email", "c_refused");
+    await eventually(async () =>
+      (await actionState(h(), k))?.state === "sent" ? true : undefined,
+    );
+    expect(
+      h()
+        .sink.countByMessageId()
+        .get(messageId("hello", "hello_email", "c_refused")),
+    ).toBe(1);
+    expect(await db.event.count({ where: { customerId: "c_refused" } })).toBe(1);
+  });
+
   it("completes the run with its last send's outcome, so a worker dying right after leaves nothing to redo", async () => {
     const doomed = startWorker(h().env({ SENDONCE_FAILPOINT: "after_outcome" }));
     h().workers.push(doomed);
