@@ -123,8 +123,11 @@ try {
     const connection = redisConnection(REDIS);
     const queue = new Queue("noop", { connection, prefix });
     let done = 0;
+    // BullMQ leaves a connection it was given open: each is disconnected here, or the bench
+    // would not exit.
+    const workerConnection = redisConnection(REDIS);
     const worker = new Worker("noop", async () => {}, {
-      connection: redisConnection(REDIS),
+      connection: workerConnection,
       prefix,
       concurrency: 50,
     });
@@ -145,6 +148,7 @@ try {
     await queue.obliterate({ force: true });
     await queue.close();
     connection.disconnect();
+    workerConnection.disconnect();
     return perSecond;
   }
   const ceilingPerSecond = await ceiling();
