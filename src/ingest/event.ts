@@ -61,6 +61,13 @@ export class EventValidationError extends Error {
 
 // Built once: zod compiles a schema on its first parse, so a schema per call costs that each time.
 const eventWithConsentSchema = eventSchema.superRefine((event, ctx) => {
+  for (const path of nulPaths(event, [])) {
+    ctx.addIssue({
+      code: "custom",
+      path,
+      message: "contains a NUL character (\\u0000), which Postgres cannot store",
+    });
+  }
   if (!(event.type in CONSENT_EVENTS)) return;
   const props = consentProperties.safeParse(event.properties);
   for (const issue of props.error?.issues ?? []) {
@@ -71,6 +78,16 @@ const eventWithConsentSchema = eventSchema.superRefine((event, ctx) => {
     });
   }
 });
+
+/** Where a string (or an object key) holds U+0000, which neither text nor jsonb accepts. */
+function nulPaths(value: unknown, path: (string | number)[]): (string | number)[][] {
+  if (typeof value === "string") return value.includes("\u0000") ? [path] : [];
+  if (Array.isArray(value)) return value.flatMap((v, i) => nulPaths(v, [...path, i]));
+  if (value === null || typeof value !== "object" || value instanceof Date) return [];
+  return Object.entries(value).flatMap(([k, v]) =>
+    k.includes("\u0000") ? [[...path, k]] : nulPaths(v, [...path, k]),
+  );
+}
 
 /** Validates one event, naming each bad field (`occurredAt: must be an ISO-8601 timestamp`). */
 export function parseEvent(raw: unknown): ParsedEvent {

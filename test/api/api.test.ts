@@ -123,7 +123,7 @@ describe("the HTTP API", () => {
     });
   });
 
-  it("names the bad field: missing, malformed timestamp, unknown top-level field", async () => {
+  it("names the bad field: missing, malformed timestamp, unknown top-level field, a NUL character", async () => {
     const missing = await api.post("/v1/events", {
       id: "x",
       type: "t",
@@ -148,6 +148,18 @@ describe("the HTTP API", () => {
       event("x", "c", { properties: { blob: "x".repeat(70_000) } }),
     );
     expect(huge.status).toBe(413);
+    // A NUL character is valid JSON but neither a text nor a jsonb column takes it.
+    const nul = await api.post(
+      "/v1/events",
+      event("x", "c", { properties: { note: "a\u0000b", tags: ["ok", "\u0000"] } }),
+    );
+    expect(nul.status).toBe(400);
+    expect(((await nul.json()) as { errors: { field: string; message: string }[] }).errors).toEqual(
+      [
+        { field: "properties.note", message: expect.stringContaining("NUL character") as string },
+        { field: "properties.tags.1", message: expect.stringContaining("NUL character") as string },
+      ],
+    );
     expect(await h().schema.db.event.count({ where: { eventId: "x" } })).toBe(0);
   });
 
