@@ -143,6 +143,8 @@ interface Field {
   dataTypeID: number;
 }
 
+const asIs = (value: unknown) => value;
+
 /** pg's own conversion of a value to its text form, as its Query binds values. */
 const prepareValue = (pg as unknown as { utils: { prepareValue: (v: unknown) => unknown } }).utils
   .prepareValue;
@@ -194,7 +196,7 @@ class Pipeline {
           this.parsing.push({ name, text });
           if (name !== "") wire.submittedNamedStatements[name] = text;
         }
-        wire.bind({ statement: name, values, valueMapper: prepareValue });
+        wire.bind({ statement: name, values, valueMapper: asIs });
         wire.describe({ type: "P", name: "" });
         wire.execute({ portal: "", rows: 0 });
       }
@@ -267,10 +269,12 @@ export async function trip(
   tail: string[] = [],
 ): Promise<pg.QueryResult[]> {
   const plain = (text: string) => ({ text, params: [] as unknown[] });
+  // Values are converted here, before anything is sent: a value pg cannot convert throws now,
+  // not half-way through writing the trip (which would leave the connection waiting forever).
   const all = [...head.map(plain), ...statements.map(parameterised), ...tail.map(plain)].map(
     ({ text, params }) => {
       const n = numberOf(text);
-      return { name: n === undefined ? "" : `p${n}`, text, values: params };
+      return { name: n === undefined ? "" : `p${n}`, text, values: params.map(prepareValue) };
     },
   );
   const pipeline = new Pipeline(all);

@@ -138,6 +138,32 @@ describe("prepared statements", () => {
     }
   });
 
+  it("leave the connection usable when a value cannot be converted", async () => {
+    const db = createDb(schema.url, { poolSize: 1 });
+    try {
+      const { tx, sql } = poolOf(db);
+      const unconvertible = {
+        toPostgres() {
+          throw new Error("cannot convert this value");
+        },
+      };
+      // Nothing of the trip may go out: a half-written one would hold the connection (and
+      // the transaction's locks) until the socket died.
+      await expect(
+        tx((t) => t.many(stmt`SELECT ${1}::int`, stmt`SELECT ${unconvertible}::text`)),
+      ).rejects.toThrow(/cannot convert/);
+      await expect(
+        sql.many(stmt`SELECT ${2}::int`, stmt`SELECT ${unconvertible}::text`),
+      ).rejects.toThrow(/cannot convert/);
+      expect(await sql.many(stmt`SELECT ${3}::int AS n`, stmt`SELECT 4 AS m`)).toEqual([
+        [{ n: 3 }],
+        [{ m: 4 }],
+      ]);
+    } finally {
+      await db.$disconnect();
+    }
+  });
+
   it("are parsed again after an error that came before their parse", async () => {
     const db = createDb(schema.url, { poolSize: 1 });
     try {
