@@ -372,12 +372,14 @@ async function exitEnrollments(
   for (const enrollment of active) {
     if (event.occurredAt < enrollment.triggerAt) continue;
     if (!findExit(cj, [event], customer, enrollment)) continue;
-    await endEnrollment(tx, {
+    const ended = await endEnrollment(tx, {
       enrollmentId: enrollment.id,
       status: "exited",
       reason: `exit event ${event.type} ${event.source}/${event.id}`,
       now,
     });
+    // It may have completed since it was read (its last outcome ends it without this lock).
+    if (!ended) continue;
     audits.push({
       kind: "exited",
       enrollmentId: enrollment.id,
