@@ -134,21 +134,28 @@ function jsonKey(json: string): string | undefined {
 export function createRecorder(file: string): { email: EmailChannel; sms: SmsChannel } {
   let handle: Promise<FileHandle> | undefined;
   let pending: string[] = [];
-  let written: Promise<void> | undefined;
+  let batch: Promise<void> | undefined;
+  // Every batch's write, in order: the next one starts when this one is done.
+  let writes: Promise<void> = Promise.resolve();
   const record = async (channel: "email" | "sms", actionKey: string) => {
     pending.push(`${channel} ${actionKey}\n`);
-    written ??= new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+    batch ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
       const lines = pending.join("");
       pending = [];
-      written = undefined;
-      handle ??= open(file, "a");
-      await (await handle).write(lines);
+      batch = undefined;
+      const written = writes.then(async () => {
+        handle ??= open(file, "a");
+        await (await handle).write(lines);
+      });
+      writes = written.catch(() => {});
+      return written;
     });
-    await written;
+    await batch;
     return { providerId: `recorded:${actionKey}` };
   };
   const close = async () => {
-    await written;
+    await batch?.catch(() => {});
+    await writes;
     if (handle) await (await handle).close();
     handle = undefined;
   };

@@ -101,7 +101,13 @@ async function processEventJob(engine: Engine, queues: Queues, job: Job<EventJob
       } catch (error) {
         // Whatever failed, the event is kept: stored on its own and unprocessed, it is taken
         // up again by this job's retries or, once those are spent, by the sweep.
-        await storeEvent(engine.db, event, job.data.via, engine.clock.now()).catch(() => {});
+        await storeEvent(engine.db, event, job.data.via, engine.clock.now()).catch(
+          (stored: unknown) =>
+            engine.log.warn("event not stored after a failed intake; the job will retry", {
+              job: job.id,
+              error: (stored as Error).message,
+            }),
+        );
         throw error;
       }
     }
