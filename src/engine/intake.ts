@@ -114,8 +114,8 @@ async function matchEvent(
   const enrolled: NewEnrollment[] = [];
   // At most one claim is made here: a second journey's would not see the first's action row
   // (written with the last statement) when it counts the customer's sends against a cap.
+  let claimMade = false;
   let claimWrite: Statement | undefined;
-  let claimsLeft = 1;
   for (const cj of engine.catalog.current) {
     const base = { at: now, customerId: customer.id, journeyId: cj.journey.id, workerId };
     if (cj.exits.some((rule) => rule.event === event.type)) {
@@ -129,10 +129,9 @@ async function matchEvent(
     if (!("enrollmentId" in result)) continue;
     const { enrollmentId } = result;
     const row = newRunRow(cj, result.reference, event, customer);
-    const first =
-      claimsLeft > 0 ? await claimFirstSend(tx, engine, cj, enrollmentId, row) : undefined;
+    const first = claimMade ? undefined : await claimFirstSend(tx, engine, cj, enrollmentId, row);
     if (first) {
-      claimsLeft -= 1;
+      claimMade = true;
       claimWrite = first.write;
       audits.push(...first.audits);
     }
