@@ -75,16 +75,6 @@ export function withCtes(ctes: readonly Statement[], main: Statement): Statement
   return stmt`WITH ${rest.reduce((list, cte) => stmt`${list}, ${cte}`, first)} ${main}`;
 }
 
-/** The text with `render` applied to each value, pieces spliced in place. */
-function expand({ strings, values }: Statement, render: (value: unknown) => string): string {
-  let text = strings[0]!;
-  values.forEach((value, i) => {
-    text += value instanceof Statement ? expand(value, render) : render(value);
-    text += strings[i + 1]!;
-  });
-  return text;
-}
-
 /**
  * Every statement text gets a number, and every connection prepares it once: Postgres parses
  * and plans it there once, not on every run. The texts are the program's own (values are never
@@ -93,19 +83,24 @@ function expand({ strings, values }: Statement, render: (value: unknown) => stri
 const MAX_PREPARED = 1_000;
 const numbers = new Map<string, number>();
 
-function numberOf(text: string): number | undefined {
+/** The prepared name of a statement text (`p<n>`), or "" once MAX_PREPARED are named. */
+function nameOf(text: string): string {
   let n = numbers.get(text);
   if (n === undefined && numbers.size < MAX_PREPARED) {
     n = numbers.size;
     numbers.set(text, n);
   }
-  return n;
+  return n === undefined ? "" : `p${n}`;
 }
 
-/** The text with `$n` for each value, and the values in order. */
-function parameterised(s: Statement): { text: string; params: unknown[] } {
-  const params: unknown[] = [];
-  const text = expand(s, (v) => `$${params.push(v)}`);
+/** The text with `$n` for each value, pieces spliced in place, and the values in order. */
+function parameterised(s: Statement, params: unknown[] = []): { text: string; params: unknown[] } {
+  let text = s.strings[0]!;
+  s.values.forEach((value, i) => {
+    text +=
+      value instanceof Statement ? parameterised(value, params).text : `$${params.push(value)}`;
+    text += s.strings[i + 1]!;
+  });
   return { text, params };
 }
 
@@ -115,8 +110,8 @@ export function statement(
   values: readonly unknown[],
 ): pg.QueryConfig {
   const { text, params } = parameterised(new Statement(strings, values));
-  const n = numberOf(text);
-  return { ...(n !== undefined && { name: `p${n}` }), text, values: params, types: TYPES };
+  const name = nameOf(text);
+  return { ...(name && { name }), text, values: params, types: TYPES };
 }
 
 /** The parts of pg's connection (pg/lib/connection.js) that a pipeline uses. */
@@ -271,12 +266,11 @@ export async function trip(
   const plain = (text: string) => ({ text, params: [] as unknown[] });
   // Values are converted here, before anything is sent: a value pg cannot convert throws now,
   // not half-way through writing the trip (which would leave the connection waiting forever).
-  const all = [...head.map(plain), ...statements.map(parameterised), ...tail.map(plain)].map(
-    ({ text, params }) => {
-      const n = numberOf(text);
-      return { name: n === undefined ? "" : `p${n}`, text, values: params.map(prepareValue) };
-    },
-  );
+  const all = [
+    ...head.map(plain),
+    ...statements.map((s) => parameterised(s)),
+    ...tail.map(plain),
+  ].map(({ text, params }) => ({ name: nameOf(text), text, values: params.map(prepareValue) }));
   const pipeline = new Pipeline(all);
   void client.query(pipeline);
   const results = await pipeline.done;
