@@ -18,7 +18,7 @@ import type { Engine } from "./engine";
 import type { CustomerRow, EventRow } from "./rows";
 import type { RunRow } from "./run";
 import { claimOptions, runOf } from "./run";
-import { loadCustomer, loadEvent, toCustomerView, toEventView } from "./rows";
+import { loadCustomer, loadEvent, lockedCustomer, toCustomerView, toEventView } from "./rows";
 import type { SendClaim } from "./send";
 import { prepareSend } from "./send";
 
@@ -50,8 +50,7 @@ export async function processEvent(
     // lock serialises every processing of this customer's events, so the processedAt read
     // after it is the truth.
     const [customers, events] = await tx.many(
-      stmt`SELECT id, email, phone, timezone, attributes FROM "Customer"
-           WHERE id = (SELECT "customerId" FROM "Event" WHERE id = ${eventRowId}) FOR NO KEY UPDATE`,
+      lockedCustomer(stmt`(SELECT "customerId" FROM "Event" WHERE id = ${eventRowId})`),
       stmt`SELECT id, "eventId", source, type, "customerId", "occurredAt", properties, "processedAt"
            FROM "Event" WHERE id = ${eventRowId}`,
     );
@@ -80,8 +79,7 @@ export async function intakeDelivery(
     // locked and read with the traits applied.
     const [inserted, customers] = await tx.many(
       eventInsert(event, via, now, now),
-      stmt`SELECT id, email, phone, timezone, attributes FROM "Customer"
-           WHERE id = ${event.customerId} FOR NO KEY UPDATE`,
+      lockedCustomer(event.customerId),
     );
     const customer = toCustomerView(customers![0] as CustomerRow);
     const row = inserted![0] as { id: bigint } | undefined;

@@ -1,7 +1,8 @@
 // Reading the engine's views from the database (inside or outside a transaction).
 import type { Db, Tx } from "../db/client";
 import type { Sql } from "../db/sql";
-import { sqlOf } from "../db/sql";
+import type { Statement } from "../db/sql";
+import { sqlOf, stmt } from "../db/sql";
 import type { CustomerView, EventView } from "./context";
 
 export interface EventRow {
@@ -36,6 +37,14 @@ export type CustomerRow = Omit<CustomerView, "attributes"> & { attributes: unkno
 
 export function toCustomerView(row: CustomerRow): CustomerView {
   return { ...row, attributes: (row.attributes ?? {}) as Record<string, unknown> };
+}
+
+/**
+ * The customer's row, locked FOR NO KEY UPDATE (the lock that serialises everything counted
+ * for a customer) and read; `id` is a value or a subquery (a Statement).
+ */
+export function lockedCustomer(id: unknown): Statement {
+  return stmt`SELECT id, email, phone, timezone, attributes FROM "Customer" WHERE id = ${id} FOR NO KEY UPDATE`;
 }
 
 export async function loadCustomer(on: Sql | Db | Tx, id: string): Promise<CustomerView> {
