@@ -355,47 +355,26 @@ export async function releaseInDoubt(
     if (!row) return { kind: "stale" };
     await tx.run`
       UPDATE "ActionAttempt" SET outcome = 'released' WHERE "actionKey" = ${intent.key} AND attempt = ${row.attempt}`;
-    const audit = auditBase(intent, opts);
     await recordAudit(tx, {
-      ...audit,
+      ...auditBase(intent, opts),
       kind: "released",
       rule: "not_found_at_provider",
       detail: { attempt: row.attempt },
     });
     const check = await recheck(tx);
-    if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
-    if (!check.go && check.outcome === "skip") return skipAction(tx, intent, opts, check, row);
-    // A delay (quiet hours, a full cap) keeps the action released but unclaimed until then.
-    const claimed = await upsertAction(tx, intent, opts, "claimed", null, row);
-    if (!check.go) {
+    if (!check.go && check.outcome === "delay") {
+      // A delay (quiet hours, a full cap) keeps the action released but unclaimed until then.
+      await upsertAction(tx, intent, opts, "claimed", null, row);
       await tx.run`
         UPDATE "Action" SET state = 'failed_retryable', "nextAttemptAt" = ${check.until} WHERE key = ${intent.key}`;
       return { kind: "wait", until: check.until, why: check.detail };
     }
-    await recordAudit(tx, {
-      ...audit,
-      kind: "step_claimed",
-      detail: { attempt: claimed.attempt, previous: "in_doubt" },
-    });
-    return { kind: "proceed", attempt: claimed.attempt, token: claimed.fencingToken };
+    const verdict = decideClaim(intent, opts, check, row);
+    if (verdict.kind === "result") return verdict.result;
+    const { state, reason } = verdict;
+    const written = await upsertAction(tx.last, intent, opts, state, reason, row, verdict.audit);
+    return claimWritten(state, reason, written);
   });
-}
-
-/** Records the action as skipped by a policy, with its reason: the transaction's last statement. */
-async function skipAction(
-  tx: Sql,
-  intent: ActionIntent,
-  opts: ClaimOptions,
-  check: Extract<Recheck, { outcome: "skip" }>,
-  existing: ActionRow | undefined,
-): Promise<ClaimResult> {
-  await upsertAction(tx.last, intent, opts, "skipped", check.reason, existing, {
-    ...auditBase(intent, opts),
-    kind: "skipped",
-    rule: check.reason,
-    detail: { why: check.detail },
-  });
-  return { kind: "settled", state: "skipped", reason: check.reason, duplicate: false };
 }
 
 /**
@@ -447,13 +426,14 @@ export function actionInsert(
   reason: string | null,
 ): Statement {
   const completedAt = state === "skipped" ? opts.now : null;
+  const { attempt, fencingToken } = newActionRow(state);
   return stmt`
     INSERT INTO "Action" (key, "journeyId", "stepId", "customerId", reference, "enrollmentId", channel,
                           state, reason, attempt, "fencingToken", "workerId", "eventOccurredAt",
                           "claimedAt", "completedAt", "updatedAt")
     VALUES (${a.key}, ${a.journeyId}, ${a.stepId}, ${a.customerId}, ${a.reference}, ${a.enrollmentId},
-            ${a.channel}::"Channel", ${state}::"ActionState", ${reason}, ${newActionRow(state).attempt},
-            ${newActionRow(state).fencingToken}, ${opts.workerId}, ${a.eventOccurredAt}, ${opts.now},
+            ${a.channel}::"Channel", ${state}::"ActionState", ${reason}, ${attempt},
+            ${fencingToken}, ${opts.workerId}, ${a.eventOccurredAt}, ${opts.now},
             ${completedAt}, ${opts.now})`;
 }
 
