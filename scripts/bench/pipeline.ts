@@ -7,8 +7,7 @@ import type { ChildProcess } from "node:child_process";
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Queue } from "bullmq";
-import { redisConnection } from "../../src/queue/queues";
+import { createQueues } from "../../src/queue/queues";
 import { startSmtpSink } from "../../test/support/smtp";
 import type { SmtpSink } from "../../test/support/smtp";
 
@@ -102,17 +101,20 @@ export function deliveries(
   });
 }
 
-/** The events queue of a prefix; closing it also removes both of the prefix's queues. */
+/**
+ * The queues of a prefix, as the API and the importer make them (finished jobs removed);
+ * closing them also removes both.
+ */
 export function eventsQueue(redisUrl: string, prefix: string) {
-  const connection = redisConnection(redisUrl);
-  const events = new Queue("events", { connection, prefix });
+  const queues = createQueues(redisUrl, prefix);
   return {
-    events,
+    events: queues.events,
     async close() {
-      const steps = new Queue("steps", { connection, prefix });
-      await Promise.all([events.obliterate({ force: true }), steps.obliterate({ force: true })]);
-      await Promise.all([events.close(), steps.close()]);
-      connection.disconnect();
+      await Promise.all([
+        queues.events.obliterate({ force: true }),
+        queues.steps.obliterate({ force: true }),
+      ]);
+      await queues.close();
     },
   };
 }
