@@ -93,6 +93,33 @@ function nameOf(text: string): string {
   return n === undefined ? "" : `p${n}`;
 }
 
+/**
+ * A statement's text depends only on its shape: which template each piece comes from and
+ * which of its values are pieces. The shape is a short key (`3($,5($),$)`), and the text and
+ * prepared name of each shape are kept, so a statement run again is neither rebuilt nor
+ * hashed in full.
+ */
+const templateIds = new WeakMap<TemplateStringsArray, number>();
+let nextTemplateId = 0;
+const shapes = new Map<string, { text: string; name: string }>();
+const MAX_SHAPES = 4 * MAX_PREPARED;
+
+/** Collects the values of `s` and its pieces in order; returns the shape key. */
+function shapeOf(s: Statement, params: unknown[]): string {
+  let id = templateIds.get(s.strings);
+  if (id === undefined) templateIds.set(s.strings, (id = nextTemplateId++));
+  let key = `${id}(`;
+  for (const value of s.values) {
+    if (value instanceof Statement) key += shapeOf(value, params);
+    else {
+      params.push(value);
+      key += "$";
+    }
+    key += ",";
+  }
+  return `${key})`;
+}
+
 /** The text with `$n` for each value, pieces spliced in place, and the values in order. */
 function parameterised(s: Statement, params: unknown[] = []): { text: string; params: unknown[] } {
   let text = s.strings[0]!;
@@ -104,13 +131,25 @@ function parameterised(s: Statement, params: unknown[] = []): { text: string; pa
   return { text, params };
 }
 
+/** A statement's text, prepared name and values, its shape's text and name built once. */
+function shaped(s: Statement): { text: string; name: string; params: unknown[] } {
+  const params: unknown[] = [];
+  const key = shapeOf(s, params);
+  let known = shapes.get(key);
+  if (!known) {
+    const { text } = parameterised(s);
+    known = { text, name: nameOf(text) };
+    if (shapes.size < MAX_SHAPES) shapes.set(key, known);
+  }
+  return { ...known, params };
+}
+
 /** One statement over the extended protocol, as a named prepared statement. */
 export function statement(
   strings: TemplateStringsArray,
   values: readonly unknown[],
 ): pg.QueryConfig {
-  const { text, params } = parameterised(new Statement(strings, values));
-  const name = nameOf(text);
+  const { text, name, params } = shaped(new Statement(strings, values));
   return { ...(name && { name }), text, values: params, types: TYPES };
 }
 
@@ -263,14 +302,12 @@ export async function trip(
   statements: readonly Statement[],
   tail: string[] = [],
 ): Promise<pg.QueryResult[]> {
-  const plain = (text: string) => ({ text, params: [] as unknown[] });
+  const plain = (text: string) => ({ text, name: nameOf(text), params: [] as unknown[] });
   // Values are converted here, before anything is sent: a value pg cannot convert throws now,
   // not half-way through writing the trip (which would leave the connection waiting forever).
-  const all = [
-    ...head.map(plain),
-    ...statements.map((s) => parameterised(s)),
-    ...tail.map(plain),
-  ].map(({ text, params }) => ({ name: nameOf(text), text, values: params.map(prepareValue) }));
+  const all = [...head.map(plain), ...statements.map(shaped), ...tail.map(plain)].map(
+    ({ text, name, params }) => ({ name, text, values: params.map(prepareValue) }),
+  );
   const pipeline = new Pipeline(all);
   void client.query(pipeline);
   const results = await pipeline.done;
