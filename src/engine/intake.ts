@@ -166,11 +166,11 @@ async function claimFirstSend(
   if (step.kind !== "email" && step.kind !== "sms") return undefined;
   const prepared = prepareSend(runOf(engine, cj, { enrollmentId, row }), cs, step);
   const { intent } = prepared;
-  const [facts, existing] = await tx.many(
-    prepared.ahead.statement,
-    stmt`SELECT 1 FROM "Action" WHERE key = ${intent.key}`,
-  );
-  if (existing!.length > 0) return undefined;
+  // The policy facts, and whether the key has a row already, in one statement.
+  const facts = await tx<{ keyTaken: boolean }>`
+    SELECT f.*, EXISTS (SELECT 1 FROM "Action" WHERE key = ${intent.key}) AS "keyTaken"
+    FROM (${prepared.ahead.statement}) f`;
+  if (facts.length === 0 || facts[0]!.keyTaken) return undefined;
   const opts = claimOptions(engine);
   const verdict = decideClaim(intent, opts, await prepared.recheck(tx, facts), undefined);
   const audits = verdict.audit ? [verdict.audit] : [];
