@@ -180,8 +180,21 @@ interface Field {
 const asIs = (value: unknown) => value;
 
 /** pg's own conversion of a value to its text form, as its Query binds values. */
-const prepareValue = (pg as unknown as { utils: { prepareValue: (v: unknown) => unknown } }).utils
+const pgPrepareValue = (pg as unknown as { utils: { prepareValue: (v: unknown) => unknown } }).utils
   .prepareValue;
+
+/**
+ * pg's conversion, but a date in years 1–9999 as ISO 8601 in UTC, which the engine builds
+ * natively (pg formats it field by field in local time; every column here is timestamptz, so
+ * the two mean the same instant).
+ */
+function prepareValue(value: unknown): unknown {
+  if (value instanceof Date) {
+    const year = value.getUTCFullYear();
+    if (year >= 1 && year <= 9999) return value.toISOString();
+  }
+  return pgPrepareValue(value);
+}
 
 /**
  * Several statements in one round trip: each bound and executed over the extended protocol,

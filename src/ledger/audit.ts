@@ -63,7 +63,18 @@ export function auditInsert(records: AuditRecord[]): Statement {
       AS x(kind text, at timestamptz, "customerId" text, "journeyId" text, "stepId" text, "enrollmentId" bigint, "actionKey" text, rule text, "workerId" text, detail jsonb)`;
 }
 
-/** Audit records as JSON; details may hold dates and bigints (ids). */
+/**
+ * Audit records as JSON. Enrollment ids are bigints, and a detail may hold one too: a replacer
+ * would take JSON.stringify off its fast path for every record, so it is used only when a
+ * detail needs it.
+ */
 function auditJson(records: AuditRecord[]): string {
-  return JSON.stringify(records, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
+  const plain = records.map((r) =>
+    r.enrollmentId === undefined ? r : { ...r, enrollmentId: String(r.enrollmentId) },
+  );
+  try {
+    return JSON.stringify(plain);
+  } catch {
+    return JSON.stringify(plain, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
+  }
 }
