@@ -1,5 +1,6 @@
-// `npm run chaos`: the send-once guarantee under crashes, duplicates, a Redis flush and a
-// Postgres restart, against real processes and real SMTP and Twilio-compatible servers.
+// `npm run chaos`: the send-once guarantee under crashes, duplicates, an API crash, a Redis
+// flush, a Redis crash and a Postgres restart, against real processes and real SMTP and
+// Twilio-compatible servers.
 // Prints a summary table; exits 1 when any invariant is violated.
 //   npm run chaos -- --events 5000 --workers 4 --duplicates 0.3 --kill-every 3s --duration 90s
 import { writeFileSync } from "node:fs";

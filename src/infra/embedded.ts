@@ -82,6 +82,8 @@ function assertTraversableByOthers(databaseDir: string): void {
 export async function startRedisServer(
   stateDir: string,
   binary = "redis-server",
+  /** A port of its own; by default any free one. */
+  requestedPort?: number,
 ): Promise<RunningService> {
   if (spawnSync(binary, ["--version"], { stdio: "ignore" }).error) {
     throw new EmbeddedServiceError(
@@ -91,7 +93,7 @@ export async function startRedisServer(
   }
   const dir = resolve(stateDir, "redis");
   mkdirSync(dir, { recursive: true });
-  const port = await freePort();
+  const port = requestedPort ?? (await freePort());
   const log = openSync(join(dir, "redis.log"), "a");
   const child = spawn(
     binary,

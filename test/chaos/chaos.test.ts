@@ -1,6 +1,7 @@
 // The chaos suite's small variant (`npm run chaos` is the full one): a few hundred events with
-// redeliveries, two worker processes SIGKILLed a few times, Redis flushed and Postgres
-// restarted once — and still no duplicate send, nothing lost, in_doubt bounded.
+// redeliveries, two worker processes SIGKILLed a few times, the API SIGKILLed once, Redis
+// flushed once and SIGKILLed once, Postgres restarted once — and still no duplicate send,
+// nothing lost, in_doubt bounded.
 import { describe, expect, it } from "vitest";
 import type pg from "pg";
 import { actionKey } from "../../src/engine/keys";
@@ -11,7 +12,7 @@ import type { SmtpSink } from "../support/smtp";
 import type { TwilioServer } from "../support/twilio";
 
 describe("the chaos run", () => {
-  it("keeps every invariant through kills, a Redis flush and a Postgres restart", async () => {
+  it("keeps every invariant through kills, Redis flushed and killed, a Postgres restart", async () => {
     const lines: string[] = [];
     const report = await runChaos({
       events: 300,
@@ -31,7 +32,7 @@ describe("the chaos run", () => {
     // The chaos really happened, and there was real work to survive it.
     expect(s["workers killed"]).toBeGreaterThanOrEqual(2);
     expect(report.disruptions.map((d) => d.kind)).toEqual(
-      expect.arrayContaining(["kill", "redis_flush", "postgres_restart"]),
+      expect.arrayContaining(["kill", "api_kill", "redis_flush", "redis_kill", "postgres_restart"]),
     );
     expect(s["redeliveries planned"]).toBeGreaterThan(50);
     expect(s["API: duplicate"]).toBeGreaterThanOrEqual(s["redeliveries planned"]!);

@@ -52,12 +52,22 @@ export interface Cluster {
   /** Workers that exited before they started (the database was down), and were started again. */
   startFailures: { count: number };
   query: <T extends pg.QueryResultRow>(sql: string, params?: unknown[]) => Promise<T[]>;
-  /** SIGKILLs the worker in `slot`, measures what it had in flight, and starts a new one. */
+  /**
+   * SIGKILLs the worker in `slot`, measures what it had in flight, and starts a new one
+   * (without waiting for it to be ready).
+   */
   killWorker(slot: number): Promise<KillResult>;
   /** FLUSHALL: every queue, job, delayed step and lock is gone. */
   flushRedis(): Promise<number>;
   /** Fast shutdown of Postgres, `downMs` of nothing, then the same server on the same port. */
   restartPostgres(downMs: number): Promise<{ inFlight: InFlight[] }>;
+  /**
+   * SIGKILLs redis-server (what its append-only file had not yet written is lost), `downMs`
+   * of nothing, then a new one on the same port and directory.
+   */
+  restartRedis(downMs: number): Promise<void>;
+  /** SIGKILLs the API mid-traffic and starts a new one on the same port (not waiting for it). */
+  restartApi(): Promise<{ pid: number }>;
   close(): Promise<void>;
 }
 
@@ -94,9 +104,10 @@ async function build(
   stopped.push(() => postgres.stop());
   const databaseUrl = postgres.url;
   await migrate(databaseUrl);
-  const redis = await startRedisServer(stateDir);
+  let redis = await startRedisServer(stateDir);
   stopped.push(() => redis.stop());
-  const redisPid = await serverPid(redis.url);
+  const redisPort = Number(new URL(redis.url).port);
+  let redisPid = await serverPid(redis.url);
   const sink = await startSmtpSink();
   stopped.push(() => sink.close());
   const twilio = await startTwilioServer();
@@ -136,7 +147,9 @@ async function build(
   };
 
   const apiPort = await freePort();
-  const api = startProcess("api", env, ["--port", String(apiPort), "--host", "127.0.0.1"]);
+  const startApi = () =>
+    startProcess("api", env, ["--port", String(apiPort), "--host", "127.0.0.1"]);
+  let api = startApi();
   stopped.push(() => api.kill("SIGKILL"));
   await api.waitFor(/api listening/, 30_000);
 
@@ -221,8 +234,9 @@ async function build(
          WHERE "workerId" LIKE $1 AND state IN ('calling', 'claimed')`,
         [`%-${pid}-____`],
       );
-      const next = spawnWorker(slot);
-      await next.waitFor(/worker started/, 60_000);
+      // The replacement starts while the chaos goes on: a slow start does not space out the
+      // kills (one that fails to start is started again by spawnWorker).
+      spawnWorker(slot);
       return {
         pid,
         calling: rows.filter((r) => r.state === "calling").map((r) => `${r.key}#${r.attempt}`),
@@ -238,6 +252,27 @@ async function build(
       } finally {
         client.disconnect();
       }
+    },
+    async restartRedis(downMs) {
+      process.kill(redisPid, "SIGKILL");
+      // Gone once the port refuses connections.
+      while (
+        await serverPid(redis.url).then(
+          () => true,
+          () => false,
+        )
+      )
+        await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, downMs));
+      redis = await startRedisServer(stateDir, undefined, redisPort);
+      redisPid = await serverPid(redis.url);
+    },
+    async restartApi() {
+      const pid = api.child.pid!;
+      await api.kill("SIGKILL");
+      // Requests meanwhile fail and are posted again; one that never starts fails the run.
+      api = startApi();
+      return { pid };
     },
     async restartPostgres(downMs) {
       const measuredAt = new Date(Date.now() - 50);
@@ -261,10 +296,17 @@ async function build(
   };
 }
 
-/** The pid of the redis-server behind `url`, from INFO. */
+/** The pid of the redis-server behind `url`, from INFO; fails when nothing answers there. */
 async function serverPid(url: string): Promise<number> {
-  const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  const client = new Redis(url, {
+    maxRetriesPerRequest: 1,
+    retryStrategy: () => null,
+    lazyConnect: true,
+  });
+  // A server going away resets the connection: that is the answer, not an error to print.
+  client.on("error", () => {});
   try {
+    await client.connect();
     const info = await client.info("server");
     return Number(/process_id:(\d+)/.exec(info)![1]);
   } finally {

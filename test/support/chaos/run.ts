@@ -1,6 +1,7 @@
 // The chaos run (issue 7): real processes and servers, thousands of events with duplicates
-// posted to the API, workers SIGKILLed every few seconds, Redis flushed and Postgres restarted
-// mid-run, provider failures injected; then the system settles and the verdict is computed.
+// posted to the API, workers SIGKILLed every few seconds; the API SIGKILLed once, Redis flushed
+// once and SIGKILLed once, Postgres restarted once, all mid-run; provider failures injected.
+// Then the system settles and the verdict is computed.
 // Shared by `npm run chaos` (scripts/chaos.ts) and its small variant in test/chaos/.
 import type { Cluster, InFlight } from "./cluster";
 import { CHAOS_API_KEY, startCluster } from "./cluster";
@@ -26,6 +27,8 @@ export interface ChaosOptions {
   batchSize: number;
   /** How long Postgres stays down at its restart. */
   postgresDownMs: number;
+  /** How long Redis stays down after it is killed. */
+  redisDownMs: number;
   settleTimeoutMs: number;
   /** Inject SMTP and Twilio failures (retryable, permanent, answered-but-lost). */
   faults: boolean;
@@ -44,6 +47,7 @@ export const DEFAULT_CHAOS: ChaosOptions = {
   concurrency: 8,
   batchSize: 20,
   postgresDownMs: 3_000,
+  redisDownMs: 1_000,
   settleTimeoutMs: 120_000,
   faults: true,
   seed: 7,
@@ -51,7 +55,7 @@ export const DEFAULT_CHAOS: ChaosOptions = {
 };
 
 export interface Disruption {
-  kind: "kill" | "redis_flush" | "postgres_restart";
+  kind: "kill" | "api_kill" | "redis_flush" | "redis_kill" | "postgres_restart";
   atMs: number;
   detail: string;
 }
@@ -124,10 +128,15 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         ok: cluster.unexpectedExits.length === 0,
       },
       {
-        name: "chaos done: kills, Redis flushes, Postgres restarts",
-        expected: "≥ 1 / 1 / 1",
-        actual: `${chaos.kills} / ${chaos.flushes} / ${chaos.restarts}`,
-        ok: chaos.kills >= 1 && chaos.flushes === 1 && chaos.restarts === 1,
+        name: "chaos done: worker kills, API kills, Redis flushes, Redis kills, Postgres restarts",
+        expected: "≥ 1 / 1 / 1 / 1 / 1",
+        actual: `${chaos.kills} / ${chaos.apiKills} / ${chaos.flushes} / ${chaos.redisKills} / ${chaos.restarts}`,
+        ok:
+          chaos.kills >= 1 &&
+          chaos.apiKills === 1 &&
+          chaos.flushes === 1 &&
+          chaos.redisKills === 1 &&
+          chaos.restarts === 1,
       },
     ];
     const violations = [
@@ -158,6 +167,8 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         "  claims not yet called at the kills": chaos.claimedAtKills,
         "sends in flight at the Postgres restart": chaos.inFlightAtRestart,
         "Redis keys flushed": chaos.keysFlushed,
+        "API processes killed": chaos.apiKills,
+        "Redis servers killed": chaos.redisKills,
         "worker starts refused (database down)": cluster.startFailures.count,
         "provider faults armed": faults?.armed() ?? 0,
         ...verdict.stats,
@@ -239,6 +250,8 @@ async function postBatch(apiUrl: string, events: ChaosEvent[], posted: Posted): 
 
 interface Chaos {
   kills: number;
+  apiKills: number;
+  redisKills: number;
   callingAtKills: number;
   claimedAtKills: number;
   inFlightAtRestart: number;
@@ -247,7 +260,10 @@ interface Chaos {
   keysFlushed: number;
 }
 
-/** Kills workers every few seconds; flushes Redis at a third and restarts Postgres at 60 %. */
+/**
+ * Kills workers every few seconds; kills the API at a quarter, flushes Redis at 35 %, kills
+ * Redis at half and restarts Postgres at 60 % of the traffic.
+ */
 async function disrupt(
   cluster: Cluster,
   opts: ChaosOptions,
@@ -259,6 +275,8 @@ async function disrupt(
   const rand = random(opts.seed * 31 + 1);
   const chaos: Chaos = {
     kills: 0,
+    apiKills: 0,
+    redisKills: 0,
     callingAtKills: 0,
     claimedAtKills: 0,
     inFlightAtRestart: 0,
@@ -266,7 +284,9 @@ async function disrupt(
     restarts: 0,
     keysFlushed: 0,
   };
+  const apiKillAt = opts.durationMs * 0.25;
   const flushAt = opts.durationMs * 0.35;
+  const redisKillAt = opts.durationMs * 0.5;
   const restartAt = opts.durationMs * 0.6;
   let nextKill = opts.killEveryMs * (0.5 + rand());
   const elapsed = () => Date.now() - t0;
@@ -297,6 +317,8 @@ async function disrupt(
       chaos.flushes === 0 ? flushAt : Infinity,
       chaos.restarts === 0 ? restartAt : Infinity,
       killing ? nextKill : Infinity,
+      chaos.apiKills === 0 ? apiKillAt : Infinity,
+      chaos.redisKills === 0 ? redisKillAt : Infinity,
     ];
     const at = Math.min(...pending);
     if (at === Infinity) break;
@@ -309,6 +331,14 @@ async function disrupt(
       chaos.flushes += 1;
       chaos.keysFlushed = keys;
       note("redis_flush", `${keys} keys`);
+    } else if (at === pending[3]) {
+      const { pid } = await cluster.restartApi();
+      chaos.apiKills += 1;
+      note("api_kill", `pid ${pid}, a new API on the same port`);
+    } else if (at === pending[4]) {
+      await cluster.restartRedis(opts.redisDownMs);
+      chaos.redisKills += 1;
+      note("redis_kill", `down ${opts.redisDownMs} ms, a new redis-server on the same port`);
     } else if (at === pending[1]) {
       const r = await cluster.restartPostgres(opts.postgresDownMs);
       for (const f of r.inFlight) inFlight.restart.add(f);
