@@ -18,7 +18,7 @@ import type { Engine } from "./engine";
 import type { CustomerRow, EventRow } from "./rows";
 import type { RunRow } from "./run";
 import { claimOptions, runOf } from "./run";
-import { loadCustomer, loadEvent, lockedCustomer, toCustomerView, toEventView } from "./rows";
+import { loadEvent, lockedCustomer, toCustomerView, toEventView } from "./rows";
 import type { SendClaim } from "./send";
 import { prepareSend } from "./send";
 
@@ -335,8 +335,9 @@ export async function enrollInJourney(
   return poolOf(engine.db).tx(async (tx) => {
     const event = await loadEvent(tx, eventRowId);
     if (!event) return { rule: "event_missing" };
-    await tx`SELECT 1 FROM "Customer" WHERE id = ${event.customerId} FOR NO KEY UPDATE`;
-    const customer = await loadCustomer(tx, event.customerId);
+    // The event's foreign key keeps its customer.
+    const [locked] = await tx<CustomerRow>`${lockedCustomer(event.customerId)}`;
+    const customer = toCustomerView(locked!);
     const now = engine.clock.now();
     const result = await enroll(tx, cj, event, customer, now);
     await recordAudit(tx, {
