@@ -120,15 +120,14 @@ function shapeOf(s: Statement, params: unknown[]): string {
   return `${key})`;
 }
 
-/** The text with `$n` for each value, pieces spliced in place, and the values in order. */
-function parameterised(s: Statement, params: unknown[] = []): { text: string; params: unknown[] } {
+/** The text with `$n` for each value (in the order shapeOf collects them), pieces spliced in. */
+function textOf(s: Statement, counter = { n: 0 }): string {
   let text = s.strings[0]!;
   s.values.forEach((value, i) => {
-    text +=
-      value instanceof Statement ? parameterised(value, params).text : `$${params.push(value)}`;
+    text += value instanceof Statement ? textOf(value, counter) : `$${++counter.n}`;
     text += s.strings[i + 1]!;
   });
-  return { text, params };
+  return text;
 }
 
 /** A statement's text, prepared name and values, its shape's text and name built once. */
@@ -137,7 +136,7 @@ function shaped(s: Statement): { text: string; name: string; params: unknown[] }
   const key = shapeOf(s, params);
   let known = shapes.get(key);
   if (!known) {
-    const { text } = parameterised(s);
+    const text = textOf(s);
     known = { text, name: nameOf(text) };
     if (shapes.size < MAX_SHAPES) shapes.set(key, known);
   }
