@@ -1,7 +1,7 @@
 // The chaos suite's small variant (`npm run chaos` is the full one): a few hundred events with
 // redeliveries, two worker processes SIGKILLed a few times, the API SIGKILLed once, Redis
 // flushed once and SIGKILLed once, Postgres restarted once — and still no duplicate send,
-// nothing lost, in_doubt bounded.
+// nothing lost, in_doubt bounded, no customer over the offer cap, repeated requests replayed.
 import { describe, expect, it } from "vitest";
 import type pg from "pg";
 import { actionKey } from "../../src/engine/keys";
@@ -40,6 +40,9 @@ describe("the chaos run", () => {
     expect(s["SMS received by Twilio"]).toBeGreaterThan(50);
     expect(s["  of which points"]).toBeGreaterThan(200);
     expect(s["actions skipped"]).toBeGreaterThan(0);
+    // The offer cap was reached for some customers, and some requests were answered by replay.
+    expect(s["  frequency_cap"]).toBeGreaterThan(0);
+    expect(s["  answered by a replay of the first answer"]).toBeGreaterThan(0);
     expect(report.totalMs).toBeLessThan(85_000);
   }, 90_000);
 });
@@ -131,5 +134,92 @@ describe("the chaos verdict", () => {
     };
     const verdict = await verify(input);
     expect(verdict.invariants.find((i) => i.name.startsWith("in_doubt not"))?.ok).toBe(true);
+  });
+
+  /** Three offers to c_2 under a cap of 2, with the states and receipts given. */
+  function offers(
+    states: [string, string | null][],
+    received: number,
+  ): Parameters<typeof verify>[0] {
+    const keys = states.map((_, i) =>
+      actionKey({
+        journeyId: "promo",
+        stepId: "offer_email",
+        customerId: "c_2",
+        reference: `o_${i}`,
+      }),
+    );
+    const input = broken();
+    const rows = states.map(([state, reason], i) => ({
+      key: keys[i],
+      customerId: "c_2",
+      channel: "email",
+      state,
+      reason,
+      attempt: 1,
+    }));
+    return {
+      ...input,
+      query: <T extends pg.QueryResultRow>(sql: string) =>
+        Promise.resolve(
+          (sql.includes("AS stored")
+            ? [{ stored: "1", unprocessed: "0", dups: "0" }]
+            : sql.includes('FROM "Action"')
+              ? rows
+              : []) as unknown as T[],
+        ),
+      sink: {
+        messages: keys.slice(0, received).map(() => ({})),
+        countByMessageId: () =>
+          new Map(keys.slice(0, received).map((k) => [`<${k}@shop.example>`, 1])),
+      } as unknown as SmtpSink,
+      expected: keys.map((key) => ({
+        key,
+        journeyId: "promo",
+        stepId: "offer_email",
+        customerId: "c_2",
+        channel: "email",
+        points: 0,
+        expect: { allowed: true, cap: 2 },
+      })),
+    };
+  }
+  const failing = async (input: Parameters<typeof verify>[0]) =>
+    (await verify(input)).invariants.filter((i) => !i.ok).map((i) => i.name);
+
+  it("names a customer sent more capped emails than the cap", async () => {
+    const over = offers(
+      [
+        ["sent", null],
+        ["sent", null],
+        ["sent", null],
+      ],
+      3,
+    );
+    expect(await failing(over)).toContain("customers sent more capped emails than the cap");
+  });
+
+  it("names a cap skip while the cap was not full, and accepts one once it was", async () => {
+    const early = offers(
+      [
+        ["sent", null],
+        ["skipped", "frequency_cap"],
+        ["skipped", "frequency_cap"],
+      ],
+      1,
+    );
+    expect(await failing(early)).toContain("cap skips while the cap was not full");
+    const full = offers(
+      [
+        ["sent", null],
+        ["in_doubt", "unknown_outcome"],
+        ["skipped", "frequency_cap"],
+      ],
+      1,
+    );
+    const names = await failing(full);
+    expect(names).not.toContain("cap skips while the cap was not full");
+    expect(names).not.toContain("customers sent more capped emails than the cap");
+    expect(names).not.toContain("skips that disagree with consent, address and cap");
   });
 });

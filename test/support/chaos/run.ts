@@ -1,9 +1,11 @@
 // The chaos run (issue 7): real processes and servers, thousands of events with duplicates
-// posted to the API, workers SIGKILLed every few seconds; the API SIGKILLed once, Redis flushed
-// once and SIGKILLed once, Postgres restarted once, all mid-run; provider failures injected.
-// Then the system settles and the verdict is computed.
+// posted to the API under Idempotency-Keys (some requests posted twice), workers SIGKILLed
+// every few seconds; the API SIGKILLed once, Redis flushed once and SIGKILLed once, Postgres
+// restarted once, all mid-run; provider failures injected. Then the system settles and the
+// verdict is computed.
 // Shared by `npm run chaos` (scripts/chaos.ts) and its small variant in test/chaos/.
 import type { Cluster, InFlight } from "./cluster";
+import { canonicalJson } from "../../../src/ingest/event";
 import { CHAOS_API_KEY, startCluster } from "./cluster";
 import { injectFaults } from "./faults";
 import type { ChaosEvent, Delivery } from "./traffic";
@@ -122,6 +124,12 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       },
       ...verdict.invariants,
       {
+        name: "repeated requests not answered by a replay of their first answer",
+        expected: "0",
+        actual: String(posted.notReplayed.length),
+        ok: posted.notReplayed.length === 0,
+      },
+      {
         name: "workers that died by themselves",
         expected: "0",
         actual: String(cluster.unexpectedExits.length),
@@ -142,6 +150,9 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     const violations = [
       ...(settled ? [] : ["the system did not settle within the timeout"]),
       ...verdict.violations,
+      ...(posted.notReplayed.length === 0
+        ? []
+        : [`requests posted again and not replayed: ${posted.notReplayed.slice(0, 5).join(", ")}`]),
       ...cluster.unexpectedExits.map(
         (e) => `worker ${e.slot} exited by itself (code ${e.code}):\n${e.tail}`,
       ),
@@ -161,7 +172,10 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         "redeliveries planned": traffic.duplicates,
         "API: accepted": posted.accepted,
         "API: duplicate": posted.duplicate,
-        "API requests retried (5xx or no answer)": posted.retries,
+        "API requests retried (5xx, 409 or no answer)": posted.retries,
+        "  409: Idempotency-Key in flight": posted.inFlight,
+        "API requests posted again under their Idempotency-Key": posted.repeats,
+        "  answered by a replay of the first answer": posted.replayed,
         "workers killed": chaos.kills,
         "  sends in calling at the kills": chaos.callingAtKills,
         "  claims not yet called at the kills": chaos.claimedAtKills,
@@ -187,9 +201,20 @@ interface Posted {
   accepted: number;
   duplicate: number;
   retries: number;
+  /** 409s: the same Idempotency-Key still in flight (a request the API died in). */
+  inFlight: number;
+  /** Requests posted again after their answer, and those answered by a replay of it. */
+  repeats: number;
+  replayed: number;
+  /** Repeats whose answer was not the first answer, replayed: the request ids. */
+  notReplayed: string[];
 }
 
-/** Posts every delivery at its time, several requests at once; a failed request is retried. */
+/**
+ * Posts every delivery at its time, several requests at once, each under an Idempotency-Key
+ * that its retries keep; a failed request is retried, and some are posted again after their
+ * answer.
+ */
 async function postAll(
   cluster: Cluster,
   deliveries: Delivery[],
@@ -197,15 +222,38 @@ async function postAll(
   log: (line: string) => void,
   signal?: AbortSignal,
 ): Promise<Posted> {
-  const posted: Posted = { events: 0, accepted: 0, duplicate: 0, retries: 0 };
+  const posted: Posted = {
+    events: 0,
+    accepted: 0,
+    duplicate: 0,
+    retries: 0,
+    inFlight: 0,
+    repeats: 0,
+    replayed: 0,
+    notReplayed: [],
+  };
   const running = new Set<Promise<void>>();
   let done = 0;
-  for (const d of deliveries) {
+  const post = async (d: Delivery, key: string) => {
+    const first = await postBatch(cluster.apiUrl, d.events, key, posted);
+    posted.events += d.events.length;
+    posted.accepted += first.summary.accepted;
+    posted.duplicate += first.summary.duplicate;
+    if (!d.repeat) return;
+    await new Promise((r) => setTimeout(r, 500));
+    const again = await postBatch(cluster.apiUrl, d.events, key, posted);
+    posted.repeats += 1;
+    // The same answer, whatever the order of its keys (the API keeps it as jsonb).
+    if (again.replayed && canonicalJson(again.summary) === canonicalJson(first.summary))
+      posted.replayed += 1;
+    else posted.notReplayed.push(key);
+  };
+  for (const [i, d] of deliveries.entries()) {
     const wait = t0 + d.atMs - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     signal?.throwIfAborted();
     while (running.size >= 16) await Promise.race(running);
-    const p = postBatch(cluster.apiUrl, d.events, posted).then(() => {
+    const p = post(d, `chaos-${i}`).then(() => {
       running.delete(p);
       done += 1;
       if (done % 50 === 0) log(`posted ${done}/${deliveries.length} requests`);
@@ -216,26 +264,47 @@ async function postAll(
   return posted;
 }
 
-async function postBatch(apiUrl: string, events: ChaosEvent[], posted: Posted): Promise<void> {
+interface Answer {
+  /** The answer's body: counts, and a result per event. */
+  summary: { accepted: number; duplicate: number };
+  replayed: boolean;
+}
+
+async function postBatch(
+  apiUrl: string,
+  events: ChaosEvent[],
+  key: string,
+  posted: Posted,
+): Promise<Answer> {
   const body = JSON.stringify({ events });
   const deadline = Date.now() + 120_000;
   for (let attempt = 1; ; attempt++) {
+    let wait = Math.min(2_000, 100 * attempt);
     try {
       const res = await fetch(`${apiUrl}/v1/events`, {
         method: "POST",
-        headers: { authorization: `Bearer ${CHAOS_API_KEY}`, "content-type": "application/json" },
+        headers: {
+          authorization: `Bearer ${CHAOS_API_KEY}`,
+          "content-type": "application/json",
+          "idempotency-key": key,
+        },
         body,
         signal: AbortSignal.timeout(30_000),
       });
       if (res.status === 202) {
-        const summary = (await res.json()) as { accepted: number; duplicate: number };
-        posted.events += events.length;
-        posted.accepted += summary.accepted;
-        posted.duplicate += summary.duplicate;
-        return;
+        return {
+          summary: (await res.json()) as Answer["summary"],
+          replayed: res.headers.get("idempotent-replayed") === "true",
+        };
       }
-      // 4xx is a bug in the run itself: every event is valid and every id has one payload.
-      if (res.status < 500) {
+      if (res.status === 409) {
+        // The key's first request is still in flight, or died with the API: once its lease
+        // is over, the key is free again.
+        posted.inFlight += 1;
+        wait = Number(res.headers.get("retry-after") ?? 1) * 1_000;
+      } else if (res.status < 500) {
+        // Any other 4xx is a bug in the run itself: every event is valid, every id and every
+        // key has one payload.
         throw new Error(`POST /v1/events answered ${res.status}: ${await res.text()}`);
       }
       await res.body?.cancel();
@@ -244,7 +313,7 @@ async function postBatch(apiUrl: string, events: ChaosEvent[], posted: Posted): 
     }
     if (Date.now() > deadline) throw new Error("POST /v1/events kept failing for 120 s");
     posted.retries += 1;
-    await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * attempt)));
+    await new Promise((r) => setTimeout(r, wait));
   }
 }
 

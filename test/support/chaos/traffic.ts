@@ -1,10 +1,14 @@
 // The chaos run's journeys and traffic: customers with a spread of profiles (so that consent
 // and missing addresses skip some actions), their events, the redeliveries that make the
-// duplicates, and the ledger the run must end with — computed from the same definitions.
+// duplicates, and the ledger the run must end with — computed from the same definitions. A
+// marketing offer after each order is capped per customer: which orders get it depends on the
+// order of processing, so its expectation is the cap itself (verify.ts).
 import { actionKey } from "../../../src/engine/keys";
 
 export const SIGNUP_POINTS = 50;
 export const ORDER_POINTS = 100;
+/** Offer emails per customer: the promo journey's cap. */
+export const OFFER_CAP = 2;
 
 /** Journeys of the run, by file name: email, SMS and points, marketing and transactional. */
 export const CHAOS_JOURNEYS: Record<string, string> = {
@@ -42,10 +46,30 @@ steps:
   - id: receipt_sms
     sms: { body: "Order {{ event.properties.order_id }} confirmed" }
 `,
+  "promo.yaml": `
+id: promo
+name: An offer after each order, at most ${OFFER_CAP} a day
+category: marketing
+consent: promotions
+trigger: { event: order.completed }
+entry: { once: per_reference, reference: "{{ event.properties.order_id }}" }
+caps:
+  - channel: email
+    max: ${OFFER_CAP}
+    per: 1d
+steps:
+  - id: offer_email
+    email:
+      subject: "10 % off your next order, {{ customer.attributes.name }}"
+      text: "Thanks for order {{ event.properties.order_id }}"
+`,
 };
 
-/** What a channel step is expected to do for a customer, decided by the profile alone. */
-export type Expectation = { allowed: true } | { allowed: false; reason: string };
+/**
+ * What a channel step is expected to do for a customer, decided by the profile alone; a capped
+ * step allowed by the profile may still be skipped for its cap, once the cap is full.
+ */
+export type Expectation = { allowed: true; cap?: number } | { allowed: false; reason: string };
 
 export interface ExpectedAction {
   key: string;
@@ -79,6 +103,11 @@ export interface ChaosEvent {
 export interface Delivery {
   atMs: number;
   events: ChaosEvent[];
+  /**
+   * Posted once more after its answer, under the same Idempotency-Key, as a client that lost
+   * the answer would: the API must replay the first answer.
+   */
+  repeat: boolean;
 }
 
 export interface Traffic {
@@ -158,18 +187,24 @@ function expectation(
   return { allowed: true };
 }
 
-const STEPS = {
-  signup: [
-    ["welcome_email", "email", 0],
-    ["signup_points", "points", SIGNUP_POINTS],
-    ["welcome_sms", "sms", 0],
-  ],
-  purchase: [
-    ["order_points", "points", ORDER_POINTS],
-    ["receipt_email", "email", 0],
-    ["receipt_sms", "sms", 0],
-  ],
-} as const;
+type JourneyId = "signup" | "purchase" | "promo";
+const MARKETING = new Set<JourneyId>(["signup", "promo"]);
+
+/** Each journey's steps: id, channel, points granted. */
+const STEPS: Record<JourneyId, readonly (readonly [string, ExpectedAction["channel"], number])[]> =
+  {
+    signup: [
+      ["welcome_email", "email", 0],
+      ["signup_points", "points", SIGNUP_POINTS],
+      ["welcome_sms", "sms", 0],
+    ],
+    purchase: [
+      ["order_points", "points", ORDER_POINTS],
+      ["receipt_email", "email", 0],
+      ["receipt_sms", "sms", 0],
+    ],
+    promo: [["offer_email", "email", 0]],
+  };
 
 /** The actions the events must lead to: every step of every enrollment. */
 export function expectedActions(
@@ -177,8 +212,9 @@ export function expectedActions(
   events: ChaosEvent[],
 ): ExpectedAction[] {
   const out: ExpectedAction[] = [];
-  const add = (journeyId: "signup" | "purchase", c: ChaosCustomer, reference: string) => {
+  const add = (journeyId: JourneyId, c: ChaosCustomer, reference: string) => {
     for (const [stepId, channel, points] of STEPS[journeyId]) {
+      const expect = expectation(c, channel, MARKETING.has(journeyId));
       out.push({
         key: actionKey({ journeyId, stepId, customerId: c.id, reference }),
         journeyId,
@@ -186,7 +222,8 @@ export function expectedActions(
         customerId: c.id,
         channel,
         points,
-        expect: expectation(c, channel, journeyId === "signup"),
+        expect:
+          journeyId === "promo" && expect.allowed ? { allowed: true, cap: OFFER_CAP } : expect,
       });
     }
   };
@@ -199,10 +236,14 @@ export function expectedActions(
       signedUp.add(c.id);
     } else {
       add("purchase", c, String(e.properties.order_id));
+      add("promo", c, String(e.properties.order_id));
     }
   }
   return out;
 }
+
+/** One request in this many is posted a second time under its Idempotency-Key. */
+const REPEAT_EVERY = 5;
 
 export interface TrafficOptions {
   /** Distinct events. */
@@ -252,6 +293,7 @@ export function makeTraffic(opts: TrafficOptions): Traffic {
     deliveries.push({
       atMs: Math.round(b * spacing),
       events: order.slice(b * opts.batchSize, (b + 1) * opts.batchSize).map((o) => o.e),
+      repeat: b % REPEAT_EVERY === 2,
     });
   }
   let duplicates = 0;
@@ -261,11 +303,11 @@ export function makeTraffic(opts: TrafficOptions): Traffic {
     duplicates += again.length;
     const concurrent = again.filter(() => rand() < 0.5);
     const later = again.filter((e) => !concurrent.includes(e));
-    if (concurrent.length > 0) deliveries.push({ atMs: d.atMs, events: concurrent });
+    if (concurrent.length > 0) deliveries.push({ atMs: d.atMs, events: concurrent, repeat: false });
     if (later.length > 0) {
       // Later, but still within the run: while workers are being killed.
       const when = Math.min(opts.durationMs, d.atMs + 1_000 + rand() * 8_000);
-      deliveries.push({ atMs: Math.round(when), events: later });
+      deliveries.push({ atMs: Math.round(when), events: later, repeat: false });
     }
   }
   deliveries.sort((a, b) => a.atMs - b.atMs);

@@ -112,12 +112,35 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     .filter((e) => {
       const r = ledger.get(e.key);
       if (!r) return false;
-      return e.expect.allowed
-        ? r.state === "skipped"
-        : r.state !== "skipped" || r.reason !== e.expect.reason;
+      if (!e.expect.allowed) return r.state !== "skipped" || r.reason !== e.expect.reason;
+      return r.state === "skipped" && !(e.expect.cap && r.reason === "frequency_cap");
     })
     .map((e) => `${e.key.slice(0, 12)}:${ledger.get(e.key)!.state}/${ledger.get(e.key)!.reason}`);
-  zero("skips that disagree with consent and address", wrongSkip);
+  zero("skips that disagree with consent, address and cap", wrongSkip);
+
+  // A frequency cap, counted by what the provider received: never more than the cap per
+  // customer (an in_doubt send counts, it may have gone out), and a cap skip only once the cap
+  // was full (a claim that later failed for good had counted too).
+  const capped = new Map<string, { cap: number; out: number; claimed: number; skips: number }>();
+  for (const e of input.expected) {
+    if (!e.expect.allowed || !e.expect.cap) continue;
+    const c = capped.get(e.customerId) ?? { cap: e.expect.cap, out: 0, claimed: 0, skips: 0 };
+    capped.set(e.customerId, c);
+    const state = ledger.get(e.key)?.state;
+    if (received.has(e.key) || state === "in_doubt") c.out += 1;
+    if (state === "sent" || state === "in_doubt" || state === "failed_permanent") c.claimed += 1;
+    if (state === "skipped" && ledger.get(e.key)!.reason === "frequency_cap") c.skips += 1;
+  }
+  zero(
+    "customers sent more capped emails than the cap",
+    [...capped].filter(([, c]) => c.out > c.cap).map(([id, c]) => `${id}:${c.out}`),
+  );
+  zero(
+    "cap skips while the cap was not full",
+    [...capped]
+      .filter(([, c]) => c.skips > 0 && c.claimed < c.cap)
+      .map(([id, c]) => `${id}:${c.claimed}`),
+  );
 
   const sends = rows.filter((r) => r.channel !== "points");
   const sentSends = sends.filter((r) => r.state === "sent");
@@ -199,6 +222,8 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     "actions skipped": count((r) => r.state === "skipped"),
     "  no_consent": count((r) => r.reason === "no_consent"),
     "  no_address": count((r) => r.reason === "no_address"),
+    "  frequency_cap": count((r) => r.reason === "frequency_cap"),
+    "customers at the offer cap": [...capped.values()].filter((c) => c.skips > 0).length,
     "actions failed_permanent": count((r) => r.state === "failed_permanent"),
     "actions in_doubt": inDoubt.length,
     // A send still calling at a kill and at the restart counts under both.
