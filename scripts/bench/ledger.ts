@@ -22,8 +22,12 @@ export interface ClaimStats {
   p99: number;
 }
 
-/** How many claims run before the measured ones: the first compile code and cold pages. */
-const WARM_UP = 200;
+/**
+ * How many claims run before the measured ones: the first compile code and cold pages. V8 has
+ * not finished optimising the claim path after 200 (measured: p50 0.88 ms and p99 4.3–5.0 ms
+ * after 200, 0.65 ms and 3.5–3.7 ms after 1,000, on the same ledger, interleaved).
+ */
+const WARM_UP = 1_000;
 
 /**
  * `count` first claims on fresh enrollments, `concurrency` at a time, after a warm-up of
