@@ -198,11 +198,14 @@ async function call(
   }
   await engine.failpoint?.("after_call", intent.key);
   const now = engine.clock.now();
+  // An in-doubt send stays on its step when the provider can be asked about it later.
+  const lookedUpLater =
+    outcome.state === "in_doubt" && engine.channels[step.kind].lookup !== undefined;
   // An outcome after which the step is not run again finishes it; a last step's run ends too.
   const finishes =
     outcome.state === "sent" ||
     outcome.state === "failed_permanent" ||
-    (outcome.state === "in_doubt" && !engine.channels[step.kind].lookup);
+    (outcome.state === "in_doubt" && !lookedUpLater);
   const ends = finishes && completes ? completes() : undefined;
   const done: SendResult = ends ? { kind: "ended" } : { kind: "done" };
   // The provider has answered: losing that answer to a passing database error would turn a
@@ -251,7 +254,7 @@ async function call(
       return done;
     case "in_doubt": {
       engine.log.warn("send in doubt", { ...fields, error: outcome.error });
-      if (!engine.channels[step.kind].lookup) return done;
+      if (!lookedUpLater) return done;
       // Stay on this step: after the grace period the next run looks the message up.
       const at = new Date(now.getTime() + engine.tuning.inDoubtGraceMs);
       await setNextRun(run, at);
