@@ -264,38 +264,34 @@ try {
     );
   }
 
-  // 6. The same pipeline and claims with the ledger grown to GROWTH actions.
-  await growLedgerTo(dbUrl, schema, GROWTH);
-  {
-    const large = await claims(db, dbUrl, schema, 2_000, 1, "large");
+  // 6. The same pipeline and claims with the ledger grown to 100 k actions on the way, then to
+  // GROWTH; the targets are for GROWTH.
+  const MIDWAY = 100_000;
+  for (const size of GROWTH > MIDWAY ? [MIDWAY, GROWTH] : [GROWTH]) {
+    const final = size === GROWTH;
+    const k = `${size / 1000}k`;
+    await growLedgerTo(dbUrl, schema, size);
+    const grown = await claims(db, dbUrl, schema, 2_000, 1, `g${k}`);
     record(
-      `claim p99, one at a time (ledger ${GROWTH / 1000}k)`,
-      "claim_p99_large_ms",
-      large.p99,
+      `claim p99, one at a time (ledger ${k})`,
+      final ? "claim_p99_large_ms" : `claim_p99_${k}_ms`,
+      grown.p99,
       "ms",
-      {
-        at: "most",
-        value: 5,
-        text: "target ≤ 5 ms",
-      },
+      final ? { at: "most", value: 5, text: "target ≤ 5 ms" } : undefined,
     );
-    const atLarge = await meanRate(`g${GROWTH_WORKERS}`, GROWTH_WORKERS, "record", GROWTH_RUNS);
+    const rate = await meanRate(`g${k}${GROWTH_WORKERS}`, GROWTH_WORKERS, "record", GROWTH_RUNS);
     record(
-      `send-once pipeline, ${GROWTH_WORKERS} workers (ledger ${GROWTH / 1000}k)${mean(GROWTH_RUNS)}`,
-      "pipeline_large_per_s",
-      atLarge,
+      `send-once pipeline, ${GROWTH_WORKERS} workers (ledger ${k})${mean(GROWTH_RUNS)}`,
+      final ? "pipeline_large_per_s" : `pipeline_${k}_per_s`,
+      rate,
       "sends/s",
     );
     record(
-      `throughput at ${GROWTH / 1000}k / at 10–40k`,
-      "large_vs_small_pct",
-      (atLarge / atSmall) * 100,
+      `throughput at ${k} / at 10–40k`,
+      final ? "large_vs_small_pct" : `at_${k}_vs_small_pct`,
+      (rate / atSmall) * 100,
       "%",
-      {
-        at: "least",
-        value: 90,
-        text: "target ≥ 90 %",
-      },
+      final ? { at: "least", value: 90, text: "target ≥ 90 %" } : undefined,
     );
   }
 
