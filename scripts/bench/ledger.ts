@@ -151,6 +151,16 @@ export async function growLedgerTo(dbUrl: string, schema: string, total: number)
   await client.end();
 }
 
+/** Empties the schema's ledger, events and customers (journey versions stay). */
+export async function emptyLedger(dbUrl: string, schema: string): Promise<void> {
+  const client = await admin(dbUrl, schema);
+  await client.query(
+    `TRUNCATE "AuditEntry", "ActionAttempt", "PointsEntry", "PointsBalance", "Action", "Enrollment",
+              "EventDuplicate", "Event", "Consent", "Customer" CASCADE`,
+  );
+  await client.end();
+}
+
 /** Bytes on disk of the ledger (actions and attempts) and of it with the audit trail. */
 export async function ledgerSize(
   dbUrl: string,
