@@ -151,6 +151,14 @@ export async function growLedgerTo(dbUrl: string, schema: string, total: number)
   await client.end();
 }
 
+/** How many actions the schema's ledger holds. */
+export async function actionsIn(dbUrl: string, schema: string): Promise<number> {
+  const client = await admin(dbUrl, schema);
+  const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM "Action"`);
+  await client.end();
+  return Number(rows[0]!.n);
+}
+
 /** Empties the schema's ledger, events and customers (journey versions stay). */
 export async function emptyLedger(dbUrl: string, schema: string): Promise<void> {
   const client = await admin(dbUrl, schema);
