@@ -136,10 +136,14 @@ describe("the chaos verdict", () => {
     expect(verdict.invariants.find((i) => i.name.startsWith("in_doubt not"))?.ok).toBe(true);
   });
 
-  /** Three offers to c_2 under a cap of 2, with the states and receipts given. */
+  /**
+   * Three offers to c_2 under a cap of 2: their final states, how many the server received (the
+   * first ones), and the order in which they were decided (claimed, or skipped).
+   */
   function offers(
     states: [string, string | null][],
     received: number,
+    order = [0, 1, 2],
   ): Parameters<typeof verify>[0] {
     const keys = states.map((_, i) =>
       actionKey({
@@ -158,15 +162,22 @@ describe("the chaos verdict", () => {
       reason,
       attempt: 1,
     }));
+    const decisions = order.map((i) =>
+      states[i]![0] === "skipped"
+        ? { kind: "skipped", rule: states[i]![1], actionKey: keys[i] }
+        : { kind: "step_claimed", rule: null, actionKey: keys[i] },
+    );
     return {
       ...input,
       query: <T extends pg.QueryResultRow>(sql: string) =>
         Promise.resolve(
           (sql.includes("AS stored")
             ? [{ stored: "1", unprocessed: "0", dups: "0" }]
-            : sql.includes('FROM "Action"')
-              ? rows
-              : []) as unknown as T[],
+            : sql.includes('FROM "AuditEntry"')
+              ? decisions
+              : sql.includes('FROM "Action"')
+                ? rows
+                : []) as unknown as T[],
         ),
       sink: {
         messages: keys.slice(0, received).map(() => ({})),
@@ -186,40 +197,27 @@ describe("the chaos verdict", () => {
   }
   const failing = async (input: Parameters<typeof verify>[0]) =>
     (await verify(input)).invariants.filter((i) => !i.ok).map((i) => i.name);
+  const early = "cap skips before the cap was full";
+  const over = "customers sent more capped emails than the cap";
 
-  it("names a customer sent more capped emails than the cap", async () => {
-    const over = offers(
-      [
-        ["sent", null],
-        ["sent", null],
-        ["sent", null],
-      ],
-      3,
-    );
-    expect(await failing(over)).toContain("customers sent more capped emails than the cap");
+  it("names a customer sent more capped emails than the cap, an in_doubt one counting", async () => {
+    const sent: [string, null] = ["sent", null];
+    expect(await failing(offers([sent, sent, sent], 3))).toContain(over);
+    const unsure: [string, string] = ["in_doubt", "unknown_outcome"];
+    expect(await failing(offers([sent, sent, unsure], 2))).toContain(over);
   });
 
-  it("names a cap skip while the cap was not full, and accepts one once it was", async () => {
-    const early = offers(
-      [
-        ["sent", null],
-        ["skipped", "frequency_cap"],
-        ["skipped", "frequency_cap"],
-      ],
-      1,
-    );
-    expect(await failing(early)).toContain("cap skips while the cap was not full");
-    const full = offers(
-      [
-        ["sent", null],
-        ["in_doubt", "unknown_outcome"],
-        ["skipped", "frequency_cap"],
-      ],
-      1,
-    );
-    const names = await failing(full);
-    expect(names).not.toContain("cap skips while the cap was not full");
-    expect(names).not.toContain("customers sent more capped emails than the cap");
+  it("names a cap skip decided before the cap was full, and accepts one decided after", async () => {
+    const states: [string, string | null][] = [
+      ["sent", null],
+      ["skipped", "frequency_cap"],
+      ["sent", null],
+    ];
+    // Two offers sent in the end, but the skip came after only one of them was claimed.
+    expect(await failing(offers(states, 2, [0, 1, 2]))).toContain(early);
+    const names = await failing(offers(states, 2, [0, 2, 1]));
+    expect(names).not.toContain(early);
+    expect(names).not.toContain(over);
     expect(names).not.toContain("skips that disagree with consent, address and cap");
   });
 });

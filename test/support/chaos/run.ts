@@ -302,7 +302,8 @@ async function postBatch(
         // The key's first request is still in flight, or died with the API: once its lease
         // is over, the key is free again.
         posted.inFlight += 1;
-        wait = Number(res.headers.get("retry-after") ?? 1) * 1_000;
+        const after = Number(res.headers.get("retry-after"));
+        wait = (Number.isFinite(after) && after > 0 ? after : 1) * 1_000;
       } else if (res.status < 500) {
         // Any other 4xx is a bug in the run itself: every event is valid, every id and every
         // key has one payload.

@@ -242,7 +242,10 @@ export function expectedActions(
   return out;
 }
 
-/** One request in this many is posted a second time under its Idempotency-Key. */
+/**
+ * One original request in this many (not counting the redeliveries' requests) is posted a
+ * second time under its Idempotency-Key.
+ */
 const REPEAT_EVERY = 5;
 
 export interface TrafficOptions {

@@ -119,28 +119,47 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   zero("skips that disagree with consent, address and cap", wrongSkip);
 
   // A frequency cap, counted by what the provider received: never more than the cap per
-  // customer (an in_doubt send counts, it may have gone out), and a cap skip only once the cap
-  // was full (a claim that later failed for good had counted too).
-  const capped = new Map<string, { cap: number; out: number; claimed: number; skips: number }>();
+  // customer (an in_doubt send counts, it may have gone out). And a cap skip only once the cap
+  // was full: before the skip's audit entry, at least the cap's number of the customer's other
+  // capped actions had been claimed. Claims of one customer hold their lock, so their audit
+  // entries' ids follow the order of the decisions. (A claim that later failed for good counts
+  // here, though the engine stops counting it then: this check cannot tell a skip that came
+  // after such a failure.)
+  const capped = new Map<string, { cap: number; out: number; skips: number }>();
   for (const e of input.expected) {
     if (!e.expect.allowed || !e.expect.cap) continue;
-    const c = capped.get(e.customerId) ?? { cap: e.expect.cap, out: 0, claimed: 0, skips: 0 };
+    const c = capped.get(e.customerId) ?? { cap: e.expect.cap, out: 0, skips: 0 };
     capped.set(e.customerId, c);
-    const state = ledger.get(e.key)?.state;
-    if (received.has(e.key) || state === "in_doubt") c.out += 1;
-    if (state === "sent" || state === "in_doubt" || state === "failed_permanent") c.claimed += 1;
-    if (state === "skipped" && ledger.get(e.key)!.reason === "frequency_cap") c.skips += 1;
+    const row = ledger.get(e.key);
+    if (received.has(e.key) || row?.state === "in_doubt") c.out += 1;
+    if (row?.state === "skipped" && row.reason === "frequency_cap") c.skips += 1;
   }
   zero(
     "customers sent more capped emails than the cap",
     [...capped].filter(([, c]) => c.out > c.cap).map(([id, c]) => `${id}:${c.out}`),
   );
-  zero(
-    "cap skips while the cap was not full",
-    [...capped]
-      .filter(([, c]) => c.skips > 0 && c.claimed < c.cap)
-      .map(([id, c]) => `${id}:${c.claimed}`),
+  const capOf = new Map<string, { customerId: string; cap: number }>();
+  for (const e of input.expected)
+    if (e.expect.allowed && e.expect.cap)
+      capOf.set(e.key, { customerId: e.customerId, cap: e.expect.cap });
+  const decisions = await input.query<{ kind: string; rule: string | null; actionKey: string }>(
+    `SELECT kind, rule, "actionKey" FROM "AuditEntry"
+     WHERE kind IN ('step_claimed', 'skipped') AND "actionKey" = ANY($1) ORDER BY id`,
+    [[...capOf.keys()]],
   );
+  const claimedBy = new Map<string, Set<string>>();
+  const early: string[] = [];
+  for (const d of decisions) {
+    const e = capOf.get(d.actionKey)!;
+    const claimed = claimedBy.get(e.customerId) ?? new Set<string>();
+    claimedBy.set(e.customerId, claimed);
+    if (d.kind === "step_claimed") claimed.add(d.actionKey);
+    else if (d.rule === "frequency_cap") {
+      const others = [...claimed].filter((k) => k !== d.actionKey).length;
+      if (others < e.cap) early.push(`${e.customerId}:${others}`);
+    }
+  }
+  zero("cap skips before the cap was full", early);
 
   const sends = rows.filter((r) => r.channel !== "points");
   const sentSends = sends.filter((r) => r.state === "sent");
@@ -223,7 +242,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     "  no_consent": count((r) => r.reason === "no_consent"),
     "  no_address": count((r) => r.reason === "no_address"),
     "  frequency_cap": count((r) => r.reason === "frequency_cap"),
-    "customers at the offer cap": [...capped.values()].filter((c) => c.skips > 0).length,
+    "customers skipped for the offer cap": [...capped.values()].filter((c) => c.skips > 0).length,
     "actions failed_permanent": count((r) => r.state === "failed_permanent"),
     "actions in_doubt": inDoubt.length,
     // A send still calling at a kill and at the restart counts under both.
