@@ -162,11 +162,11 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     try {
       response = await handler();
     } catch (error) {
-      await releaseKey(deps.db, req.apiKeyHash!, key);
+      await releaseKey(deps.db, req.apiKeyHash!, key, claim.since);
       throw error;
     }
-    if (response.status >= 500) await releaseKey(deps.db, req.apiKeyHash!, key);
-    else await completeKey(deps.db, req.apiKeyHash!, key, response, deps.clock.now());
+    if (response.status >= 500) await releaseKey(deps.db, req.apiKeyHash!, key, claim.since);
+    else await completeKey(deps.db, req.apiKeyHash!, key, claim.since, response, deps.clock.now());
     return send(response);
   };
 

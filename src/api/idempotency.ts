@@ -12,7 +12,8 @@ export interface StoredResponse {
 }
 
 export type IdempotencyClaim =
-  | { kind: "run" }
+  /** Run the request; `since` is the key's claim, which completing or releasing it names. */
+  | { kind: "run"; since: Date }
   | { kind: "replay"; response: StoredResponse }
   | { kind: "mismatch" }
   | { kind: "in_flight"; retryAfterSeconds: number };
@@ -56,7 +57,7 @@ export async function claimKey(
     VALUES (${apiKeyHash}, ${key}, ${hash}, 'in_flight', ${now}, ${expiresAt})
     ON CONFLICT ("apiKeyHash", key) DO NOTHING
     RETURNING 1`;
-  if (inserted.length === 1) return { kind: "run" };
+  if (inserted.length === 1) return { kind: "run", since: now };
   const row = await db.idempotencyKey.findUnique({
     where: { apiKeyHash_key: { apiKeyHash, key } },
   });
@@ -77,16 +78,20 @@ export async function claimKey(
   return { kind: "replay", response: { status: row.responseStatus!, body: row.responseBody } };
 }
 
-/** Stores the first response for replay. */
+/**
+ * Stores the first response for replay. Only the request that holds the key's claim does: one
+ * that outlived its lease, and whose key another request took over, stores nothing.
+ */
 export async function completeKey(
   db: Db,
   apiKeyHash: string,
   key: string,
+  since: Date,
   response: StoredResponse,
   now: Date,
 ): Promise<void> {
-  await db.idempotencyKey.update({
-    where: { apiKeyHash_key: { apiKeyHash, key } },
+  await db.idempotencyKey.updateMany({
+    where: { apiKeyHash, key, status: "in_flight", createdAt: since },
     data: {
       status: "completed",
       responseStatus: response.status,
@@ -96,9 +101,19 @@ export async function completeKey(
   });
 }
 
-/** A request that failed on our side leaves nothing to replay: the client may retry. */
-export async function releaseKey(db: Db, apiKeyHash: string, key: string): Promise<void> {
-  await db.idempotencyKey.deleteMany({ where: { apiKeyHash, key, status: "in_flight" } });
+/**
+ * A request that failed on our side leaves nothing to replay: the client may retry. Only the
+ * claim of this request is released, not one that took the key over after its lease.
+ */
+export async function releaseKey(
+  db: Db,
+  apiKeyHash: string,
+  key: string,
+  since: Date,
+): Promise<void> {
+  await db.idempotencyKey.deleteMany({
+    where: { apiKeyHash, key, status: "in_flight", createdAt: since },
+  });
 }
 
 /** Deletes expired keys; returns how many. */

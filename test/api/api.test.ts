@@ -2,7 +2,7 @@
 // Idempotency-Key semantics under 200 concurrent requests, validation that names the field,
 // profiles applied in occurredAt order, and events that survive a Redis flush.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { reapKeys } from "../../src/api/idempotency";
+import { claimKey, completeKey, reapKeys, releaseKey } from "../../src/api/idempotency";
 import type { RunningApi } from "../support/api";
 import { API_KEY, startApi } from "../support/api";
 import { signUnsubscribeToken } from "../../src/policies/unsubscribe";
@@ -298,6 +298,43 @@ describe("the HTTP API", () => {
     expect(await db.idempotencyKey.count()).toBeGreaterThan(0);
     expect(await reapKeys(db, new Date(Date.now() + 23 * 3_600_000))).toBe(0);
     expect(await reapKeys(db, new Date(Date.now() + 25 * 3_600_000))).toBeGreaterThan(0);
+  });
+
+  it("lets a request that outlived its lease neither store its answer nor release the key", async () => {
+    const db = h().schema.db;
+    const opts = { ttlMs: 86_400_000, inFlightLeaseMs: 2_000 };
+    const claim = (at: number) => claimKey(db, "k_hash", "slow-1", "req", new Date(at), opts);
+    const t0 = Date.parse("2026-11-02T09:00:00Z");
+    const first = await claim(t0);
+    expect(first.kind).toBe("run");
+    // The first request is still running when its lease ends: a retry takes the key over.
+    expect((await claim(t0 + 1_000)).kind).toBe("in_flight");
+    const second = await claim(t0 + 3_000);
+    expect(second.kind).toBe("run");
+    const since = (c: typeof first) => (c.kind === "run" ? c.since : new Date(0));
+    // The first one ends now: what it says or releases touches the second one's claim not at all.
+    await completeKey(
+      db,
+      "k_hash",
+      "slow-1",
+      since(first),
+      { status: 202, body: { n: 1 } },
+      new Date(t0 + 3_500),
+    );
+    await releaseKey(db, "k_hash", "slow-1", since(first));
+    expect((await claim(t0 + 3_600)).kind).toBe("in_flight");
+    await completeKey(
+      db,
+      "k_hash",
+      "slow-1",
+      since(second),
+      { status: 202, body: { n: 2 } },
+      new Date(t0 + 3_700),
+    );
+    expect(await claim(t0 + 3_800)).toEqual({
+      kind: "replay",
+      response: { status: 202, body: { n: 2 } },
+    });
   });
 });
 
