@@ -62,11 +62,13 @@ const SERVER = process.env.TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1
 const REDIS = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 const stamp = Date.now().toString(36);
 const schema = `bench_${stamp}`;
-const dbUrl = (() => {
+/** The database URL of a schema on SERVER. */
+function urlOf(name: string): string {
   const u = new URL(SERVER);
-  u.searchParams.set("schema", schema);
+  u.searchParams.set("schema", name);
   return u.toString();
-})();
+}
+const dbUrl = urlOf(schema);
 /** What the README recommends for a worker's NODE_OPTIONS. */
 const BOUNDED_HEAP = "--max-old-space-size=128 --max-semi-space-size=4";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -279,7 +281,7 @@ try {
   // work behind (dirty pages, autovacuum) for the one after it.
   const MIDWAY = 300_000;
   const baseSchema = `${schema}_base`;
-  const baseUrl = dbUrl.replace(`schema=${schema}`, `schema=${baseSchema}`);
+  const baseUrl = urlOf(baseSchema);
   await migrate(baseUrl);
   const baseSetup = { ...setup, dbUrl: baseUrl };
   const held = await actionsIn(dbUrl, schema);

@@ -104,8 +104,7 @@ export async function claims(
  */
 export async function growLedgerTo(dbUrl: string, schema: string, total: number): Promise<void> {
   const client = await admin(dbUrl, schema);
-  const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM "Action"`);
-  const missing = total - Number(rows[0]!.n);
+  const missing = total - (await countActions(client));
   if (missing > 0) {
     await client.query(
       `INSERT INTO "Customer" (id, "updatedAt") SELECT 'fill_' || g, now() FROM generate_series(0, 99999) g ON CONFLICT DO NOTHING`,
@@ -151,12 +150,19 @@ export async function growLedgerTo(dbUrl: string, schema: string, total: number)
   await client.end();
 }
 
+async function countActions(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM "Action"`);
+  return Number(rows[0]!.n);
+}
+
 /** How many actions the schema's ledger holds. */
 export async function actionsIn(dbUrl: string, schema: string): Promise<number> {
   const client = await admin(dbUrl, schema);
-  const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM "Action"`);
-  await client.end();
-  return Number(rows[0]!.n);
+  try {
+    return await countActions(client);
+  } finally {
+    await client.end();
+  }
 }
 
 /** Empties the schema's ledger, events and customers (journey versions stay). */

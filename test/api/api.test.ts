@@ -312,25 +312,14 @@ describe("the HTTP API", () => {
     const second = await claim(t0 + 3_000);
     expect(second.kind).toBe("run");
     const since = (c: typeof first) => (c.kind === "run" ? c.since : new Date(0));
+    /** The request of claim `c` answering `{ n }` at `at`. */
+    const complete = (c: typeof first, n: number, at: number) =>
+      completeKey(db, "k_hash", "slow-1", since(c), { status: 202, body: { n } }, new Date(at));
     // The first one ends now: what it says or releases touches the second one's claim not at all.
-    await completeKey(
-      db,
-      "k_hash",
-      "slow-1",
-      since(first),
-      { status: 202, body: { n: 1 } },
-      new Date(t0 + 3_500),
-    );
+    await complete(first, 1, t0 + 3_500);
     await releaseKey(db, "k_hash", "slow-1", since(first));
     expect((await claim(t0 + 3_600)).kind).toBe("in_flight");
-    await completeKey(
-      db,
-      "k_hash",
-      "slow-1",
-      since(second),
-      { status: 202, body: { n: 2 } },
-      new Date(t0 + 3_700),
-    );
+    await complete(second, 2, t0 + 3_700);
     expect(await claim(t0 + 3_800)).toEqual({
       kind: "replay",
       response: { status: 202, body: { n: 2 } },

@@ -126,8 +126,10 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   // here, though the engine stops counting it then: this check cannot tell a skip that came
   // after such a failure.)
   const capped = new Map<string, { cap: number; out: number; skips: number }>();
+  const capOf = new Map<string, { customerId: string; cap: number }>();
   for (const e of input.expected) {
     if (!e.expect.allowed || !e.expect.cap) continue;
+    capOf.set(e.key, { customerId: e.customerId, cap: e.expect.cap });
     const c = capped.get(e.customerId) ?? { cap: e.expect.cap, out: 0, skips: 0 };
     capped.set(e.customerId, c);
     const row = ledger.get(e.key);
@@ -138,10 +140,6 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     "customers sent more capped emails than the cap",
     [...capped].filter(([, c]) => c.out > c.cap).map(([id, c]) => `${id}:${c.out}`),
   );
-  const capOf = new Map<string, { customerId: string; cap: number }>();
-  for (const e of input.expected)
-    if (e.expect.allowed && e.expect.cap)
-      capOf.set(e.key, { customerId: e.customerId, cap: e.expect.cap });
   const decisions = await input.query<{ kind: string; rule: string | null; actionKey: string }>(
     `SELECT kind, rule, "actionKey" FROM "AuditEntry"
      WHERE kind IN ('step_claimed', 'skipped') AND "actionKey" = ANY($1) ORDER BY id`,
