@@ -1,6 +1,6 @@
 // `npm run chaos`: the send-once guarantee under crashes, duplicates, an API crash, a Redis
-// flush, a Redis crash and a Postgres restart, against real processes and real SMTP and
-// Twilio-compatible servers.
+// flush, a Redis crash and a Postgres restart, with quiet hours holding sends back through them,
+// against real processes and real SMTP and Twilio-compatible servers.
 // Prints a summary table; exits 1 when any invariant is violated.
 //   npm run chaos -- --events 5000 --workers 4 --duplicates 0.3 --kill-every 3s --duration 90s
 import { writeFileSync } from "node:fs";
@@ -20,6 +20,8 @@ const USAGE = `usage: npm run chaos -- [options]
   --settle-timeout D  how long the system may take to settle afterwards (default ${DEFAULT_CHAOS.settleTimeoutMs / 1000}s)
   --seed N            traffic and chaos are repeatable per seed (default ${DEFAULT_CHAOS.seed})
   --no-faults         no injected SMTP and Twilio failures
+  --no-quiet-hours    no quiet-hours window for marketing SMS (it is whole minutes, so with
+                      quiet hours a short run waits up to a minute for the window to end)
   --json FILE         also write the report as JSON
   --quiet             no progress lines`;
 
@@ -38,6 +40,7 @@ function parse(argv: string[]): { options: Partial<ChaosOptions>; json?: string;
       "settle-timeout": { type: "string" },
       seed: { type: "string" },
       "no-faults": { type: "boolean", default: false },
+      "no-quiet-hours": { type: "boolean", default: false },
       json: { type: "string" },
       quiet: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -74,6 +77,7 @@ function parse(argv: string[]): { options: Partial<ChaosOptions>; json?: string;
       settleTimeoutMs: ms("settle-timeout", values["settle-timeout"]),
       seed: int("seed", values.seed, 0),
       faults: !values["no-faults"],
+      quietHours: !values["no-quiet-hours"],
     }).filter(([, v]) => v !== undefined),
   );
   return { options, ...(values.json && { json: values.json }), quiet: values.quiet };

@@ -109,8 +109,8 @@ export async function recheckExit(run: Run, tx: Sql): Promise<Recheck> {
   return exit ? { go: false, outcome: "exited", detail: exit } : { go: true };
 }
 
-export /** Records when the current step should run again, so a lost timer is found by the sweep. */
-async function setNextRun(run: Run, at: Date): Promise<void> {
+/** Records when the current step should run again, so a lost timer is found by the sweep. */
+export async function setNextRun(run: Run, at: Date): Promise<void> {
   await run.engine.db.$executeRaw`
     UPDATE "Enrollment" SET "nextRunAt" = ${at}, "updatedAt" = ${run.engine.clock.now()}
     WHERE id = ${run.enrollment.id} AND status = 'active' AND "stepSeq" = ${run.enrollment.seq}`;

@@ -23,6 +23,8 @@ describe("the chaos run", () => {
       killEveryMs: 4_000,
       settleTimeoutMs: 40_000,
       seed: 11,
+      // A quiet-hours window is whole minutes: the full run has one, this one could not wait.
+      quietHours: false,
       log: (line) => lines.push(line),
     });
     // The whole verdict at once, so a failure shows every broken invariant and the timeline.
@@ -219,5 +221,110 @@ describe("the chaos verdict", () => {
     expect(names).not.toContain(early);
     expect(names).not.toContain(over);
     expect(names).not.toContain("skips that disagree with consent, address and cap");
+  });
+
+  /**
+   * Marketing SMS to c_3 and c_4 under a quiet window 10:00–10:05 UTC: `claimedAt` is when each
+   * was claimed, `until` where its quiet-hours delay pointed, `receivedAt` when Twilio got it.
+   */
+  function quiet(
+    sms: { claimedAt: string; until?: string; receivedAt: string }[],
+  ): Parameters<typeof verify>[0] {
+    const window = {
+      from: new Date("2026-11-02T10:00:00Z"),
+      until: new Date("2026-11-02T10:05:00Z"),
+    };
+    const keys = sms.map((_, i) =>
+      actionKey({
+        journeyId: "signup",
+        stepId: "welcome_sms",
+        customerId: `c_${3 + i}`,
+        reference: "",
+      }),
+    );
+    const audits = sms.flatMap((m, i) => [
+      ...(m.until
+        ? [{ kind: "delayed", rule: "quiet_hours", actionKey: keys[i], detail: { until: m.until } }]
+        : []),
+      {
+        kind: "step_claimed",
+        rule: null,
+        actionKey: keys[i],
+        at: new Date(m.claimedAt),
+        detail: {},
+      },
+    ]);
+    const input = broken();
+    return {
+      ...input,
+      query: <T extends pg.QueryResultRow>(sql: string, params?: unknown[]) =>
+        sql.includes("'delayed'")
+          ? Promise.resolve(audits as unknown as T[])
+          : input.query<T>(sql, params),
+      twilio: {
+        messages: sms.map((m, i) => ({
+          sid: `SM${i}`,
+          actionKey: keys[i],
+          dateCreated: new Date(m.receivedAt),
+        })),
+      } as unknown as TwilioServer,
+      expected: [
+        ...input.expected,
+        ...keys.map((key, i) => ({
+          key,
+          journeyId: "signup",
+          stepId: "welcome_sms",
+          customerId: `c_${3 + i}`,
+          channel: "sms" as const,
+          points: 0,
+          expect: { allowed: true as const },
+        })),
+      ],
+      quiet: window,
+    };
+  }
+  const quietFailures = async (input: Parameters<typeof verify>[0]) =>
+    (await failing(input)).filter((n) => n.includes("quiet") || n.includes("held"));
+
+  it("names an SMS claimed in quiet hours, a delay that ends elsewhere, one received early", async () => {
+    expect(
+      await quietFailures(
+        quiet([
+          // Claimed inside the window: nothing held it back.
+          { claimedAt: "2026-11-02T10:02:00Z", receivedAt: "2026-11-02T10:02:01Z" },
+          // Held, but to the wrong time, and received before the window's end.
+          {
+            claimedAt: "2026-11-02T10:05:00Z",
+            until: "2026-11-02T10:04:00Z",
+            receivedAt: "2026-11-02T10:04:30Z",
+          },
+        ]),
+      ),
+    ).toEqual([
+      "marketing SMS claimed in quiet hours (15:30–15:35 Asia/Kolkata)",
+      "quiet-hours delays not to the window's end",
+      "held SMS received before the window's end",
+    ]);
+    // Nothing held back at all: quiet hours were not exercised.
+    expect(
+      await quietFailures(
+        quiet([{ claimedAt: "2026-11-02T09:59:59Z", receivedAt: "2026-11-02T10:00:01Z" }]),
+      ),
+    ).toEqual(["marketing SMS held back by quiet hours"]);
+  });
+
+  it("accepts SMS claimed before the window, and held ones claimed and received after it", async () => {
+    expect(
+      await quietFailures(
+        quiet([
+          { claimedAt: "2026-11-02T09:59:59Z", receivedAt: "2026-11-02T10:00:01Z" },
+          {
+            claimedAt: "2026-11-02T10:05:00.200Z",
+            until: "2026-11-02T10:05:00.000Z",
+            receivedAt: "2026-11-02T10:05:00.300Z",
+          },
+        ]),
+      ),
+    ).toEqual([]);
   });
 });

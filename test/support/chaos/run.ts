@@ -8,7 +8,15 @@ import type { Cluster, InFlight } from "./cluster";
 import { CHAOS_API_KEY, startCluster } from "./cluster";
 import { injectFaults } from "./faults";
 import type { ChaosEvent, Delivery } from "./traffic";
-import { CHAOS_JOURNEYS, makeTraffic, random } from "./traffic";
+import {
+  CHAOS_JOURNEYS,
+  makeTraffic,
+  QUIET_TIMEZONE,
+  quietLocal,
+  quietPolicies,
+  quietWindow,
+  random,
+} from "./traffic";
 import type { Invariant } from "./verify";
 import { verify } from "./verify";
 
@@ -33,6 +41,12 @@ export interface ChaosOptions {
   settleTimeoutMs: number;
   /** Inject SMTP and Twilio failures (retryable, permanent, answered-but-lost). */
   faults: boolean;
+  /**
+   * Quiet hours for marketing SMS over more than the first half of the traffic, so that held
+   * sends wait through the Redis flush and kill. Whole minutes: the window ends up to 60 s later
+   * than that, and the run waits for it.
+   */
+  quietHours: boolean;
   seed: number;
   log: (line: string) => void;
   /** Aborting ends the run early; everything started is still torn down. */
@@ -51,6 +65,7 @@ export const DEFAULT_CHAOS: ChaosOptions = {
   redisDownMs: 1_000,
   settleTimeoutMs: 120_000,
   faults: true,
+  quietHours: true,
   seed: 7,
   log: () => {},
 };
@@ -74,6 +89,9 @@ export interface ChaosReport {
   violations: string[];
 }
 
+/** About how long starting the cluster takes, for placing the quiet-hours window. */
+const CLUSTER_START_MS = 8_000;
+
 export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<ChaosReport> {
   const opts: ChaosOptions = { ...DEFAULT_CHAOS, ...partial };
   const started = Date.now();
@@ -82,10 +100,21 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     `${traffic.events.length} events (${traffic.duplicates} redelivered) for ${traffic.customers.length} customers, ` +
       `${traffic.expected.length} actions expected`,
   );
+  // The window is placed before the cluster starts (its workers read the policies then), from
+  // the current minute to past 55 % of the traffic: the Redis flush and kill are inside it.
+  const quiet = opts.quietHours
+    ? quietWindow(Date.now(), CLUSTER_START_MS + opts.durationMs * 0.55)
+    : undefined;
+  if (quiet) {
+    opts.log(
+      `quiet hours for marketing SMS ${quietLocal(quiet.from)}–${quietLocal(quiet.until)} ${QUIET_TIMEZONE} ` +
+        `(${quiet.from.toISOString()} – ${quiet.until.toISOString()})`,
+    );
+  }
   const cluster = await startCluster({
     workers: opts.workers,
     concurrency: opts.concurrency,
-    journeys: CHAOS_JOURNEYS,
+    journeys: quiet ? { ...CHAOS_JOURNEYS, "policies.yaml": quietPolicies(quiet) } : CHAOS_JOURNEYS,
     log: opts.log,
   });
   try {
@@ -113,6 +142,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       expected: traffic.expected,
       uniqueEvents: traffic.events.length,
       inFlight,
+      ...(quiet && { quiet }),
     });
     const invariants: Invariant[] = [
       {

@@ -66,6 +66,48 @@ steps:
 };
 
 /**
+ * Marketing SMS are held back in quiet hours (DESIGN §4): a window placed over part of the run,
+ * in the policies' default timezone (the run's customers have none of their own). Kolkata is
+ * UTC+05:30 all year, so the window's local times are computed here by its fixed offset, not by
+ * the time zone database the engine uses.
+ */
+export const QUIET_TIMEZONE = "Asia/Kolkata";
+const QUIET_OFFSET_MINUTES = 330;
+
+export interface QuietWindow {
+  /** Quiet from this minute … */
+  from: Date;
+  /** … until this one: a send decided in between is delayed to it. */
+  until: Date;
+}
+
+/** From the minute `now` is in, to the first whole minute at least `lastsMs` after `now`. */
+export function quietWindow(now: number, lastsMs: number): QuietWindow {
+  const minute = 60_000;
+  return {
+    from: new Date(Math.floor(now / minute) * minute),
+    until: new Date(Math.ceil((now + lastsMs) / minute) * minute),
+  };
+}
+
+/** The window in the default timezone's wall-clock time, `HH:MM`. */
+export function quietLocal(at: Date): string {
+  const minutes = (Math.floor(at.getTime() / 60_000) + QUIET_OFFSET_MINUTES) % 1_440;
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${pad(Math.floor(minutes / 60))}:${pad(minutes % 60)}`;
+}
+
+/** policies.yaml for a run with quiet hours for SMS. */
+export function quietPolicies(w: QuietWindow): string {
+  return `quiet_hours:\n  sms: { start: "${quietLocal(w.from)}", end: "${quietLocal(w.until)}" }\ndefault_timezone: ${QUIET_TIMEZONE}\n`;
+}
+
+/** Whether quiet hours hold this action back: marketing SMS (transactional ones are exempt). */
+export function heldInQuietHours(e: Pick<ExpectedAction, "journeyId" | "channel">): boolean {
+  return e.channel === "sms" && MARKETING.has(e.journeyId as JourneyId);
+}
+
+/**
  * What a channel step is expected to do for a customer, decided by the profile alone; a capped
  * step allowed by the profile may still be skipped for its cap, once the cap is full.
  */

@@ -4,7 +4,8 @@ import type pg from "pg";
 import type { SmtpSink } from "../smtp";
 import type { TwilioServer } from "../twilio";
 import type { InFlight } from "./cluster";
-import type { ExpectedAction } from "./traffic";
+import type { ExpectedAction, QuietWindow } from "./traffic";
+import { heldInQuietHours, QUIET_TIMEZONE, quietLocal } from "./traffic";
 
 /** One line of the summary table. */
 export interface Invariant {
@@ -31,6 +32,8 @@ export interface VerifyInput {
   uniqueEvents: number;
   /** Every send half-done at a kill, and at the Postgres restart: `key#attempt`. */
   inFlight: { kills: Set<InFlight>; restart: Set<InFlight> };
+  /** The run's quiet hours for marketing SMS, if it had any. */
+  quiet?: QuietWindow;
 }
 
 const FINAL = new Set(["sent", "skipped", "failed_permanent", "in_doubt"]);
@@ -44,6 +47,9 @@ interface ActionRow {
   attempt: number;
 }
 
+/** An invariant's line, and a few offenders to name when it is broken. */
+type Check = [name: string, expected: string, actual: string, ok: boolean, bad: string[]];
+
 /** At most a few ids of the offenders, for the violation line. */
 function examples(ids: string[]): string {
   const shown = ids.slice(0, 5).map((id) => id.slice(0, 16));
@@ -53,7 +59,7 @@ function examples(ids: string[]): string {
 export async function verify(input: VerifyInput): Promise<Verdict> {
   const invariants: Invariant[] = [];
   const violations: string[] = [];
-  const check = (name: string, expected: string, actual: string, ok: boolean, bad: string[]) => {
+  const check = (...[name, expected, actual, ok, bad]: Check) => {
     invariants.push({ name, expected, actual, ok });
     if (!ok) violations.push(`${name}: expected ${expected}, got ${actual}; e.g. ${examples(bad)}`);
   };
@@ -159,6 +165,9 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   }
   zero("cap skips before the cap was full", early);
 
+  const quiet = input.quiet ? await quietHours(input, input.quiet) : undefined;
+  if (quiet) for (const c of quiet.checks) check(...c);
+
   const sends = rows.filter((r) => r.channel !== "points");
   const sentSends = sends.filter((r) => r.state === "sent");
   const dropped = sentSends.filter((r) => !received.has(r.key)).map((r) => r.key);
@@ -249,8 +258,62 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     "emails received by SMTP": emails,
     "SMS received by Twilio": texts,
     "event duplicates recorded": Number(events!.dups),
+    ...(quiet && { "marketing SMS held for quiet hours": quiet.held }),
   };
   return { invariants, violations, stats };
+}
+
+/**
+ * Quiet hours, judged by the decisions' own times and by when the SMS server received each
+ * message: no marketing SMS claimed inside the window (a retry re-checks too), every one held
+ * back delayed to the window's end and received after it. A claim made just before the window
+ * may still reach the server inside it: that is the claim's time that counts.
+ */
+async function quietHours(
+  input: VerifyInput,
+  w: QuietWindow,
+): Promise<{ held: number; checks: Check[] }> {
+  const keys = input.expected.filter(heldInQuietHours).map((e) => e.key);
+  const audits = await input.query<{
+    kind: string;
+    rule: string | null;
+    actionKey: string;
+    at: Date;
+    detail: { until?: string };
+  }>(
+    `SELECT kind, rule, "actionKey", at, detail FROM "AuditEntry"
+     WHERE kind IN ('step_claimed', 'delayed') AND "actionKey" = ANY($1) ORDER BY id`,
+    [keys],
+  );
+  const inside = (at: Date) => at >= w.from && at < w.until;
+  const claimedInside = audits
+    .filter((a) => a.kind === "step_claimed" && inside(new Date(a.at)))
+    .map((a) => a.actionKey);
+  const delays = audits.filter((a) => a.kind === "delayed" && a.rule === "quiet_hours");
+  const held = new Set(delays.map((a) => a.actionKey));
+  const notToTheEnd = delays
+    .filter((a) => a.detail.until === undefined || Date.parse(a.detail.until) !== w.until.getTime())
+    .map((a) => `${a.actionKey.slice(0, 12)}:${a.detail.until}`);
+  const early = input.twilio.messages
+    .filter((m) => m.actionKey && held.has(m.actionKey) && m.dateCreated < w.until)
+    .map((m) => m.actionKey!);
+  const span = `${quietLocal(w.from)}–${quietLocal(w.until)} ${QUIET_TIMEZONE}`;
+  const zero = (name: string, bad: string[]): Check => [
+    name,
+    "0",
+    String(bad.length),
+    bad.length === 0,
+    bad,
+  ];
+  return {
+    held: held.size,
+    checks: [
+      zero(`marketing SMS claimed in quiet hours (${span})`, claimedInside),
+      ["marketing SMS held back by quiet hours", "≥ 1", String(held.size), held.size > 0, []],
+      zero("quiet-hours delays not to the window's end", notToTheEnd),
+      zero("held SMS received before the window's end", early),
+    ],
+  };
 }
 
 /** The summary table: invariant, expected, actual, ok. */
