@@ -88,6 +88,33 @@ export async function withCustomerLock<T>(
   inside: (tx: Sql, existing: ActionRow | undefined, aheadRows?: unknown[]) => Promise<T>,
   ahead?: Statement,
 ): Promise<T | { kind: "stale" }> {
+  // The row read here is not locked: a call-started mark or an outcome (which take no customer
+  // lock) may change it before this transaction writes it. Each write is guarded by what was
+  // read; one that finds the row moved rolls the transaction back, and it runs again on what
+  // is there now.
+  for (let tries = 1; ; tries++) {
+    try {
+      return await lockedOnce(db, intent, inside, ahead);
+    } catch (error) {
+      if (!(error instanceof ActionMoved) || tries >= 3) throw error;
+    }
+  }
+}
+
+/** Thrown when the action row changed between this transaction's read and its write. */
+export class ActionMoved extends Error {
+  override readonly name = "ActionMoved";
+  constructor(key: string) {
+    super(`action ${key.slice(0, 16)}… changed while it was being claimed`);
+  }
+}
+
+async function lockedOnce<T>(
+  db: Db,
+  intent: Pick<ActionIntent, "key" | "customerId" | "enrollmentId" | "stepSeq">,
+  inside: (tx: Sql, existing: ActionRow | undefined, aheadRows?: unknown[]) => Promise<T>,
+  ahead?: Statement,
+): Promise<T | { kind: "stale" }> {
   // Claims of other customers in flight at the same time share this transaction's round trips.
   return poolOf(db).grouped(intent.customerId, async (tx) => {
     // One round trip (with the BEGIN): the lock, then statements that, coming after it, see
@@ -179,9 +206,12 @@ export async function claimAction(
             if (expires > now)
               return { kind: "wait", until: new Date(expires), why: "provider call in progress" };
             // The call started and nobody recorded its end: the provider may have acted.
-            await tx.run`
+            const [moved] = await tx<{ key: string }>`
             UPDATE "Action" SET state = 'in_doubt', reason = 'call_interrupted', "updatedAt" = ${opts.now}
-            WHERE key = ${intent.key}`;
+            WHERE key = ${intent.key} AND "fencingToken" = ${existing.fencingToken} AND state = 'calling'
+            RETURNING key`;
+            // Its outcome came in after all.
+            if (!moved) throw new ActionMoved(intent.key);
             await recordAudit(tx, {
               ...audit,
               kind: "in_doubt",
@@ -351,7 +381,8 @@ export async function releaseInDoubt(
     const [row] = await tx<ActionRow>`
       SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
         "updatedAt", false AS released
-      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state = 'in_doubt'`;
+      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state = 'in_doubt'
+      FOR NO KEY UPDATE`;
     if (!row) return { kind: "stale" };
     await tx.run`
       UPDATE "ActionAttempt" SET outcome = 'released' WHERE "actionKey" = ${intent.key} AND attempt = ${row.attempt}`;
@@ -399,11 +430,15 @@ async function upsertAction(
           attempt = attempt + ${state === "claimed" ? 1 : 0}, "fencingToken" = "fencingToken" + 1,
           "workerId" = ${opts.workerId}, "claimedAt" = ${opts.now}, "callStartedAt" = NULL,
           "nextAttemptAt" = NULL, "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
-        WHERE key = ${a.key}
+        WHERE key = ${a.key} AND "fencingToken" = ${existing.fencingToken}
+          AND state = ${existing.state}::"ActionState"
         RETURNING attempt, "fencingToken"),
-      w AS (${audits})
+      w AS (${audits}, u)
       SELECT attempt, "fencingToken" FROM u`;
-    return row!;
+    // A call-started mark or an outcome of the attempt being taken over got there first: the
+    // attempt is alive after all, or done.
+    if (!row) throw new ActionMoved(a.key);
+    return row;
   }
   const row = newActionRow(state);
   await tx`WITH i AS (${actionInsert(a, opts, state, reason)}) ${audits}`;
@@ -468,7 +503,9 @@ export type Outcome =
 /**
  * Records the provider's answer under the attempt's fencing token: a stale worker that wakes
  * up late cannot overwrite a newer attempt. An in_doubt row set by another worker while this
- * call was still running is resolved by this answer. False when the token is stale.
+ * call was still running is resolved by this answer when it settles it (sent, or refused for
+ * good); a retryable failure leaves it in_doubt, for the look-up or reconciliation. False when
+ * the token is stale or the answer was not taken.
  */
 export async function recordOutcome(
   db: Db,
@@ -488,6 +525,9 @@ export async function recordOutcome(
         ? "unknown_outcome"
         : null;
   const nextAttemptAt = outcome.state === "failed_retryable" ? outcome.nextAttemptAt : null;
+  // An in_doubt row (another worker gave this call up, and its run moved on) takes only an
+  // answer that settles it: a retry scheduled now would have no run left to make it.
+  const definitive = outcome.state === "sent" || outcome.state === "failed_permanent";
   const completedAt = outcome.state === "failed_retryable" ? null : opts.now;
   const base = auditBase(intent, opts);
   const recorded = auditInsert([outcomeAudit(base, outcome, claim.attempt)]);
@@ -506,7 +546,8 @@ export async function recordOutcome(
         UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
           "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = ${nextAttemptAt},
           "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
-        WHERE key = ${intent.key} AND "fencingToken" = ${claim.token} AND state IN ('calling', 'in_doubt')
+        WHERE key = ${intent.key} AND "fencingToken" = ${claim.token}
+          AND (state = 'calling' OR (state = 'in_doubt' AND ${definitive}))
         RETURNING key, attempt)`,
       stmt`t AS (
         UPDATE "ActionAttempt" t SET outcome = ${outcome.state}, "providerId" = ${providerId},

@@ -1,0 +1,196 @@
+// The ledger's races between a worker that is slow and one that takes its work over, played
+// out on the database with the interleaving forced: a claim read the row, then the slow worker
+// wrote first. The takeover must see what was written, never overwrite it.
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connectionOptions } from "../../src/db/url";
+import { actionKey } from "../../src/engine/keys";
+import type { ActionIntent, ClaimOptions } from "../../src/ledger/actions";
+import { claimAction, markCallStarted, recordOutcome } from "../../src/ledger/actions";
+import { createTestSchema } from "../support/db";
+import type { TestSchema } from "../support/db";
+import { eventually } from "../support/workers";
+
+let t: TestSchema;
+let enrollmentId: bigint;
+beforeAll(async () => {
+  t = await createTestSchema("takeover");
+  const [row] = await t.db.$queryRaw<{ id: bigint }[]>`
+    WITH c AS (INSERT INTO "Customer" (id, email, "updatedAt") VALUES ('c_1', 'c_1@example.com', now())),
+    e AS (
+      INSERT INTO "Event" ("eventId", type, "customerId", "occurredAt", "payloadHash")
+      VALUES ('evt_1', 'signed_up', 'c_1', now(), 'h') RETURNING id)
+    INSERT INTO "Enrollment" ("journeyId", "journeyVersion", "customerId", reference, "triggerEventId",
+                              "currentStepId", "updatedAt")
+    SELECT 'hello', 'v1', 'c_1', '', id, 'hello_email', now() FROM e
+    RETURNING id`;
+  enrollmentId = row!.id;
+});
+afterAll(async () => {
+  await t?.drop();
+});
+
+/** A fresh action of the one enrollment: each test has a key of its own. */
+function intent(reference: string): ActionIntent {
+  return {
+    key: actionKey({ journeyId: "hello", stepId: "hello_email", customerId: "c_1", reference }),
+    journeyId: "hello",
+    stepId: "hello_email",
+    customerId: "c_1",
+    reference,
+    enrollmentId,
+    stepSeq: 0,
+    channel: "email",
+    eventOccurredAt: new Date(),
+  };
+}
+
+const go = () => Promise.resolve({ go: true as const });
+const LEASES = { claimLeaseMs: 1_000, callLeaseMs: 60_000 };
+/** Worker A now, and worker B once A's claim lease has run out. */
+const worker = (id: string, aheadMs = 0): ClaimOptions => ({
+  now: new Date(Date.now() + aheadMs),
+  workerId: id,
+  ...LEASES,
+});
+
+async function actionRow(key: string) {
+  const [row] = await t.db.$queryRaw<{ state: string; fencingToken: number; attempt: number }[]>`
+    SELECT state::text, "fencingToken", attempt FROM "Action" WHERE key = ${key}`;
+  return row!;
+}
+
+/**
+ * Runs `first` and then `second` with both of their writes to the action's row queued behind a
+ * transaction that holds it, so that `second` has read the row before `first` writes it, and
+ * writes after it. Resolves with both results once the row is let go.
+ */
+async function queuedBehind<A, B>(
+  key: string,
+  first: () => Promise<A>,
+  second: () => Promise<B>,
+): Promise<[A, B]> {
+  const { connectionString, schema } = connectionOptions(t.url);
+  const connect = async () => {
+    const c = new pg.Client({ connectionString, options: `-c search_path=${schema}` });
+    await c.connect();
+    return c;
+  };
+  const holder = await connect();
+  // Another connection watches: inside the holder's transaction, pg_stat_activity would show
+  // the same snapshot on every read.
+  const watcher = await connect();
+  try {
+    await holder.query("BEGIN");
+    await holder.query(`SELECT 1 FROM "Action" WHERE key = $1 FOR UPDATE`, [key]);
+    const { rows } = await holder.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+    // Backends waiting behind the holder, directly or behind one that waits for it.
+    const waiting = async (n: number) => {
+      const r = await watcher.query<{ n: number }>(
+        `WITH direct AS (
+           SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))
+         SELECT count(*)::int AS n FROM pg_stat_activity s
+         WHERE s.pid IN (SELECT pid FROM direct)
+            OR EXISTS (SELECT 1 FROM direct d WHERE d.pid = ANY(pg_blocking_pids(s.pid)))`,
+        [rows[0]!.pid],
+      );
+      return r.rows[0]!.n >= n ? true : undefined;
+    };
+    const one = first();
+    await eventually(() => waiting(1), 10_000, "the first write waiting");
+    const two = second();
+    await eventually(() => waiting(2), 10_000, "the second write waiting");
+    await holder.query("ROLLBACK");
+    return [await one, await two];
+  } finally {
+    await holder.end();
+    await watcher.end();
+  }
+}
+
+const tokenOf = (claim: Awaited<ReturnType<typeof claimAction>>) =>
+  claim.kind === "proceed" ? claim.token : 0;
+
+describe("taking over a claim whose lease ran out", () => {
+  it("backs off when the first worker's call-started mark lands between its read and its write", async () => {
+    const a = intent("o_race");
+    const claimA = await claimAction(t.db, a, worker("A"), go);
+    expect(claimA).toMatchObject({ kind: "proceed", token: 1 });
+    const [marked, claimB] = await queuedBehind(
+      a.key,
+      () => markCallStarted(t.db, a.key, tokenOf(claimA), "A", new Date()),
+      () => claimAction(t.db, a, worker("B", 5_000), go),
+    );
+    expect(marked).toBe(true);
+    // B saw the call start and waits for it: it did not take the action over.
+    expect(claimB).toMatchObject({ kind: "wait", why: "provider call in progress" });
+    expect(await actionRow(a.key)).toEqual({ state: "calling", fencingToken: 1, attempt: 1 });
+  });
+
+  it("keeps a call's outcome that lands between the read that found it overdue and the write", async () => {
+    const a = intent("o_race_outcome");
+    const claimA = await claimAction(t.db, a, worker("A"), go);
+    expect(await markCallStarted(t.db, a.key, tokenOf(claimA), "A", new Date())).toBe(true);
+    const sent = { state: "sent" as const, providerId: "<m@x>" };
+    const [recorded, claimB] = await queuedBehind(
+      a.key,
+      () => recordOutcome(t.db, a, { token: tokenOf(claimA), attempt: 1 }, sent, worker("A")),
+      // B finds the call older than its lease, and would make it in_doubt.
+      () => claimAction(t.db, a, worker("B", 120_000), go),
+    );
+    expect(recorded).toBe(true);
+    expect(claimB).toMatchObject({ kind: "settled", state: "sent", duplicate: true });
+    expect((await actionRow(a.key)).state).toBe("sent");
+  });
+
+  it("takes over a claim whose worker never marked the call started", async () => {
+    const a = intent("o_crashed");
+    await claimAction(t.db, a, worker("A"), go);
+    expect(await claimAction(t.db, a, worker("B", 5_000), go)).toMatchObject({
+      kind: "proceed",
+      token: 2,
+      attempt: 2,
+    });
+    // A wakes up: its mark and its outcome are refused under its old token.
+    expect(await markCallStarted(t.db, a.key, 1, "A", new Date())).toBe(false);
+  });
+});
+
+describe("an answer that comes in after the call was given up (in_doubt)", () => {
+  const gaveUp = async (reference: string) => {
+    const a = intent(reference);
+    const claimA = await claimAction(t.db, a, worker("A"), go);
+    const token = claimA.kind === "proceed" ? claimA.token : 0;
+    expect(await markCallStarted(t.db, a.key, token, "A", new Date())).toBe(true);
+    // B finds the call older than its lease: in_doubt.
+    const late = { ...worker("B", 120_000) };
+    expect(await claimAction(t.db, a, late, go)).toMatchObject({
+      kind: "settled",
+      state: "in_doubt",
+    });
+    return { a, claim: { token, attempt: 1 } };
+  };
+
+  it("is taken when it settles the action: sent", async () => {
+    const { a, claim } = await gaveUp("o_late_sent");
+    const sent = { state: "sent" as const, providerId: "<m@x>" };
+    expect(await recordOutcome(t.db, a, claim, sent, worker("A"))).toBe(true);
+    expect((await actionRow(a.key)).state).toBe("sent");
+  });
+
+  it("is not taken when it would schedule a retry that no run is left to make", async () => {
+    const { a, claim } = await gaveUp("o_late_retry");
+    const retry = {
+      state: "failed_retryable" as const,
+      error: "451 try later",
+      nextAttemptAt: new Date(Date.now() + 60_000),
+    };
+    expect(await recordOutcome(t.db, a, claim, retry, worker("A"))).toBe(false);
+    // It stays in_doubt, where the look-up and reconciliation find it.
+    expect((await actionRow(a.key)).state).toBe("in_doubt");
+    const [ignored] = await t.db.$queryRaw<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM "AuditEntry"
+      WHERE kind = 'stale_outcome_ignored' AND "actionKey" = ${a.key}`;
+    expect(ignored!.n).toBe(1);
+  });
+});
