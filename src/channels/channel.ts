@@ -37,14 +37,22 @@ export interface SmsMessage {
   body: string;
 }
 
+/** A message as the provider lists it. */
+export interface ProviderMessage {
+  sid: string;
+  body: string;
+  dateCreated: Date;
+}
+
 /** A channel sends one message for one action key. */
 export interface Channel<M> {
   send(message: M, actionKey: string): Promise<Delivery>;
   /**
-   * Where the provider can list what it sent: the provider's id of this message if it was
-   * sent since `since`, or undefined. Resolves in-doubt sends; absent on channels that cannot.
+   * Where the provider can list what it took: its messages to `to` created since `since`.
+   * In-doubt sends are looked up there (src/ledger/provider-match.ts); absent on channels that
+   * cannot list.
    */
-  lookup?(message: M, since: Date): Promise<string | undefined>;
+  list?(to: string, since: Date): Promise<ProviderMessage[]>;
   close(): Promise<void>;
 }
 

@@ -2,7 +2,7 @@
 // action key travels in the status-callback URL; failures are classified where the provider
 // answered (DESIGN §3), and an in-doubt send can be looked up in the provider's message list.
 import twilio from "twilio";
-import type { Delivery, SmsChannel, SmsMessage } from "./channel";
+import type { Delivery, ProviderMessage, SmsChannel } from "./channel";
 import { ChannelError } from "./channel";
 
 export interface TwilioOptions {
@@ -40,16 +40,7 @@ class OriginClient extends twilio.RequestClient {
   }
 }
 
-export interface ProviderMessage {
-  sid: string;
-  body: string;
-  dateCreated: Date;
-}
-
 export interface TwilioSmsChannel extends SmsChannel {
-  /** Finds a message sent to `to` with this body since `since`; its SID, or undefined. */
-  lookup(message: SmsMessage, since: Date): Promise<string | undefined>;
-  /** The provider's messages to `to` since `since`, for reconciliation. */
   list(to: string, since: Date): Promise<ProviderMessage[]>;
 }
 
@@ -80,18 +71,15 @@ export function createTwilioChannel(opts: TwilioOptions): TwilioSmsChannel {
     },
     async list(to, since) {
       try {
-        const found = await client.messages.list({ to, dateSentAfter: since, limit: 1000 });
-        // Clocks differ: a minute of slack on the provider's side.
-        const from = since.getTime() - 60_000;
+        // Not filtered by DateSent on Twilio's side: a message still queued there has none yet,
+        // and it was taken all the same. Newest first; a customer's number has few.
+        const found = await client.messages.list({ to, limit: 1000 });
         return found
-          .filter((m) => m.dateCreated.getTime() >= from)
+          .filter((m) => m.dateCreated.getTime() >= since.getTime())
           .map((m) => ({ sid: m.sid, body: m.body, dateCreated: m.dateCreated }));
       } catch (error) {
         throw classifyTwilioError(error);
       }
-    },
-    async lookup(message, since) {
-      return (await this.list(message.to, since)).find((m) => m.body === message.body)?.sid;
     },
     close: () => Promise.resolve(),
   };

@@ -17,6 +17,12 @@ import {
 import type { FactsQuery } from "../ledger/facts";
 import type { EnrollmentEnd } from "../ledger/enrollments";
 import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
+import {
+  CLOCK_SLACK_MS,
+  contentHash,
+  sentContent,
+  unclaimedMatches,
+} from "../ledger/provider-match";
 import { revokeChannel } from "../policies/consent";
 import { evaluateSend } from "../policies/evaluate";
 import { unsubscribeLinks } from "../policies/unsubscribe";
@@ -113,17 +119,15 @@ export async function runSend(
   const { intent, recheck } = prepared;
   const opts = {
     ...claimOptions(engine),
-    ...(channel.lookup && { resolveAfterMs: engine.tuning.inDoubtGraceMs }),
+    ...(channel.list && { resolveAfterMs: engine.tuning.inDoubtGraceMs }),
   };
   let claim: ClaimResult =
     claimed?.claim ??
     (await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement));
   if (claim.kind === "resolve") {
-    const customer = await loadCustomer(engine.db, intent.customerId);
-    const message = buildMessage(engine, step, intent.key, customer, prepared.content!);
     let found: string | undefined;
     try {
-      found = await channel.lookup!(message as SmsMessage & EmailMessage, claim.callStartedAt);
+      found = await findAtProvider(run, step, prepared.content!, intent.key, claim);
     } catch (error) {
       const at = new Date(engine.clock.now().getTime() + engine.tuning.inDoubtGraceMs);
       engine.log.warn("look-up at the provider failed; will try again", {
@@ -162,6 +166,35 @@ export async function runSend(
   }
 }
 
+/**
+ * The provider's id of an in-doubt attempt's message, if the provider took it: looked up by the
+ * number and body the attempt recorded (attempts from before they were recorded: by the
+ * message as it would be built now).
+ */
+async function findAtProvider(
+  run: Run,
+  step: SendStep,
+  content: Content,
+  key: string,
+  claim: { attempt: number; callStartedAt: Date },
+): Promise<string | undefined> {
+  const { engine } = run;
+  let sent = await sentContent(engine.db, key, claim.attempt);
+  if (!sent) {
+    const customer = await loadCustomer(engine.db, run.enrollment.customerId);
+    const message = buildMessage(engine, step, key, customer, content) as SmsMessage;
+    sent = { address: message.to, contentHash: contentHash(message.body) };
+  }
+  const listed = await engine.channels[step.kind].list!(
+    sent.address,
+    new Date(claim.callStartedAt.getTime() - CLOCK_SLACK_MS),
+  );
+  const [match] = await unclaimedMatches(engine.db, key, listed, sent.contentHash, {
+    from: claim.callStartedAt,
+  });
+  return match?.sid;
+}
+
 async function call(
   run: Run,
   step: SendStep,
@@ -182,6 +215,10 @@ async function call(
     claim.token,
     engine.workerId,
     engine.clock.now(),
+    {
+      address: message.to,
+      ...(step.kind === "sms" && { contentHash: contentHash((message as SmsMessage).body) }),
+    },
   );
   if (!started)
     return { kind: "retry", at: engine.clock.now(), why: "a newer attempt took the action over" };
@@ -200,7 +237,7 @@ async function call(
   const now = engine.clock.now();
   // An in-doubt send stays on its step when the provider can be asked about it later.
   const lookedUpLater =
-    outcome.state === "in_doubt" && engine.channels[step.kind].lookup !== undefined;
+    outcome.state === "in_doubt" && engine.channels[step.kind].list !== undefined;
   // An outcome after which the step is not run again finishes it; a last step's run ends too.
   const finishes =
     outcome.state === "sent" ||

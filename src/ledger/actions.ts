@@ -482,14 +482,18 @@ export async function markCallStarted(
   token: number,
   workerId: string,
   now: Date,
+  /** Where the message goes and, for a text, its body's hash: what a look-up matches. */
+  sent?: { address: string; contentHash?: string },
 ): Promise<boolean> {
   const rows = await poolOf(db).shared`
     WITH a AS (
       UPDATE "Action" SET state = 'calling', "callStartedAt" = ${now}, "updatedAt" = ${now}
       WHERE key = ${key} AND "fencingToken" = ${token} AND state = 'claimed'
       RETURNING key, attempt, "fencingToken")
-    INSERT INTO "ActionAttempt" ("actionKey", attempt, "fencingToken", "workerId", "startedAt")
-    SELECT key, attempt, "fencingToken", ${workerId}, ${now} FROM a
+    INSERT INTO "ActionAttempt" ("actionKey", attempt, "fencingToken", "workerId", "startedAt",
+                                 address, "contentHash")
+    SELECT key, attempt, "fencingToken", ${workerId}, ${now}, ${sent?.address ?? null},
+      ${sent?.contentHash ?? null} FROM a
     RETURNING 1`;
   return rows.length === 1;
 }

@@ -2,10 +2,12 @@
 // message list; email against delivery events received by Message-ID; points against
 // themselves (every balance equals its ledger, every granted action has exactly one entry).
 // Every mismatch is listed and audited; --resolve settles what can be settled safely.
+import type { ProviderMessage } from "../channels/channel";
 import type { TwilioSmsChannel } from "../channels/sms-twilio";
 import type { Db } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
 import { recordAudit } from "../ledger/audit";
+import { unclaimedMatches } from "../ledger/provider-match";
 
 export interface Mismatch {
   kind: string;
@@ -85,6 +87,8 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       },
     ];
   const out: Mismatch[] = [];
+  // Each action with what its current attempt recorded it sent: the number and the body's hash
+  // (attempts made before those were kept: the customer's number now, and any body).
   const actions = await db.$queryRaw<
     {
       key: string;
@@ -94,15 +98,17 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       callStartedAt: Date | null;
       updatedAt: Date;
       phone: string | null;
+      contentHash: string | null;
       enrollmentId: bigint;
       fencingToken: number;
     }[]
   >`
-    SELECT a.key, a."customerId", a.state::text AS state, a."providerId", a."callStartedAt", a."updatedAt", c.phone,
-      a."enrollmentId", a."fencingToken"
+    SELECT a.key, a."customerId", a.state::text AS state, a."providerId", a."callStartedAt", a."updatedAt",
+      COALESCE(t.address, c.phone) AS phone, t."contentHash", a."enrollmentId", a."fencingToken"
     FROM "Action" a JOIN "Customer" c ON c.id = a."customerId"
+    LEFT JOIN "ActionAttempt" t ON t."actionKey" = a.key AND t.attempt = a.attempt
     WHERE a.channel = 'sms' AND a.state IN ('sent', 'in_doubt') AND a."claimedAt" >= ${opts.since}`;
-  const byPhone = new Map<string, Awaited<ReturnType<TwilioSmsChannel["list"]>>>();
+  const byPhone = new Map<string, ProviderMessage[]>();
   const listFor = async (phone: string) => {
     let list = byPhone.get(phone);
     if (!list) {
@@ -125,12 +131,13 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       }
       continue;
     }
-    const started = (a.callStartedAt ?? a.updatedAt).getTime();
-    // Messages created around the call: from a minute before it to two minutes after.
-    const candidates = list.filter(
-      (m) =>
-        m.dateCreated.getTime() >= started - 60_000 && m.dateCreated.getTime() <= started + 120_000,
-    );
+    const started = a.callStartedAt ?? a.updatedAt;
+    // Messages with the attempt's body, created around the call (up to two minutes after it),
+    // that no other action has as its own.
+    const candidates = await unclaimedMatches(db, a.key, list, a.contentHash, {
+      from: started,
+      to: new Date(started.getTime() + 120_000),
+    });
     if (candidates.length === 1) {
       const m: Mismatch = {
         kind: "sms_in_doubt_found",

@@ -9,6 +9,16 @@ import { startTwilioServer } from "../support/twilio";
 
 const JOURNEYS = journeysDir({
   "texts.yaml": OFFER_TEXTS,
+  "reminders.yaml": `
+id: reminders
+name: The same text for every reminder
+category: transactional
+trigger: { event: reminder.requested }
+entry: { once: per_reference, reference: "{{ event.properties.ref }}" }
+steps:
+  - id: reminder_sms
+    sms: { body: "Your order is ready for pickup" }
+`,
 });
 
 const key = (customerId: string, ref: string) =>
@@ -126,6 +136,53 @@ describe("SMS through a Twilio-compatible API", () => {
     expect(action.reason).toBe("found_at_provider");
     expect(action.lastError).toMatch(/no answer from the SMS provider/);
     expect(twilio.countByKey().get(key("c_slow", "r1"))).toBe(1);
+  });
+
+  it("does not take an earlier text alike to the same number for an in-doubt one", async () => {
+    const phone = "+4915100099901";
+    const remind = (ref: string) =>
+      h().deliver({
+        id: `evt_twin_${ref}`,
+        type: "reminder.requested",
+        customerId: "c_twin",
+        occurredAt: "2026-11-02T10:00:00Z",
+        properties: { ref },
+        customer: { phone, timezone: "UTC" },
+      });
+    const reminder = (ref: string) =>
+      actionKey({
+        journeyId: "reminders",
+        stepId: "reminder_sms",
+        customerId: "c_twin",
+        reference: ref,
+      });
+    await remind("r1");
+    const first = await settled(reminder("r1"), "sent");
+    // The second reminder, the same body to the same number, never reaches Twilio: the message
+    // of the first is in the list, but it is the first's.
+    twilio.fail({ kind: "drop" }, 1);
+    await remind("r2");
+    await settled(reminder("r2"), "in_doubt");
+    const second = await settled(reminder("r2"), "sent");
+    expect(second.attempt).toBe(2);
+    expect(second.providerId).not.toBe(first.providerId);
+    expect(twilio.messages.filter((m) => m.to === phone)).toHaveLength(2);
+    expect(twilio.countByKey().get(reminder("r2"))).toBe(1);
+  });
+
+  it("looks an in-doubt text up by the number it went to, after the customer's number changed", async () => {
+    twilio.fail({ kind: "error_after_create", status: 500 }, 1);
+    await text("c_moved", "r1", "+4915100099911");
+    await settled(key("c_moved", "r1"), "in_doubt");
+    // A profile update moves the customer to a new number before the look-up.
+    await h().schema.db.customer.update({
+      where: { id: "c_moved" },
+      data: { phone: "+4915100099912" },
+    });
+    const action = await settled(key("c_moved", "r1"), "sent");
+    expect(action.reason).toBe("found_at_provider");
+    expect(twilio.messages.filter((m) => m.to === "+4915100099912")).toHaveLength(0);
+    expect(twilio.countByKey().get(key("c_moved", "r1"))).toBe(1);
   });
 
   it("treats a 500 as in doubt and finds the message it did create", async () => {

@@ -224,4 +224,21 @@ describe("reconcile and report", () => {
       }
     },
   );
+
+  it("does not settle an in-doubt SMS with another message to the same number", async () => {
+    // The first text never reaches Twilio; a second one, with another body, goes to the same
+    // number right after it.
+    twilio.fail({ kind: "drop" }, 1);
+    await text("c_pair", "x");
+    const lost = key("texts", "note", "c_pair", "x");
+    await settledAction(h(), lost, "in_doubt");
+    await text("c_pair", "y");
+    await settledAction(h(), key("texts", "note", "c_pair", "y"), "sent");
+    const out = await reconcile("--channel", "sms", "--since", "1d", "--resolve");
+    expect(out.stderr).toBe("");
+    const lines = out.stdout.split("\n").filter((l) => l.includes(lost));
+    expect(lines.some((l) => l.includes("sms_in_doubt_found"))).toBe(false);
+    const action = await h().schema.db.action.findUniqueOrThrow({ where: { key: lost } });
+    expect([action.state, action.providerId]).toEqual(["in_doubt", null]);
+  });
 });
