@@ -58,6 +58,17 @@ export function loadJourneys(dir: string): LoadedJourneys {
     policies = parsed.value ?? DEFAULT_POLICIES;
   }
 
+  if (names.every((n) => n === POLICIES_FILE)) {
+    diagnostics.push({
+      severity: "error",
+      code: "no_journeys",
+      file: dir,
+      line: 1,
+      column: 1,
+      message:
+        "no journey files (*.yaml) in this directory: a worker without journeys would mark every event processed and enroll no one",
+    });
+  }
   const journeys: Journey[] = [];
   const files = new Map<string, string>();
   const maps = new Map<string, SourceMap>();

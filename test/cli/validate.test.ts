@@ -45,6 +45,25 @@ describe("the sendonce validate command", () => {
     ]);
   });
 
+  it("refuses a directory without journeys, and so does a worker pointed at it", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sendonce-empty-"));
+    writeFileSync(join(dir, "policies.yaml"), "on_cap: skip\n");
+    const result = runCli(["validate", dir]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain(
+      `${dir}:1:1: error: no journey files (*.yaml) in this directory`,
+    );
+    // It would consume every event and enroll no one: it does not start.
+    const worker = runCli(["worker"], {
+      DATABASE_URL: "postgresql://postgres@127.0.0.1:1/x",
+      REDIS_URL: "redis://127.0.0.1:1",
+      SENDONCE_JOURNEYS_DIR: dir,
+    });
+    expect(worker.code).toBe(1);
+    expect(worker.stderr).toContain("no journey files (*.yaml) in this directory");
+    expect(worker.stderr).toContain("nothing was started");
+  });
+
   it("says so when the directory does not exist", () => {
     const result = runCli(["validate", "no/such/dir"]);
     expect(result.code).toBe(1);
