@@ -3,6 +3,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { isTimezone } from "../journeys/schema";
+import { refineStorable } from "./storable";
 
 const consentStatus = z.enum(["granted", "revoked"]);
 const consentsSchema = z.partialRecord(
@@ -61,13 +62,7 @@ export class EventValidationError extends Error {
 
 // Built once: zod compiles a schema on its first parse, so a schema per call costs that each time.
 const eventWithConsentSchema = eventSchema.superRefine((event, ctx) => {
-  for (const path of nulPaths(event, [])) {
-    ctx.addIssue({
-      code: "custom",
-      path,
-      message: "contains a NUL character (\\u0000), which Postgres cannot store",
-    });
-  }
+  refineStorable(event, ctx);
   if (!(event.type in CONSENT_EVENTS)) return;
   const props = consentProperties.safeParse(event.properties);
   for (const issue of props.error?.issues ?? []) {
@@ -78,16 +73,6 @@ const eventWithConsentSchema = eventSchema.superRefine((event, ctx) => {
     });
   }
 });
-
-/** Where a string (or an object key) holds U+0000, which neither text nor jsonb accepts. */
-function nulPaths(value: unknown, path: (string | number)[]): (string | number)[][] {
-  if (typeof value === "string") return value.includes("\u0000") ? [path] : [];
-  if (Array.isArray(value)) return value.flatMap((v, i) => nulPaths(v, [...path, i]));
-  if (value === null || typeof value !== "object" || value instanceof Date) return [];
-  return Object.entries(value).flatMap(([k, v]) =>
-    k.includes("\u0000") ? [[...path, k]] : nulPaths(v, [...path, k]),
-  );
-}
 
 /** Validates one event, naming each bad field (`occurredAt: must be an ISO-8601 timestamp`). */
 export function parseEvent(raw: unknown): ParsedEvent {

@@ -181,6 +181,20 @@ describe("the HTTP API", () => {
         { field: "properties.tags.1", message: expect.stringContaining("NUL character") as string },
       ],
     );
+    // Nor a lone UTF-16 surrogate: JSON can spell one, but it is not Unicode.
+    const surrogate = await api.post(
+      "/v1/events",
+      event("x", "c", { customer: { attributes: { name: "\ud800" } } }),
+    );
+    expect(surrogate.status).toBe(400);
+    expect((await surrogate.json()) as object).toMatchObject({
+      errors: [
+        {
+          field: "customer.attributes.name",
+          message: expect.stringContaining("lone UTF-16 surrogate") as string,
+        },
+      ],
+    });
     expect(await h().schema.db.event.count({ where: { eventId: "x" } })).toBe(0);
   });
 
@@ -237,6 +251,12 @@ describe("the HTTP API", () => {
     expect(customer.consents).toMatchObject([{ topic: "promotions", status: "revoked" }]);
     expect(customer.points.balance).toBe(0);
     expect((await put({ occurredAt: "2026-11-02T11:00:00Z", phone: "12345" })).status).toBe(400);
+    const surrogate = await put({
+      occurredAt: "2026-11-02T11:00:00Z",
+      attributes: { name: "\udc00x" },
+    });
+    expect(surrogate.status).toBe(400);
+    expect(await surrogate.text()).toContain("attributes.name: contains a lone UTF-16 surrogate");
   });
 
   it("serves unsubscribe links: GET asks, a one-click POST revokes, a forged token is refused", async () => {

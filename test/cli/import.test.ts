@@ -59,6 +59,23 @@ describe("sendonce import", () => {
     expect(again.stdout).toContain("0 accepted, 4 duplicates");
   });
 
+  it("names a line with a lone surrogate, stores the rest, and prints no customer data", async () => {
+    const path = file([
+      line("s1"),
+      line("s2", { customer: { attributes: { name: "Frank Secretname", x: "\ud800" } } }),
+      line("s3"),
+    ]);
+    const result = runCli(["import", path, "--source", "sur"], env());
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(
+      `${path}:2: customer.attributes.x: contains a lone UTF-16 surrogate`,
+    );
+    expect(result.stderr + result.stdout).not.toContain("Secretname");
+    expect(result.stdout).toContain("2 accepted, 0 duplicates, 0 conflicts, 1 bad line");
+    const stored = await schema.db.event.findMany({ where: { source: "sur" } });
+    expect(stored.map((e) => e.eventId).sort()).toEqual(["s1", "s3"]);
+  });
+
   it("stops at the first bad line with --on-error abort", async () => {
     const path = file([line("a1"), "not json", line("a2")]);
     const result = runCli(["import", path, "--on-error", "abort"], env());

@@ -2,6 +2,7 @@
 // Message-ID (ours are <actionKey@domain>). Reconciliation reads them to settle in-doubt sends.
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
+import { refineStorable } from "../../ingest/storable";
 import { recordAudit } from "../../ledger/audit";
 import type { ApiDeps } from "../app";
 import { problem, sendProblem } from "../problem";
@@ -12,10 +13,9 @@ const deliveryEvent = z.strictObject({
   at: z.iso.datetime({ offset: true }).optional(),
   provider: z.string().max(100).optional(),
 });
-const body = z.union([
-  deliveryEvent,
-  z.strictObject({ events: z.array(deliveryEvent).min(1).max(1000) }),
-]);
+const body = z
+  .union([deliveryEvent, z.strictObject({ events: z.array(deliveryEvent).min(1).max(1000) })])
+  .superRefine(refineStorable);
 
 export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.post("/v1/webhooks/email", async (req, reply) => {
