@@ -165,7 +165,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       await releaseKey(deps.db, req.apiKeyHash!, key, claim.since);
       throw error;
     }
-    if (response.status >= 500) await releaseKey(deps.db, req.apiKeyHash!, key, claim.since);
+    // A request that failed on our side, or failed validation and so did nothing, keeps no
+    // answer: the key is free for the retry, or for the corrected request (as Stripe does).
+    if (response.status >= 500 || response.status === 400)
+      await releaseKey(deps.db, req.apiKeyHash!, key, claim.since);
     else await completeKey(deps.db, req.apiKeyHash!, key, claim.since, response, deps.clock.now());
     return send(response);
   };

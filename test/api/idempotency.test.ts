@@ -124,4 +124,23 @@ describe("Idempotency-Key scope and failures", () => {
     expect(body.results.map((r) => r.status)).toEqual(["invalid", "invalid", "invalid"]);
     expect(await h().schema.db.event.count({ where: { eventId: { in: ["v1", "v2"] } } })).toBe(0);
   });
+
+  it("keeps no answer for a request that failed validation: the corrected one runs under its key", async () => {
+    const bad = await api.post(
+      "/v1/events",
+      { ...event("fix1"), occurredAt: "soon" },
+      { "idempotency-key": "order-7-completed" },
+    );
+    expect(bad.status).toBe(400);
+    const fixed = await api.post("/v1/events", event("fix1"), {
+      "idempotency-key": "order-7-completed",
+    });
+    expect([fixed.status, fixed.headers.get("idempotent-replayed")]).toEqual([202, null]);
+    expect(await fixed.json()).toMatchObject({ id: "fix1", status: "accepted" });
+    // Its answer is the one kept now.
+    const again = await api.post("/v1/events", event("fix1"), {
+      "idempotency-key": "order-7-completed",
+    });
+    expect([again.status, again.headers.get("idempotent-replayed")]).toEqual([202, "true"]);
+  });
 });
