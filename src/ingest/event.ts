@@ -23,17 +23,32 @@ export const customerTraitsSchema = z.strictObject({
   consents: consentsSchema.optional(),
 });
 
+/** How far ahead of this server's clock an occurredAt may be: clocks differ, a little. */
+export const MAX_AHEAD_MS = 60 * 60_000;
+
+/**
+ * When something happened, as ISO 8601, and not in the future: changes apply in occurredAt
+ * order, so one dated ahead (a sender's wrong clock) would outrank every real change until
+ * then — an unsubscribe included.
+ */
+export function occurredAtSchema() {
+  return z.iso
+    .datetime({
+      offset: true,
+      message: 'must be an ISO-8601 timestamp, e.g. "2026-11-02T09:30:00Z"',
+    })
+    .transform((s) => new Date(s))
+    .refine((d) => d.getTime() <= Date.now() + MAX_AHEAD_MS, {
+      message: "is more than an hour ahead of this server's clock: check the sender's clock",
+    });
+}
+
 export const eventSchema = z.strictObject({
   id: z.string().min(1, "must not be empty").max(200),
   type: z.string().min(1, "must not be empty").max(200),
   customerId: z.string().min(1, "must not be empty").max(200),
   source: z.string().min(1).max(100).default("default"),
-  occurredAt: z.iso
-    .datetime({
-      offset: true,
-      message: 'must be an ISO-8601 timestamp, e.g. "2026-11-02T09:30:00Z"',
-    })
-    .transform((s) => new Date(s)),
+  occurredAt: occurredAtSchema(),
   properties: z.record(z.string(), z.unknown()).default({}),
   customer: customerTraitsSchema.optional(),
 });

@@ -1,5 +1,6 @@
 // Consent per customer, channel and topic. Changes apply in occurredAt order: an older change
-// that arrives late never overwrites a newer one.
+// that arrives late never overwrites a newer one. The person's own opt-out or opt-in (a link,
+// a reply) applies as of now, whatever the stored change's date.
 import type { Sql } from "../db/sql";
 import { poolOf } from "../db/sql";
 import type { Db } from "../db/client";
@@ -12,6 +13,11 @@ export interface ConsentChange {
   status: ConsentStatus;
   occurredAt: Date;
   source: string;
+  /**
+   * The person's own opt-out or opt-in, just now (an unsubscribe link, a STOP or START reply):
+   * it applies even over a stored change dated later (a sender's clock ahead).
+   */
+  own?: boolean;
 }
 
 /** Applies one change if it is newer than what is stored; returns whether it applied. */
@@ -30,7 +36,7 @@ export async function applyConsent(tx: Sql, change: ConsentChange): Promise<bool
                          ELSE COALESCE("Consent"."grantedAt", EXCLUDED."grantedAt") END,
       source = EXCLUDED.source,
       "updatedAt" = now()
-    WHERE "Consent"."occurredAt" <= EXCLUDED."occurredAt"`;
+    WHERE "Consent"."occurredAt" <= EXCLUDED."occurredAt" OR ${change.own === true}`;
   if (rows === 0 && change.status === "revoked") {
     // A revocation that arrives after a newer grant still happened before it: that grant was
     // a fresh opt-in (what on_reopt_in waits for), whatever order the two arrived in.
@@ -67,6 +73,7 @@ export async function revokeChannel(
         status: "revoked",
         occurredAt: now,
         source,
+        own: true,
       });
     }
   });

@@ -110,6 +110,7 @@ export async function handleInboundMessage(
           status: STOP.has(word) ? "revoked" : "granted",
           occurredAt: now,
           source: STOP.has(word) ? STOP_SOURCE : "sms_start",
+          own: true,
         });
       }
       await recordAudit(tx, {

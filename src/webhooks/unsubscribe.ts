@@ -60,6 +60,7 @@ export async function confirmUnsubscribe(
       status: "revoked",
       occurredAt: now,
       source: "unsubscribe_link",
+      own: true,
     });
     await recordAudit(tx, {
       kind: "consent_revoked",

@@ -181,6 +181,15 @@ describe("the HTTP API", () => {
         { field: "properties.tags.1", message: expect.stringContaining("NUL character") as string },
       ],
     );
+    // A time far ahead would outrank every real change until then (an unsubscribe included).
+    const ahead = await api.post("/v1/events", {
+      ...event("x", "c"),
+      occurredAt: "2030-01-01T00:00:00Z",
+    });
+    expect(ahead.status).toBe(400);
+    expect(await ahead.text()).toContain(
+      "occurredAt: is more than an hour ahead of this server's clock",
+    );
     // Nor a lone UTF-16 surrogate: JSON can spell one, but it is not Unicode.
     const surrogate = await api.post(
       "/v1/events",
@@ -262,13 +271,15 @@ describe("the HTTP API", () => {
   it("serves unsubscribe links: GET asks, a one-click POST revokes, a forged token is refused", async () => {
     const db = h().schema.db;
     await db.customer.create({ data: { id: "c_unsub" } });
+    // Granted by a sender whose clock runs half an hour ahead: the person's own unsubscribe,
+    // now, still wins over it.
     await db.consent.create({
       data: {
         customerId: "c_unsub",
         channel: "email",
         topic: "news",
         status: "granted",
-        occurredAt: new Date(),
+        occurredAt: new Date(Date.now() + 30 * 60_000),
         source: "test",
       },
     });

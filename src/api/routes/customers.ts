@@ -3,7 +3,7 @@
 import { poolOf } from "../../db/sql";
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
-import { customerTraitsSchema } from "../../ingest/event";
+import { customerTraitsSchema, occurredAtSchema } from "../../ingest/event";
 import { refineStorable } from "../../ingest/storable";
 import { applyTraits } from "../../ingest/store";
 import type { ApiDeps, Idempotent } from "../app";
@@ -11,12 +11,7 @@ import { problem } from "../problem";
 
 const putSchema = customerTraitsSchema
   .extend({
-    occurredAt: z.iso
-      .datetime({
-        offset: true,
-        message: 'must be an ISO-8601 timestamp, e.g. "2026-11-02T09:30:00Z"',
-      })
-      .transform((s) => new Date(s)),
+    occurredAt: occurredAtSchema(),
     source: z.string().min(1).max(100).default("api"),
   })
   .superRefine(refineStorable);
