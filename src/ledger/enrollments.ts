@@ -39,10 +39,32 @@ export function enrollmentEnd(
   ];
 }
 
-/** Ends an enrollment (enrollmentEnd); false when it had ended or moved on already. */
+/**
+ * Ends an enrollment (enrollmentEnd); false when it had ended or moved on already. An exit (or
+ * a failure) also settles its actions that no call has started: claimed, or waiting for a
+ * retry. No run is left to finish them, and they must not stay unfinished; they become
+ * `skipped(exited)`, and a worker still holding such a claim finds its call-started mark
+ * refused. A call already started (`calling`) is left to its outcome.
+ */
 export async function endEnrollment(tx: Sql, end: EnrollmentEnd): Promise<boolean> {
+  const settle =
+    end.status === "completed"
+      ? []
+      : [
+          stmt`s AS (
+            UPDATE "Action" SET state = 'skipped', reason = ${end.status}, "nextAttemptAt" = NULL,
+              "completedAt" = ${end.now}, "updatedAt" = ${end.now}
+            WHERE "enrollmentId" IN (SELECT id FROM n) AND state IN ('claimed', 'failed_retryable')
+            RETURNING key, "customerId", "journeyId", "stepId", "enrollmentId", state AS was)`,
+          stmt`sa AS (
+            INSERT INTO "AuditEntry" (kind, at, "customerId", "journeyId", "stepId", "enrollmentId", "actionKey", rule, detail)
+            SELECT 'skipped', ${end.now}::timestamptz, "customerId", "journeyId", "stepId", "enrollmentId", key,
+              ${end.status}::text,
+              json_build_object('why', ${`the enrollment ${end.status}: ${end.reason}`}::text)
+            FROM s)`,
+        ];
   const [row] = await tx<{ ended: bigint }>`${withCtes(
-    enrollmentEnd(end),
+    [...enrollmentEnd(end), ...settle],
     stmt`SELECT count(*) AS ended FROM n`,
   )}`;
   return row!.ended > 0n;

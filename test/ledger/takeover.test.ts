@@ -7,38 +7,47 @@ import { connectionOptions } from "../../src/db/url";
 import { actionKey } from "../../src/engine/keys";
 import type { ActionIntent, ClaimOptions } from "../../src/ledger/actions";
 import { claimAction, markCallStarted, recordOutcome } from "../../src/ledger/actions";
+import { endEnrollment } from "../../src/ledger/enrollments";
+import { poolOf } from "../../src/db/sql";
 import { createTestSchema } from "../support/db";
 import type { TestSchema } from "../support/db";
 import { eventually } from "../support/workers";
 
 let t: TestSchema;
 let enrollmentId: bigint;
-beforeAll(async () => {
-  t = await createTestSchema("takeover");
+
+/** An active enrollment of customer c_1 in journey hello, at its first step (reference: the event). */
+async function newEnrollment(eventId: string): Promise<bigint> {
   const [row] = await t.db.$queryRaw<{ id: bigint }[]>`
-    WITH c AS (INSERT INTO "Customer" (id, email, "updatedAt") VALUES ('c_1', 'c_1@example.com', now())),
-    e AS (
+    WITH e AS (
       INSERT INTO "Event" ("eventId", type, "customerId", "occurredAt", "payloadHash")
-      VALUES ('evt_1', 'signed_up', 'c_1', now(), 'h') RETURNING id)
+      VALUES (${eventId}, 'signed_up', 'c_1', now(), 'h') RETURNING id)
     INSERT INTO "Enrollment" ("journeyId", "journeyVersion", "customerId", reference, "triggerEventId",
                               "currentStepId", "updatedAt")
-    SELECT 'hello', 'v1', 'c_1', '', id, 'hello_email', now() FROM e
+    SELECT 'hello', 'v1', 'c_1', ${eventId}, id, 'hello_email', now() FROM e
     RETURNING id`;
-  enrollmentId = row!.id;
+  return row!.id;
+}
+
+beforeAll(async () => {
+  t = await createTestSchema("takeover");
+  await t.db.$executeRaw`
+    INSERT INTO "Customer" (id, email, "updatedAt") VALUES ('c_1', 'c_1@example.com', now())`;
+  enrollmentId = await newEnrollment("evt_1");
 });
 afterAll(async () => {
   await t?.drop();
 });
 
-/** A fresh action of the one enrollment: each test has a key of its own. */
-function intent(reference: string): ActionIntent {
+/** A fresh action of an enrollment (the shared one by default): each test has a key of its own. */
+function intent(reference: string, enrollment = enrollmentId): ActionIntent {
   return {
     key: actionKey({ journeyId: "hello", stepId: "hello_email", customerId: "c_1", reference }),
     journeyId: "hello",
     stepId: "hello_email",
     customerId: "c_1",
     reference,
-    enrollmentId,
+    enrollmentId: enrollment,
     stepSeq: 0,
     channel: "email",
     eventOccurredAt: new Date(),
@@ -192,5 +201,43 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
       SELECT count(*)::int AS n FROM "AuditEntry"
       WHERE kind = 'stale_outcome_ignored' AND "actionKey" = ${a.key}`;
     expect(ignored!.n).toBe(1);
+  });
+});
+
+describe("an enrollment that exits with an action not yet called", () => {
+  it("settles its claimed and its retry-waiting actions as skipped(exited), and refuses the late call", async () => {
+    const enrollment = await newEnrollment("evt_exit");
+    const claimed = intent("o_exit_claimed", enrollment);
+    const waiting = intent("o_exit_retry", enrollment);
+    const claim = await claimAction(t.db, claimed, worker("A"), go);
+    const retry = await claimAction(t.db, waiting, worker("A"), go);
+    expect(await markCallStarted(t.db, waiting.key, tokenOf(retry), "A", new Date())).toBe(true);
+    const later = {
+      state: "failed_retryable" as const,
+      error: "451",
+      nextAttemptAt: new Date(Date.now() + 60_000),
+    };
+    expect(
+      await recordOutcome(t.db, waiting, { token: tokenOf(retry), attempt: 1 }, later, worker("A")),
+    ).toBe(true);
+
+    const ended = await endEnrollment(poolOf(t.db).sql, {
+      enrollmentId: enrollment,
+      status: "exited",
+      reason: "exit event order.completed",
+      now: new Date(),
+    });
+    expect(ended).toBe(true);
+    for (const a of [claimed, waiting]) {
+      const [row] = await t.db.$queryRaw<{ state: string; reason: string }[]>`
+        SELECT state::text, reason FROM "Action" WHERE key = ${a.key}`;
+      expect(row).toEqual({ state: "skipped", reason: "exited" });
+    }
+    const [audits] = await t.db.$queryRaw<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM "AuditEntry" WHERE kind = 'skipped' AND rule = 'exited'
+        AND "enrollmentId" = ${enrollment}`;
+    expect(audits!.n).toBe(2);
+    // The worker holding the claim wakes up: its call does not start.
+    expect(await markCallStarted(t.db, claimed.key, tokenOf(claim), "A", new Date())).toBe(false);
   });
 });
