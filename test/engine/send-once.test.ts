@@ -70,7 +70,15 @@ describe("four workers on one database and one Redis", () => {
       await db.eventDuplicate.count({ where: { eventId: "evt_c_storm", kind: "duplicate" } }),
     ).toBe(49);
     expect(await db.enrollment.count({ where: { customerId: "c_storm" } })).toBe(1);
-    expect(await db.actionAttempt.count({ where: { actionKey: key } })).toBe(1);
+    // One call that can have reached the server. On a loaded machine an SMTP greeting may time
+    // out first (1.5 s here): that attempt failed before sending anything and was retried.
+    const attempts = await db.actionAttempt.findMany({
+      where: { actionKey: key },
+      orderBy: { attempt: "asc" },
+    });
+    expect(attempts.filter((a) => a.outcome !== "failed_retryable").map((a) => a.outcome)).toEqual([
+      "sent",
+    ]);
   });
 
   it("grant points once for 100 concurrent triggers, and keep the balance equal to the ledger", async () => {
