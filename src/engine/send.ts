@@ -219,9 +219,15 @@ async function call(
       address: message.to,
       ...(step.kind === "sms" && { contentHash: contentHash((message as SmsMessage).body) }),
     },
+    engine.tuning.claimLeaseMs,
   );
-  if (!started)
-    return { kind: "retry", at: engine.clock.now(), why: "a newer attempt took the action over" };
+  if (!started) {
+    return {
+      kind: "retry",
+      at: engine.clock.now(),
+      why: "the claim was taken over, or outlived its lease: claim again",
+    };
+  }
   let outcome: Outcome;
   const began = Date.now();
   try {

@@ -484,11 +484,18 @@ export async function markCallStarted(
   now: Date,
   /** Where the message goes and, for a text, its body's hash: what a look-up matches. */
   sent?: { address: string; contentHash?: string },
+  /**
+   * The claim lease: a claim older than this may have been decided on facts that changed
+   * (a revoked consent, quiet hours begun), so its call does not start; the run claims again.
+   */
+  leaseMs?: number,
 ): Promise<boolean> {
+  const fresh = leaseMs === undefined ? null : new Date(now.getTime() - leaseMs);
   const rows = await poolOf(db).shared`
     WITH a AS (
       UPDATE "Action" SET state = 'calling', "callStartedAt" = ${now}, "updatedAt" = ${now}
       WHERE key = ${key} AND "fencingToken" = ${token} AND state = 'claimed'
+        AND (${fresh}::timestamptz IS NULL OR "claimedAt" > ${fresh}::timestamptz)
       RETURNING key, attempt, "fencingToken")
     INSERT INTO "ActionAttempt" ("actionKey", attempt, "fencingToken", "workerId", "startedAt",
                                  address, "contentHash")

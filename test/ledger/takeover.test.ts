@@ -165,6 +165,32 @@ describe("taking over a claim whose lease ran out", () => {
   });
 });
 
+describe("a claim that outlived its lease before its call", () => {
+  it("does not start the call: what it decided may no longer hold", async () => {
+    const a = intent("o_stale_claim");
+    // Claimed five seconds ago; the lease is one second.
+    const claim = await claimAction(t.db, a, worker("A", -5_000), go);
+    const mark = (leaseMs?: number) =>
+      markCallStarted(t.db, a.key, tokenOf(claim), "A", new Date(), undefined, leaseMs);
+    expect(await mark(LEASES.claimLeaseMs)).toBe(false);
+    expect((await actionRow(a.key)).state).toBe("claimed");
+    // Claimed again, with the policies checked anew, it goes ahead.
+    const again = await claimAction(t.db, a, worker("A"), go);
+    expect(again).toMatchObject({ kind: "proceed", attempt: 2 });
+    expect(
+      await markCallStarted(
+        t.db,
+        a.key,
+        tokenOf(again),
+        "A",
+        new Date(),
+        undefined,
+        LEASES.claimLeaseMs,
+      ),
+    ).toBe(true);
+  });
+});
+
 describe("an answer that comes in after the call was given up (in_doubt)", () => {
   const gaveUp = async (reference: string) => {
     const a = intent(reference);
