@@ -13,6 +13,7 @@ import { createDb } from "./db/client";
 import { JourneyCatalog } from "./engine/catalog";
 import type { Clock, Engine, FailpointName, Tuning } from "./engine/engine";
 import { DEFAULT_TUNING, systemClock } from "./engine/engine";
+import { stepIdChanges } from "./journeys/deployed";
 import { loadJourneys } from "./journeys/load";
 import type { Logger } from "./log";
 import type { Queues } from "./queue/queues";
@@ -77,6 +78,11 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
     retryBaseMs: config.retryBaseMs,
     inDoubtGraceMs: config.inDoubtGraceMs,
   };
+  // Before this deploy makes the new versions the latest: a step id gone since the last one
+  // changes keys (the same warning `sendonce validate` gives with DATABASE_URL set).
+  for (const d of await stepIdChanges(db, loaded.journeys, (j) => j.file)) {
+    opts.log.warn("journey changed keys", { file: d.file, problem: d.message });
+  }
   const engine: Engine = {
     db,
     catalog: await JourneyCatalog.deploy(db, loaded.journeys, loaded.policies),

@@ -19,8 +19,8 @@ program
   .addOption(
     new Option("--format <format>", "output format").choices(["text", "json"]).default("text"),
   )
-  .action((dir: string | undefined, opts: { format: "text" | "json" }) => {
-    process.exitCode = runValidate(dir ?? loadConfig().journeysDir, opts);
+  .action(async (dir: string | undefined, opts: { format: "text" | "json" }) => {
+    process.exitCode = await runValidate(dir ?? loadConfig().journeysDir, opts);
   });
 
 const db = program.command("db").description("database commands");

@@ -1,13 +1,26 @@
-import { formatDiagnostic } from "../journeys/diagnostics";
+import { posix } from "node:path";
+import { loadConfig } from "../config";
+import { createDb } from "../db/client";
+import { stepIdChanges } from "../journeys/deployed";
+import type { Diagnostic } from "../journeys/diagnostics";
+import { compareDiagnostics, formatDiagnostic } from "../journeys/diagnostics";
+import type { Journey } from "../journeys/types";
 import { loadJourneys } from "../journeys/load";
 
 export interface ValidateOptions {
   format: "text" | "json";
 }
 
-/** `sendonce validate [dir]`: one line per problem; exit code 1 when any is an error. */
-export function runValidate(dir: string, opts: ValidateOptions): number {
-  const { journeys, diagnostics } = loadJourneys(dir);
+/**
+ * `sendonce validate [dir]`: one line per problem; exit code 1 when any is an error. With
+ * DATABASE_URL set, also warns of step ids the deployed versions have and these lack.
+ */
+export async function runValidate(dir: string, opts: ValidateOptions): Promise<number> {
+  const loaded = loadJourneys(dir);
+  const { journeys } = loaded;
+  const diagnostics = [...loaded.diagnostics, ...(await againstDeployed(dir, journeys))].sort(
+    compareDiagnostics,
+  );
   const errors = diagnostics.filter((d) => d.severity === "error").length;
   const warnings = diagnostics.length - errors;
   if (opts.format === "json") {
@@ -36,4 +49,21 @@ export function runValidate(dir: string, opts: ValidateOptions): number {
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** Step ids gone since the deployed versions, when there is a database to ask. */
+async function againstDeployed(dir: string, journeys: Journey[]): Promise<Diagnostic[]> {
+  const url = loadConfig().databaseUrl;
+  if (!url || journeys.length === 0) return [];
+  const db = createDb(url, { poolSize: 1 });
+  try {
+    return await stepIdChanges(db, journeys, (j) => posix.join(dir.replace(/\\/g, "/"), j.file));
+  } catch (error) {
+    console.error(
+      `sendonce: could not compare with the deployed versions in DATABASE_URL: ${(error as Error).message.split("\n")[0]}`,
+    );
+    return [];
+  } finally {
+    await db.$disconnect();
+  }
 }

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ROOT, runCli } from "../support/cli";
+import { createTestSchema } from "../support/db";
 
 describe("the sendonce validate command", () => {
   it("accepts the bundled journeys with exit code 0", () => {
@@ -62,6 +63,33 @@ describe("the sendonce validate command", () => {
     expect(worker.code).toBe(1);
     expect(worker.stderr).toContain("no journey files (*.yaml) in this directory");
     expect(worker.stderr).toContain("nothing was started");
+  });
+
+  it("warns, with DATABASE_URL set, of a step id the deployed version has and the file lost", async () => {
+    const schema = await createTestSchema("validate");
+    try {
+      await schema.db.$executeRaw`
+        INSERT INTO "JourneyVersion" ("journeyId", version, name, definition, "stepIds")
+        VALUES ('thanks', 'v-old', 'Thanks', '{}'::jsonb, ARRAY['thank_you', 'bonus'])`;
+      const dir = mkdtempSync(join(tmpdir(), "sendonce-renamed-"));
+      writeFileSync(
+        join(dir, "thanks.yaml"),
+        `id: thanks\nname: Thanks\ncategory: transactional\ntrigger: { event: order.completed }\nsteps:\n` +
+          `  - id: thank_you_v2\n    email: { subject: "Thanks", text: "Thank you" }\n` +
+          `  - id: bonus\n    points: { amount: 10, reason: thanks }\n`,
+      );
+      const result = runCli(["validate", dir], { DATABASE_URL: schema.url });
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain(
+        `${dir}/thanks.yaml:1:1: warning: step "thank_you" of journey "thanks" is in the deployed version (v-old,`,
+      );
+      expect(result.stdout).toContain('(renamed to "thank_you_v2"?)');
+      expect(result.stdout).toContain("ok: 1 valid journeys, 0 errors, 1 warning");
+      // Without a database to ask, it says nothing of it.
+      expect(runCli(["validate", dir]).stdout).toContain("0 warnings");
+    } finally {
+      await schema.drop();
+    }
   });
 
   it("says so when the directory does not exist", () => {

@@ -1,0 +1,51 @@
+// What changed since a journey's deployed version that changes action keys: a step id that is
+// gone. Keys are `journey + step id + customer + reference`, so a step renamed from `welcome`
+// to `welcome_v2` is a new action for everyone: customers who already had `welcome` get it
+// again. Compared with the latest version in Postgres (every version that was deployed is kept).
+import type { Db } from "../db/client";
+import type { Diagnostic } from "./diagnostics";
+import type { Journey } from "./types";
+
+interface Deployed {
+  journeyId: string;
+  version: string;
+  stepIds: string[];
+  deployedAt: Date;
+}
+
+/** A warning for each step id of a journey's last deployed version that `journeys` lack. */
+export async function stepIdChanges(
+  db: Db,
+  journeys: Journey[],
+  fileOf: (j: Journey) => string,
+): Promise<Diagnostic[]> {
+  if (journeys.length === 0) return [];
+  const deployed = await db.$queryRaw<Deployed[]>`
+    SELECT DISTINCT ON ("journeyId") "journeyId", version, "stepIds", "deployedAt"
+    FROM "JourneyVersion" WHERE "journeyId" = ANY(${journeys.map((j) => j.id)})
+    ORDER BY "journeyId", "deployedAt" DESC`;
+  const last = new Map(deployed.map((d) => [d.journeyId, d]));
+  const out: Diagnostic[] = [];
+  for (const j of journeys) {
+    const d = last.get(j.id);
+    if (!d || d.version === j.version) continue;
+    const now = new Set(j.steps.map((s) => s.id));
+    const gone = d.stepIds.filter((id) => !now.has(id));
+    const added = j.steps.map((s) => s.id).filter((id) => !d.stepIds.includes(id));
+    for (const id of gone) {
+      const renamed = gone.length === 1 && added.length === 1 ? ` (renamed to "${added[0]}"?)` : "";
+      out.push({
+        severity: "warning",
+        code: "step_id_removed",
+        file: fileOf(j),
+        line: 1,
+        column: 1,
+        message:
+          `step "${id}" of journey "${j.id}" is in the deployed version (${d.version.slice(0, 12)}, ` +
+          `${d.deployedAt.toISOString()}) but not here${renamed}: action keys contain the step id, ` +
+          "so a renamed step is a new action, sent again to customers who already had it",
+      });
+    }
+  }
+  return out;
+}
