@@ -10,6 +10,7 @@ import type { Config } from "./config";
 import { ConfigError, addressOf } from "./config";
 import type { Db } from "./db/client";
 import { createDb } from "./db/client";
+import { requireMigrated } from "./db/migrate";
 import { JourneyCatalog } from "./engine/catalog";
 import type { Clock, Engine, FailpointName, Tuning } from "./engine/engine";
 import { DEFAULT_TUNING, systemClock } from "./engine/engine";
@@ -68,6 +69,12 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
     );
   }
   const db = createDb(opts.databaseUrl, { poolSize: opts.poolSize ?? 10 });
+  try {
+    await requireMigrated(db, opts.databaseUrl);
+  } catch (error) {
+    await db.$disconnect();
+    throw error;
+  }
   const queues = createQueues(opts.redisUrl, config.queuePrefix);
   const channels = createChannels(config);
   const tuning: Tuning = {

@@ -8,6 +8,7 @@ import type { Db } from "../db/client";
 import type { Clock } from "../engine/engine";
 import type { Logger } from "../log";
 import type { Queues } from "../queue/queues";
+import { pendingMigrations } from "../db/migrate";
 import { recordAudit } from "../ledger/audit";
 import { keyRing } from "./auth";
 import type { IdempotencyOptions, StoredResponse } from "./idempotency";
@@ -175,17 +176,17 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.get("/healthz", () => ({ status: "ok" }));
   app.get("/readyz", async (_req, reply) => {
-    const checks = await Promise.all([
-      deps.db.$queryRaw`SELECT 1`.then(
-        () => "ok",
-        (e: Error) => e.message,
+    const [database, redis] = await Promise.all([
+      // Answering is not enough: a schema missing a migration fails every request.
+      pendingMigrations(deps.db).then(
+        (pending) => (pending.length === 0 ? "ok" : `${pending.length} migrations not applied`),
+        () => "unreachable",
       ),
       deps.redis.ping().then(
         () => "ok",
-        (e: Error) => e.message,
+        () => "unreachable",
       ),
     ]);
-    const [database, redis] = checks.map((c) => (c === "ok" ? "ok" : "unreachable"));
     if (database === "ok" && redis === "ok") return { status: "ready", database, redis };
     return sendProblem(reply, {
       ...problem(503, "Not ready", `database: ${database}, redis: ${redis}`),

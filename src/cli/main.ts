@@ -187,6 +187,7 @@ function positiveInt(value: string): number {
 const USER_ERRORS = new Set([
   "ConfigError",
   "MigrationError",
+  "DatabaseUnreachableError",
   "JourneyLoadError",
   "EmbeddedServiceError",
   "EventValidationError",

@@ -6,7 +6,8 @@ import { createHash, randomUUID } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
-import { connectionOptions } from "./url";
+import type { Db } from "./client";
+import { connectionOptions, redactUrl } from "./url";
 
 export const MIGRATIONS_DIR = new URL("../../prisma/migrations/", import.meta.url).pathname;
 
@@ -105,4 +106,43 @@ export function listMigrations(dir = MIGRATIONS_DIR): string[] {
 
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** The bundled migrations this database has not applied (all of them where none ever ran). */
+export async function pendingMigrations(db: Db): Promise<string[]> {
+  const [{ exists } = { exists: false }] = await db.$queryRaw<{ exists: boolean }[]>`
+    SELECT to_regclass('"_prisma_migrations"') IS NOT NULL AS exists`;
+  const applied = exists
+    ? await db.$queryRaw<{ name: string }[]>`
+        SELECT migration_name AS name FROM "_prisma_migrations"
+        WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL`
+    : [];
+  const done = new Set(applied.map((a) => a.name));
+  return listMigrations().filter((m) => !done.has(m));
+}
+
+/** Thrown when the database cannot be reached at start-up: names where, never the password. */
+export class DatabaseUnreachableError extends Error {
+  override readonly name = "DatabaseUnreachableError";
+}
+
+/**
+ * Before a process starts work: the database answers and has every migration this version
+ * needs. A worker or an API on a schema without its tables would fail every job and request.
+ */
+export async function requireMigrated(db: Db, databaseUrl: string): Promise<void> {
+  let pending: string[];
+  try {
+    pending = await pendingMigrations(db);
+  } catch (error) {
+    throw new DatabaseUnreachableError(
+      `cannot reach the database at ${redactUrl(databaseUrl)}: ${(error as Error).message.split("\n")[0]}`,
+    );
+  }
+  if (pending.length > 0) {
+    throw new MigrationError(
+      `the database at ${redactUrl(databaseUrl)} lacks ${pending.length} migration${pending.length === 1 ? "" : "s"} ` +
+        `(the first: ${pending[0]}): run "sendonce db migrate" first`,
+    );
+  }
 }

@@ -2,11 +2,15 @@
 // itself is never printed (it may be a secret).
 import { describe, expect, it } from "vitest";
 import { runCli } from "../support/cli";
+import { SERVER_URL, uniqueName } from "../support/db";
 
 const URLS = {
   DATABASE_URL: "postgresql://u:hunter2@127.0.0.1:1/x",
   REDIS_URL: "redis://127.0.0.1:1",
 };
+
+/** Everything else a worker and an API need, so that the database is what they stop at. */
+const READY = { SENDONCE_API_KEYS: "k".repeat(16), SENDONCE_SECRET: "s".repeat(32) };
 
 describe("configuration errors", () => {
   it("names SENDONCE_API_KEYS when the API has no keys", () => {
@@ -45,5 +49,30 @@ describe("configuration errors", () => {
     });
     expect(smtp.stderr).toMatch(/EMAIL_FROM: required when SMTP_URL is set/);
     expect(smtp.stderr).not.toContain("pw@");
+  });
+
+  it("names an unreachable database, and one without its migrations, before starting", () => {
+    for (const command of ["worker", "api"]) {
+      const unreachable = runCli([command], { ...URLS, ...READY });
+      expect(unreachable.code).toBe(1);
+      expect(unreachable.stderr).toContain(
+        "sendonce: cannot reach the database at postgresql://u:***@127.0.0.1:1/x",
+      );
+      expect(unreachable.stderr).not.toContain("hunter2");
+      expect(unreachable.stderr).not.toMatch(/^\s+at /m);
+    }
+    const unmigrated = new URL(SERVER_URL);
+    unmigrated.searchParams.set("schema", uniqueName("unmigrated"));
+    for (const command of ["worker", "api"]) {
+      const r = runCli([command], {
+        DATABASE_URL: unmigrated.toString(),
+        REDIS_URL: "redis://127.0.0.1:1",
+        ...READY,
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(
+        /lacks \d+ migrations \(the first: \d+_init\w*\): run "sendonce db migrate" first/,
+      );
+    }
   });
 });
