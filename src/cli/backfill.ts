@@ -1,4 +1,5 @@
 // `sendonce backfill`: flags in, a progress bar on stderr, per-step counts out.
+import { resolve } from "node:path";
 import { createApp } from "../app";
 import { ConfigError, loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
 import { parseDuration, isDurationError } from "../journeys/duration";
@@ -42,12 +43,19 @@ export async function runBackfillCommand(flags: BackfillFlags): Promise<number> 
     if (!flags.since === !flags.file)
       throw new ConfigError("give either --since (stored events) or --file (an NDJSON file)");
     if (flags.until && !flags.since) throw new ConfigError("--until needs --since");
+    if (
+      flags.until &&
+      flags.since &&
+      parseWhen("until", flags.until) <= parseWhen("since", flags.since)
+    )
+      throw new ConfigError("--until must be after --since");
   }
   const params: BackfillParams = {
     journeyId: flags.journey ?? "",
     ...(flags.since && { since: parseWhen("since", flags.since) }),
     ...(flags.until && { until: parseWhen("until", flags.until) }),
-    ...(flags.file && { file: flags.file }),
+    // Absolute: a resume may run from another directory.
+    ...(flags.file && { file: resolve(flags.file) }),
     ...(flags.rate && { rate: parseRate(flags.rate) }),
   };
   const config = loadConfig();

@@ -1,6 +1,6 @@
 // `sendonce import FILE.ndjson`: a progress bar on a terminal (a line every few seconds
 // otherwise), bad lines as FILE:LINE: message, a summary, exit code 1 if any line was bad.
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { ConfigError, loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
 import { createDb } from "../db/client";
 import type { ImportProgress } from "../ingest/ndjson";
@@ -14,6 +14,7 @@ export async function runImport(
 ): Promise<number> {
   const config = loadConfig();
   if (!existsSync(file)) throw new ConfigError(`${file}: no such file`);
+  if (!statSync(file).isFile()) throw new ConfigError(`${file}: not a file`);
   const db = createDb(requireDatabaseUrl(config), { poolSize: 4 });
   const queues = createQueues(requireRedisUrl(config), config.queuePrefix);
   const started = Date.now();
@@ -52,7 +53,7 @@ export async function runImport(
     console.log(
       `${result.aborted ? `aborted at line ${result.line}` : `imported ${file}`}: ${c.accepted} accepted, ${c.duplicate} duplicates, ${c.conflict} conflicts, ${c.bad} bad line${c.bad === 1 ? "" : "s"}`,
     );
-    return c.bad > 0 ? 1 : 0;
+    return c.bad > 0 || c.conflict > 0 ? 1 : 0;
   } finally {
     await queues.close();
     await db.$disconnect();

@@ -51,7 +51,7 @@ program
 program
   .command("api")
   .description("serve the HTTP API ($DATABASE_URL, $REDIS_URL, $SENDONCE_API_KEYS)")
-  .option("--port <n>", "port to listen on", positiveInt, 8080)
+  .option("--port <n>", "port to listen on (1-65535)", port, 8080)
   .option("--host <host>", "address to listen on", "0.0.0.0")
   .action(async (opts: { port: number; host: string }) => {
     const { runApi } = await import("./api");
@@ -183,6 +183,13 @@ function positiveInt(value: string): number {
   return n;
 }
 
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65_535)
+    throw new InvalidArgumentError("must be a port number from 1 to 65535");
+  return n;
+}
+
 /** Errors that carry a message meant for the user; anything else is a bug and shows its stack. */
 const USER_ERRORS = new Set([
   "ConfigError",
@@ -194,10 +201,17 @@ const USER_ERRORS = new Set([
   "BackfillError",
 ]);
 
+function isSystemError(error: Error): boolean {
+  const { code, syscall } = error as { code?: unknown; syscall?: unknown };
+  return typeof code === "string" && /^E[A-Z]+$/.test(code) && typeof syscall === "string";
+}
+
 try {
   await program.parseAsync();
 } catch (error) {
-  if (error instanceof Error && USER_ERRORS.has(error.name)) {
+  if (error instanceof Error && (USER_ERRORS.has(error.name) || isSystemError(error))) {
+    // A system error (a port in use, a missing file) is the environment's, not a bug: its
+    // message names it (listen EADDRINUSE: address already in use 0.0.0.0:8080).
     console.error(`sendonce: ${error.message}`);
     process.exitCode = 1;
   } else {

@@ -24,7 +24,7 @@ export interface ImportProgress {
 export interface ImportOptions {
   source?: string;
   onError: "skip" | "abort";
-  /** A bad line, with its 1-based number and what is wrong. */
+  /** A bad or conflicting line, with its 1-based number and what is wrong. */
   onBadLine: (line: number, message: string) => void;
   onProgress?: (p: ImportProgress) => void;
 }
@@ -48,11 +48,22 @@ export async function importNdjson(
   // Valid lines are stored in order and enqueued a chunk at a time: one Redis round trip per
   // chunk instead of one per line.
   let pending: ParsedEvent[] = [];
+  let lineOf: number[] = [];
   const flush = async () => {
     if (pending.length === 0) return;
     const results = await ingestEvents(db, queues, pending, "import", { now: new Date(), log });
-    for (const r of results) progress.counts[r.status] += 1;
+    results.forEach((r, i) => {
+      progress.counts[r.status] += 1;
+      // As the API's 409: the id was stored before with another payload; this line is not.
+      if (r.status === "conflict") {
+        opts.onBadLine(
+          lineOf[i]!,
+          `conflict: event ${pending[i]!.source}/${pending[i]!.id} was stored before with a different payload; this line was not stored`,
+        );
+      }
+    });
     pending = [];
+    lineOf = [];
     opts.onProgress?.(progress);
   };
   for await (const text of lines) {
@@ -66,6 +77,7 @@ export async function importNdjson(
           ? { ...raw, source: opts.source }
           : raw;
       pending.push(parseEvent(withSource));
+      lineOf.push(progress.line);
     } catch (error) {
       const message =
         error instanceof EventValidationError

@@ -3,7 +3,7 @@
 // be sent and what suppressed and why; a real run enrolls (the workers do the steps), keeps
 // to a rate, records its cursor, and resumes after a crash.
 import { randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, existsSync, statSync } from "node:fs";
 import { createInterface } from "node:readline";
 import type { App } from "../app";
 import type { Prisma } from "../generated/prisma/client";
@@ -84,6 +84,10 @@ export async function runBackfill(
     throw new BackfillError(
       `journey "${params.journeyId}" is not deployed here; journeys: ${engine.catalog.current.map((c) => c.journey.id).join(", ")}`,
     );
+  }
+  if (params.file && !(existsSync(params.file) && statSync(params.file).isFile())) {
+    // Before a backfill row exists: nothing is left "running" that never ran.
+    throw new BackfillError(`cannot read ${params.file}: no such file`);
   }
   const source = params.file
     ? fileSource(app, params.file, cursor, opts.dryRun)

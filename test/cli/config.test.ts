@@ -1,8 +1,11 @@
 // A missing or malformed setting is named, with what to do, before anything starts; the value
 // itself is never printed (it may be a secret).
 import { describe, expect, it } from "vitest";
-import { runCli } from "../support/cli";
-import { SERVER_URL, uniqueName } from "../support/db";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
+import { runCli, runCliAsync } from "../support/cli";
+import { SERVER_URL, createTestSchema, uniqueName } from "../support/db";
+import { REDIS_URL } from "../support/redis";
 
 const URLS = {
   DATABASE_URL: "postgresql://u:hunter2@127.0.0.1:1/x",
@@ -73,6 +76,28 @@ describe("configuration errors", () => {
       expect(r.stderr).toMatch(
         /lacks \d+ migrations \(the first: \d+_init\w*\): run "sendonce db migrate" first/,
       );
+    }
+  });
+
+  it("names a port in use in one line, with no stack trace", async () => {
+    const schema = await createTestSchema("port");
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const r = await runCliAsync(["api", "--port", String(port), "--host", "127.0.0.1"], {
+        DATABASE_URL: schema.url,
+        REDIS_URL,
+        ...READY,
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(
+        `sendonce: listen EADDRINUSE: address already in use 127.0.0.1:${port}`,
+      );
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+    } finally {
+      taken.close();
+      await schema.drop();
     }
   });
 });

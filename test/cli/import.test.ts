@@ -76,6 +76,28 @@ describe("sendonce import", () => {
     expect(stored.map((e) => e.eventId).sort()).toEqual(["s1", "s3"]);
   });
 
+  it("names a line whose id was stored with another payload, as the API's 409 does", () => {
+    const first = runCli(
+      ["import", file([line("k1", { properties: { v: 1 } })]), "--source", "cf"],
+      env(),
+    );
+    expect(first.code).toBe(0);
+    const path = file([line("k2"), line("k1", { properties: { v: 2 } })]);
+    const again = runCli(["import", path, "--source", "cf"], env());
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain(
+      `${path}:2: conflict: event cf/k1 was stored before with a different payload; this line was not stored`,
+    );
+    expect(again.stdout).toContain("1 accepted, 0 duplicates, 1 conflicts, 0 bad lines");
+  });
+
+  it("names a path that is not a file", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sendonce-import-dir-"));
+    const r = runCli(["import", dir], env());
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(`sendonce: ${dir}: not a file`);
+  });
+
   it("stops at the first bad line with --on-error abort", async () => {
     const path = file([line("a1"), "not json", line("a2")]);
     const result = runCli(["import", path, "--on-error", "abort"], env());

@@ -151,5 +151,18 @@ describe("sendonce backfill", () => {
     expect(runCli(["backfill", "--resume", "bf_missing"], h().env()).stderr).toMatch(
       /no backfill "bf_missing"/,
     );
+    expect(
+      runCli(["backfill", "--journey", "promo", "--since", "1d", "--until", "2d"], h().env())
+        .stderr,
+    ).toMatch(/--until must be after --since/);
+  });
+
+  it("names a missing file before it records a backfill, and leaves none running", async () => {
+    const before = await h().schema.db.backfill.count();
+    const r = runCli(["backfill", "--journey", "promo", "--file", "no-such.ndjson"], h().env());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^sendonce: cannot read \/.*\/no-such\.ndjson: no such file$/m);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+    expect(await h().schema.db.backfill.count()).toBe(before);
   });
 });
