@@ -96,6 +96,23 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     req.apiKeyHash = hash;
   };
 
+  /**
+   * The client API takes JSON only: a form body (curl's default) would parse as an object
+   * with the whole text as a key, and be named as an unknown field.
+   */
+  const jsonOnly = async (req: FastifyRequest, reply: FastifyReply) => {
+    if (req.method !== "POST" && req.method !== "PUT") return;
+    if (/^application\/([\w.+-]+\+)?json\b/i.test(req.headers["content-type"] ?? "")) return;
+    return sendProblem(
+      reply,
+      problem(
+        415,
+        "Unsupported media type",
+        "send the body as JSON, with Content-Type: application/json",
+      ),
+    );
+  };
+
   /** Runs `handler` under the request's Idempotency-Key, if it sent one. */
   const idempotent = async (
     req: FastifyRequest,
@@ -201,6 +218,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   // Authentication covers exactly the client API, in a scope of its own.
   await app.register((v1, _opts, done) => {
     v1.addHook("onRequest", authenticate);
+    v1.addHook("onRequest", jsonOnly);
     registerEventRoutes(v1, deps, idempotent);
     registerCustomerRoutes(v1, deps, idempotent);
     registerEmailEventRoutes(v1, deps);

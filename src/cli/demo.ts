@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createApp, outboxDir, runEngine } from "../app";
 import { countOutbox } from "../channels/outbox";
-import { loadConfig } from "../config";
+import { ConfigError, loadConfig } from "../config";
 import type { Config } from "../config";
 import { migrate } from "../db/migrate";
 import { resolveServices } from "../infra/services";
@@ -37,6 +37,12 @@ export interface DemoOptions {
 
 export async function runDemo(opts: DemoOptions): Promise<number> {
   const loaded = loadConfig();
+  if (opts.fresh && loaded.databaseUrl) {
+    // Starting over means an empty ledger; a database of the user's own is not ours to empty.
+    throw new ConfigError(
+      "--fresh starts over on the embedded database, and DATABASE_URL is set: unset it, or point it at a new schema (?schema=demo2)",
+    );
+  }
   if (opts.fresh) {
     rmSync(loaded.stateDir, { recursive: true, force: true });
     console.log(`removed ${loaded.stateDir}/`);
@@ -101,7 +107,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     }
     if (summary.events === 0) {
       console.log(
-        `\nevery sample event was already in ${config.stateDir}/ from an earlier run, so nothing new was sent: that is the guarantee. Run with --fresh to start over.`,
+        `\nevery sample event was already in ${services.embedded.postgres ? `${config.stateDir}/` : "DATABASE_URL"} from an earlier run, so nothing new was sent: that is the guarantee. ${services.embedded.postgres ? "Run with --fresh to start over." : "Point DATABASE_URL at a new schema to start over."}`,
       );
     }
     console.log(`\nsee one customer's story: sendonce explain --customer c_1002`);

@@ -35,7 +35,10 @@ export function occurredAtSchema() {
   return z.iso
     .datetime({
       offset: true,
-      message: 'must be an ISO-8601 timestamp, e.g. "2026-11-02T09:30:00Z"',
+      error: (issue) =>
+        issue.input === undefined
+          ? 'is required: when it happened, as an ISO-8601 timestamp, e.g. "2026-11-02T09:30:00Z"'
+          : 'must be an ISO-8601 timestamp, e.g. "2026-11-02T09:30:00Z"',
     })
     .transform((s) => new Date(s))
     .refine((d) => d.getTime() <= Date.now() + MAX_AHEAD_MS, {

@@ -33,7 +33,9 @@ export function loadJourneys(dir: string): LoadedJourneys {
           file: dir,
           line: 1,
           column: 1,
-          message: "journeys directory not found",
+          message: existsSync(dir)
+            ? "not a directory: give the journeys directory, not one file in it"
+            : "journeys directory not found",
         },
       ],
     };

@@ -154,6 +154,11 @@ describe("the HTTP API", () => {
     expect(
       ((await missing.json()) as { errors: { field: string }[] }).errors.map((e) => e.field),
     ).toEqual(["customerId"]);
+    const { occurredAt: _, ...undated } = event("x", "c");
+    const noTime = await api.post("/v1/events", undated);
+    expect(await noTime.json()).toMatchObject({
+      errors: [{ field: "occurredAt", message: expect.stringMatching(/^is required/) as string }],
+    });
     const badTime = await api.post("/v1/events", event("x", "c", { occurredAt: "yesterday" }));
     expect(await badTime.json()).toMatchObject({
       errors: [{ field: "occurredAt", message: expect.stringMatching(/ISO-8601/) as string }],
@@ -164,6 +169,17 @@ describe("the HTTP API", () => {
     });
     const malformed = await api.post("/v1/events", "{not json");
     expect(malformed.status).toBe(400);
+    // curl's default form encoding is not JSON: named as such, not as an unknown field.
+    const form = await fetch(`${api.url}/v1/events`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${API_KEY}`,
+        "content-type": "application/x-www-form-urlencoded",
+      },
+      body: JSON.stringify(event("x", "c")),
+    });
+    expect(form.status).toBe(415);
+    expect(await form.text()).toContain("Content-Type: application/json");
     const huge = await api.post(
       "/v1/events",
       event("x", "c", { properties: { blob: "x".repeat(70_000) } }),

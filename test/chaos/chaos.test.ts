@@ -45,8 +45,9 @@ describe("the chaos run", () => {
     // The offer cap was reached for some customers, and some requests were answered by replay.
     expect(s["  frequency_cap"]).toBeGreaterThan(0);
     expect(s["  answered by a replay of the first answer"]).toBeGreaterThan(0);
-    expect(report.totalMs).toBeLessThan(85_000);
-  }, 90_000);
+    // About 40-50 s alone on the reference machine; the whole suite runs beside it.
+    expect(report.totalMs).toBeLessThan(170_000);
+  }, 180_000);
 });
 
 describe("the chaos verdict", () => {

@@ -96,5 +96,10 @@ describe("the sendonce validate command", () => {
     const result = runCli(["validate", "no/such/dir"]);
     expect(result.code).toBe(1);
     expect(result.stdout).toContain("no/such/dir:1:1: error: journeys directory not found");
+    const file = runCli(["validate", "journeys/welcome-series.yaml"]);
+    expect(file.code).toBe(1);
+    expect(file.stdout).toContain(
+      "journeys/welcome-series.yaml:1:1: error: not a directory: give the journeys directory",
+    );
   });
 });

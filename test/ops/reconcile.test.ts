@@ -241,4 +241,15 @@ describe("reconcile and report", () => {
     const action = await h().schema.db.action.findUniqueOrThrow({ where: { key: lost } });
     expect([action.state, action.providerId]).toEqual(["in_doubt", null]);
   });
+
+  it("lists a delivery event for a message not ours without failing the run", async () => {
+    const posted = await api.post("/v1/webhooks/email", {
+      messageId: "<someone-else@elsewhere.example>",
+      event: "delivered",
+    });
+    expect(await posted.json()).toEqual({ received: 1, matched: 0 });
+    const out = await reconcile("--channel", "email", "--since", "1d");
+    expect(out.stdout).toContain("email_event_unknown_message");
+    expect(out.code).toBe(0);
+  });
 });

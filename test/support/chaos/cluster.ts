@@ -228,18 +228,29 @@ async function build(
       const pid = w.child.pid!;
       killing.add(w);
       await w.kill("SIGKILL");
-      // Dead: nothing of its own moves any more. Its workerId is `${host}-${pid}-${4 hex}`.
-      const rows = await steadyQuery<{ key: string; attempt: number; state: string }>(
-        `SELECT key, attempt, state FROM "Action"
-         WHERE "workerId" LIKE $1 AND state IN ('calling', 'claimed')`,
-        [`%-${pid}-____`],
-      );
+      // Dead: it sends nothing more. Its workerId is `${host}-${pid}-${4 hex}`.
+      const held = () =>
+        steadyQuery<{ key: string; attempt: number; state: string }>(
+          `SELECT key, attempt, state FROM "Action"
+           WHERE "workerId" LIKE $1 AND state IN ('calling', 'claimed')`,
+          [`%-${pid}-____`],
+        );
+      const rows = await held();
       // The replacement starts while the chaos goes on: a slow start does not space out the
       // kills (one that fails to start is started again by spawnWorker).
       spawnWorker(slot);
+      // A statement it had already sent (a call-started mark waiting on a lock) still commits
+      // after the kill: a call it started then is in flight at the kill too. Looked at again
+      // once Postgres has run what it was sent (no call lease runs out that soon).
+      await new Promise((r) => setTimeout(r, 1_000));
+      const calling = new Set(
+        [...rows, ...(await held())]
+          .filter((r) => r.state === "calling")
+          .map((r) => `${r.key}#${r.attempt}`),
+      );
       return {
         pid,
-        calling: rows.filter((r) => r.state === "calling").map((r) => `${r.key}#${r.attempt}`),
+        calling: [...calling],
         claimed: rows.filter((r) => r.state === "claimed").length,
       };
     },
