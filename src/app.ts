@@ -9,8 +9,7 @@ import { createTwilioChannel } from "./channels/sms-twilio";
 import type { Config } from "./config";
 import { ConfigError, addressOf } from "./config";
 import type { Db } from "./db/client";
-import { createDb } from "./db/client";
-import { requireMigrated } from "./db/migrate";
+import { openMigrated } from "./db/migrate";
 import { JourneyCatalog } from "./engine/catalog";
 import type { Clock, Engine, FailpointName, Tuning } from "./engine/engine";
 import { DEFAULT_TUNING, systemClock } from "./engine/engine";
@@ -68,13 +67,7 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
         "Set it to a random string of 32 or more characters, e.g. openssl rand -hex 32",
     );
   }
-  const db = createDb(opts.databaseUrl, { poolSize: opts.poolSize ?? 10 });
-  try {
-    await requireMigrated(db, opts.databaseUrl);
-  } catch (error) {
-    await db.$disconnect();
-    throw error;
-  }
+  const db = await openMigrated(opts.databaseUrl, opts.poolSize ?? 10);
   const queues = createQueues(opts.redisUrl, config.queuePrefix);
   const channels = createChannels(config);
   const tuning: Tuning = {

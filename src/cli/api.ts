@@ -4,8 +4,7 @@ import { buildApi } from "../api/app";
 import { reapKeys } from "../api/idempotency";
 import { failpoint } from "../app";
 import { ConfigError, loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
-import { createDb } from "../db/client";
-import { requireMigrated } from "../db/migrate";
+import { openMigrated } from "../db/migrate";
 import { systemClock } from "../engine/engine";
 import { createLogger } from "../log";
 import { createQueues } from "../queue/queues";
@@ -23,13 +22,7 @@ export async function runApi(opts: { port: number; host: string }): Promise<void
     );
   }
   const log = createLogger();
-  const db = createDb(databaseUrl, { poolSize: config.dbPoolSize ?? 20 });
-  try {
-    await requireMigrated(db, databaseUrl);
-  } catch (error) {
-    await db.$disconnect();
-    throw error;
-  }
+  const db = await openMigrated(databaseUrl, config.dbPoolSize ?? 20);
   const queues = createQueues(redisUrl, config.queuePrefix);
   const stop =
     config.failpoint === "api_after_commit" ? failpoint("api_after_commit", log) : undefined;

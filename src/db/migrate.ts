@@ -7,6 +7,7 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import type { Db } from "./client";
+import { createDb } from "./client";
 import { connectionOptions, redactUrl } from "./url";
 
 export const MIGRATIONS_DIR = new URL("../../prisma/migrations/", import.meta.url).pathname;
@@ -127,10 +128,25 @@ export class DatabaseUnreachableError extends Error {
 }
 
 /**
- * Before a process starts work: the database answers and has every migration this version
- * needs. A worker or an API on a schema without its tables would fail every job and request.
+ * The database of a process about to start work (a worker, the API, a backfill): connected,
+ * answering, with every migration this version needs; closed again if it is not.
  */
-export async function requireMigrated(db: Db, databaseUrl: string): Promise<void> {
+export async function openMigrated(databaseUrl: string, poolSize: number): Promise<Db> {
+  const db = createDb(databaseUrl, { poolSize });
+  try {
+    await requireMigrated(db, databaseUrl);
+    return db;
+  } catch (error) {
+    await db.$disconnect();
+    throw error;
+  }
+}
+
+/**
+ * The database answers and has every migration this version needs: a worker or an API on a
+ * schema without its tables would fail every job and request.
+ */
+async function requireMigrated(db: Db, databaseUrl: string): Promise<void> {
   let pending: string[];
   try {
     pending = await pendingMigrations(db);
