@@ -119,8 +119,12 @@ export async function pendingMigrations(db: Db): Promise<string[]> {
         WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL`
     : [];
   const done = new Set(applied.map((a) => a.name));
-  return listMigrations().filter((m) => !done.has(m));
+  bundled ??= listMigrations();
+  return bundled.filter((m) => !done.has(m));
 }
+
+/** This version's migrations, read once: /readyz asks on every probe. */
+let bundled: string[] | undefined;
 
 /** Thrown when the database cannot be reached at start-up: names where, never the password. */
 export class DatabaseUnreachableError extends Error {
