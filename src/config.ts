@@ -16,8 +16,8 @@ const optionalUrl = (name: string, protocols: string[]) =>
 const milliseconds = (fallback: number) =>
   z.coerce
     .number({ message: "must be a number of milliseconds" })
-    .int()
-    .positive()
+    .int("must be a whole number of milliseconds")
+    .positive("must be more than 0 milliseconds")
     .default(fallback);
 
 const envSchema = z.object({
@@ -38,9 +38,9 @@ const envSchema = z.object({
   SENDONCE_SWEEP_INTERVAL_MS: milliseconds(5_000),
   SENDONCE_DB_POOL_SIZE: z.coerce
     .number({ message: "must be a number" })
-    .int()
-    .min(1)
-    .max(200)
+    .int("must be a whole number")
+    .min(1, "must be at least 1")
+    .max(200, "must be at most 200")
     .optional(),
   TWILIO_ACCOUNT_SID: z
     .string()
@@ -80,8 +80,8 @@ const envSchema = z.object({
     .optional(),
   SENDONCE_BODY_LIMIT_BYTES: z.coerce
     .number({ message: "must be a number of bytes" })
-    .int()
-    .positive()
+    .int("must be a whole number of bytes")
+    .positive("must be more than 0 bytes")
     .default(1_048_576),
   SENDONCE_IDEMPOTENCY_TTL_HOURS: z.coerce
     .number({ message: "must be a number of hours" })

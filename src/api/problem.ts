@@ -1,10 +1,23 @@
 // RFC 9457 problem details: every API error names what went wrong and, for bad input, which
 // field, so a client can fix the request without reading our logs.
 import type { FastifyReply } from "fastify";
+import type { z } from "zod";
 
 export interface FieldError {
   field: string;
   message: string;
+}
+
+/**
+ * Schema issues as field errors: each at its path in dots, an unknown field at its own path,
+ * and `(body)` for the body as a whole.
+ */
+export function fieldErrorsOf(error: z.ZodError): FieldError[] {
+  return error.issues.flatMap((i) =>
+    i.code === "unrecognized_keys"
+      ? i.keys.map((k) => ({ field: [...i.path, k].join("."), message: "unknown field" }))
+      : [{ field: i.path.join(".") || "(body)", message: i.message }],
+  );
 }
 
 export interface Problem {

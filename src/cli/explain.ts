@@ -2,6 +2,7 @@
 import { loadConfig } from "../config";
 import { createDb } from "../db/client";
 import { migrate } from "../db/migrate";
+import { requireDeployed } from "../journeys/deployed";
 import { resolveDatabase } from "../infra/services";
 import { formatTimeline, loadTimeline } from "../ops/explain";
 
@@ -15,6 +16,7 @@ export async function runExplain(opts: {
   const db = createDb(database.url, { poolSize: 2 });
   try {
     if (!config.databaseUrl) await migrate(database.url);
+    if (opts.journey) await requireDeployed(db, opts.journey);
     const entries = await loadTimeline(db, opts.customer, opts.journey);
     if (opts.format === "json") {
       console.log(

@@ -199,6 +199,7 @@ const USER_ERRORS = new Set([
   "EmbeddedServiceError",
   "EventValidationError",
   "BackfillError",
+  "UnknownJourneyError",
 ]);
 
 function isSystemError(error: Error): boolean {

@@ -3,6 +3,7 @@ import { writeFileSync } from "node:fs";
 import { loadConfig } from "../config";
 import { createDb } from "../db/client";
 import { migrate } from "../db/migrate";
+import { requireDeployed } from "../journeys/deployed";
 import { resolveDatabase } from "../infra/services";
 import { formatHtml } from "../reports/html";
 import { collectMeasures } from "../reports/measures";
@@ -21,6 +22,7 @@ export async function runReport(opts: {
   const db = createDb(database.url, { poolSize: 4 });
   try {
     if (!config.databaseUrl) await migrate(database.url);
+    if (opts.journey) await requireDeployed(db, opts.journey);
     const m = await collectMeasures(db, {
       since,
       ...(opts.journey && { journeyId: opts.journey }),

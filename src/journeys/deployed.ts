@@ -49,3 +49,25 @@ export async function stepIdChanges(
   }
   return out;
 }
+
+/** A journey id that no worker has deployed to this database: most often a typo. */
+export class UnknownJourneyError extends Error {
+  override readonly name = "UnknownJourneyError";
+}
+
+/**
+ * Refuses a `--journey` that this database has never run, naming the ones it has: a typo would
+ * otherwise read as a report of nothing, or an empty timeline.
+ */
+export async function requireDeployed(db: Db, journeyId: string): Promise<void> {
+  const rows = await db.$queryRaw<{ journeyId: string }[]>`
+    SELECT DISTINCT "journeyId" FROM "JourneyVersion" ORDER BY "journeyId"`;
+  if (rows.some((r) => r.journeyId === journeyId)) return;
+  const known = rows.map((r) => r.journeyId);
+  throw new UnknownJourneyError(
+    `unknown journey "${journeyId}": ` +
+      (known.length > 0
+        ? `this database has run ${known.join(", ")}`
+        : "no worker has deployed a journey to this database yet"),
+  );
+}

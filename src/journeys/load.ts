@@ -82,21 +82,26 @@ export function loadJourneys(dir: string): LoadedJourneys {
       display,
     );
     diagnostics.push(...parsed.diagnostics);
-    const journey = parsed.value;
-    if (!journey) continue;
-    const other = files.get(journey.id);
+    // Ids are compared also for files with errors: fixing those must not uncover a clash.
+    if (parsed.id === undefined) continue;
+    const other = files.get(parsed.id);
     if (other) {
-      diagnostics.push({
-        severity: "error",
-        code: "duplicate_journey_id",
-        file: display(name),
-        line: 1,
-        column: 1,
-        message: `journey id "${journey.id}" is already used by ${other}: ids must be unique, they are part of every action key`,
-      });
+      const message = `journey id "${parsed.id}" is already used by ${other}: ids must be unique, they are part of every action key`;
+      diagnostics.push(
+        parsed.map?.diagnostic("error", "duplicate_journey_id", ["id"], message) ?? {
+          severity: "error",
+          code: "duplicate_journey_id",
+          file: display(name),
+          line: 1,
+          column: 1,
+          message,
+        },
+      );
       continue;
     }
-    files.set(journey.id, display(name));
+    files.set(parsed.id, display(name));
+    const journey = parsed.value;
+    if (!journey) continue;
     if (parsed.map) maps.set(journey.id, parsed.map);
     journeys.push({ ...journey, file: name });
   }

@@ -17,6 +17,8 @@ export interface ParsedFile<T> {
   diagnostics: Diagnostic[];
   /** For checks across files that must point into this one. */
   map?: SourceMap;
+  /** The journey's id as written, also when the file has errors: ids are checked across files. */
+  id?: string;
 }
 
 /** Parses YAML text into a plain value, with the source map for locating problems. */
@@ -89,7 +91,9 @@ export function parseJourney(
     "entry",
     "reference",
   ]);
-  if (!top.success) return { diagnostics };
+  const id = stringOrUndefined((raw as { id?: unknown }).id);
+  const failed = () => ({ diagnostics, map, ...(id !== undefined && { id }) });
+  if (!top.success) return failed();
 
   const j = top.data;
   if (j.entry.once === "per_reference" && !j.entry.reference) {
@@ -129,7 +133,7 @@ export function parseJourney(
       }
     });
   }
-  if (diagnostics.some((d) => d.severity === "error")) return { diagnostics };
+  if (diagnostics.some((d) => d.severity === "error")) return failed();
 
   const journey: Journey = {
     id: j.id,
@@ -152,7 +156,7 @@ export function parseJourney(
     version: versionOf(text, ctx.templateSources),
     file,
   };
-  return { value: journey, diagnostics, map };
+  return { value: journey, diagnostics, map, id: journey.id };
 }
 
 function stringOrUndefined(value: unknown): string | undefined {

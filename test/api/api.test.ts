@@ -276,6 +276,16 @@ describe("the HTTP API", () => {
     expect(customer.consents).toMatchObject([{ topic: "promotions", status: "revoked" }]);
     expect(customer.points.balance).toBe(0);
     expect((await put({ occurredAt: "2026-11-02T11:00:00Z", phone: "12345" })).status).toBe(400);
+    const unknown = await put({
+      occurredAt: "2026-11-02T11:00:00Z",
+      consents: { email: {} },
+      tier: 1,
+    });
+    expect(unknown.status).toBe(400);
+    expect(((await unknown.json()) as { errors: unknown[] }).errors).toContainEqual({
+      field: "tier",
+      message: "unknown field",
+    });
     const surrogate = await put({
       occurredAt: "2026-11-02T11:00:00Z",
       attributes: { name: "\udc00x" },

@@ -29,6 +29,21 @@ describe("configuration errors", () => {
     expect(r.stderr).not.toContain("short-key");
   });
 
+  it("says what is wrong with a number: not a number, not whole, or out of range", () => {
+    const r = runCli(["worker"], {
+      ...URLS,
+      SENDONCE_LEASE_MS: "0",
+      SENDONCE_RETRY_BASE_MS: "1.5",
+      SENDONCE_SWEEP_INTERVAL_MS: "often",
+      SENDONCE_DB_POOL_SIZE: "0",
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("SENDONCE_LEASE_MS: must be more than 0 milliseconds");
+    expect(r.stderr).toContain("SENDONCE_RETRY_BASE_MS: must be a whole number of milliseconds");
+    expect(r.stderr).toContain("SENDONCE_SWEEP_INTERVAL_MS: must be a number of milliseconds");
+    expect(r.stderr).toContain("SENDONCE_DB_POOL_SIZE: must be at least 1");
+  });
+
   it("names SENDONCE_SECRET when marketing emails need signed unsubscribe links", () => {
     const r = runCli(["worker"], { ...URLS, SENDONCE_SECRET: "" });
     expect(r.code).toBe(1);

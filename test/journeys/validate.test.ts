@@ -77,6 +77,22 @@ describe("sendonce validate", () => {
     ]);
   });
 
+  it("finds a journey id used twice, also when one of the files has other errors", () => {
+    const ok = "  - id: hello\n    email: { subject: Hi, text: Hello }\n";
+    const { lines, journeys } = validate({
+      "a.yaml": HEADER + "  - id: hello\n    email: { subject: Hi, text: Hello, bogus: 1 }\n",
+      "b.yaml": "# the same id\n" + HEADER + ok,
+      "c.yaml": HEADER.replace("id: j", "id: k") + ok,
+    });
+    expect(lines).toEqual([
+      'a.yaml:8:40: error: unknown field "bogus" in steps[0].email',
+      expect.stringMatching(
+        /^b\.yaml:2:5: error: journey id "j" is already used by .*a\.yaml: ids must be unique/,
+      ),
+    ]);
+    expect(journeys.map((j) => j.id)).toEqual(["k"]);
+  });
+
   it("rejects a loop with no wait, and accepts the same loop with one", () => {
     const loop = (wait: string) =>
       HEADER +

@@ -170,6 +170,12 @@ describe("reconcile and report", () => {
     expect(m.latency.count).toBeGreaterThan(0);
     const table = runCli(["report", "--since", "1d"], h().env());
     expect(table.stdout).toMatch(/keys sent more than once\s+0/);
+    // A journey this database never ran is a typo, not a report of nothing.
+    for (const args of [["report"], ["explain", "--customer", "c_mail"]]) {
+      const typo = runCli([...args, "--journey", "helo"], h().env());
+      expect(typo.code).toBe(1);
+      expect(typo.stderr).toContain('unknown journey "helo": this database has run hello');
+    }
 
     const metrics = await (await fetch(`${api.url}/metrics`)).text();
     expect(metrics).toMatch(/^sendonce_duplicate_sends 0$/m);
@@ -251,5 +257,20 @@ describe("reconcile and report", () => {
     const out = await reconcile("--channel", "email", "--since", "1d");
     expect(out.stdout).toContain("email_event_unknown_message");
     expect(out.code).toBe(0);
+  });
+
+  it("names the field of a malformed delivery event, alone or in a batch", async () => {
+    const problems = async (body: object) => {
+      const r = await api.post("/v1/webhooks/email", body);
+      expect(r.status).toBe(400);
+      return ((await r.json()) as { errors: { field: string }[] }).errors.map((e) => e.field);
+    };
+    expect(await problems({ messageId: "<m@x>", event: "sent" })).toEqual(["event"]);
+    expect(await problems({ messageId: "<m@x>", event: "delivered", colour: 1 })).toEqual([
+      "colour",
+    ]);
+    expect(
+      await problems({ events: [{ messageId: "<m@x>", event: "delivered" }, { event: "opened" }] }),
+    ).toEqual(["events.1.messageId"]);
   });
 });

@@ -7,7 +7,7 @@ import { customerTraitsSchema, occurredAtSchema } from "../../ingest/event";
 import { refineStorable } from "../../ingest/storable";
 import { applyTraits } from "../../ingest/store";
 import type { ApiDeps, Idempotent } from "../app";
-import { problem } from "../problem";
+import { fieldErrorsOf, problem } from "../problem";
 
 const putSchema = customerTraitsSchema
   .extend({
@@ -59,10 +59,7 @@ export function registerCustomerRoutes(
         };
       const parsed = putSchema.safeParse(req.body);
       if (!parsed.success) {
-        const errors = parsed.error.issues.map((i) => ({
-          field: i.code === "unrecognized_keys" ? i.keys.join(", ") : i.path.join(".") || "(body)",
-          message: i.code === "unrecognized_keys" ? "unknown field" : i.message,
-        }));
+        const errors = fieldErrorsOf(parsed.error);
         return {
           status: 400,
           body: problem(

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { refineStorable } from "../../ingest/storable";
 import { recordAudit } from "../../ledger/audit";
 import type { ApiDeps } from "../app";
-import { problem, sendProblem } from "../problem";
+import { fieldErrorsOf, problem, sendProblem } from "../problem";
 
 const deliveryEvent = z.strictObject({
   messageId: z.string().min(3).max(998),
@@ -13,18 +13,19 @@ const deliveryEvent = z.strictObject({
   at: z.iso.datetime({ offset: true }).optional(),
   provider: z.string().max(100).optional(),
 });
-const body = z
-  .union([deliveryEvent, z.strictObject({ events: z.array(deliveryEvent).min(1).max(1000) })])
+const single = deliveryEvent.superRefine(refineStorable);
+const batch = z
+  .strictObject({ events: z.array(deliveryEvent).min(1).max(1000) })
   .superRefine(refineStorable);
+/** A body with `events` is a batch; any other is one event, so errors name its fields. */
+const bodySchema = (b: unknown) =>
+  b !== null && typeof b === "object" && !Array.isArray(b) && "events" in b ? batch : single;
 
 export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.post("/v1/webhooks/email", async (req, reply) => {
-    const parsed = body.safeParse(req.body);
+    const parsed = bodySchema(req.body).safeParse(req.body);
     if (!parsed.success) {
-      const errors = parsed.error.issues.map((i) => ({
-        field: i.path.join(".") || "(body)",
-        message: i.message,
-      }));
+      const errors = fieldErrorsOf(parsed.error);
       return sendProblem(
         reply,
         problem(
