@@ -3,13 +3,15 @@
 export type Fields = Record<string, string | number | bigint | boolean | null | undefined>;
 
 export interface Logger {
+  /** Every decision, one line each (`demo --verbose`); off unless asked for. */
+  debug(message: string, fields?: Fields): void;
   info(message: string, fields?: Fields): void;
   warn(message: string, fields?: Fields): void;
   error(message: string, fields?: Fields): void;
 }
 
 export function createLogger(
-  opts: { quiet?: boolean; write?: (line: string) => void } = {},
+  opts: { quiet?: boolean; verbose?: boolean; write?: (line: string) => void } = {},
 ): Logger {
   const write = opts.write ?? ((line: string) => process.stderr.write(`${line}\n`));
   const emit =
@@ -22,6 +24,7 @@ export function createLogger(
     };
   const info = emit("info");
   return {
+    debug: opts.verbose ? emit("debug") : () => {},
     info: opts.quiet ? () => {} : info,
     warn: emit("warn"),
     error: emit("error"),

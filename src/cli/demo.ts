@@ -64,7 +64,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     app = await createApp(config, {
       databaseUrl: services.databaseUrl,
       redisUrl: services.redisUrl,
-      log: createLogger({ quiet: !opts.verbose }),
+      log: createLogger({ quiet: !opts.verbose, verbose: opts.verbose }),
       timeScale: opts.timeScale,
     });
     console.log(

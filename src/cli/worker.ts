@@ -20,7 +20,8 @@ export async function runWorker(opts: { concurrency: number }): Promise<void> {
     worker: app.engine.workerId,
     concurrency: opts.concurrency,
     journeys: app.engine.catalog.current.length,
-    email: config.smtpUrl ? "smtp" : "outbox",
+    email: config.recordOnly ? "record-only" : config.smtpUrl ? "smtp" : "outbox",
+    sms: config.recordOnly ? "record-only" : config.twilio ? "twilio" : "outbox",
   });
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {

@@ -2,9 +2,10 @@
 import type { Sql } from "../db/sql";
 import type { CompiledJourney } from "../journeys/compile";
 import type { Step } from "../journeys/types";
-import type { ActionIntent, ClaimOptions, Recheck } from "../ledger/actions";
+import type { ActionIntent, ClaimOptions, Recheck, SettledClaim } from "../ledger/actions";
 import type { CustomerView, EnrollmentView, EventView } from "./context";
 import { findExit } from "./decide";
+import type { Fields } from "../log";
 import type { Engine } from "./engine";
 import { actionKey } from "./keys";
 import { loadExitCandidates, toCustomerView, toEventView } from "./rows";
@@ -15,6 +16,35 @@ export interface Run {
   enrollment: EnrollmentView & { customerId: string; seq: number; triggerAt: Date };
   event: EventView;
   customer: CustomerView;
+}
+
+/** One line of the verbose log about this run: ids only, never an address or content. */
+export function trace(run: Run, what: string, fields: Fields = {}): void {
+  run.engine.log.debug(what, {
+    customer: run.enrollment.customerId,
+    journey: run.cj.journey.id,
+    enrollment: run.enrollment.id,
+    ...fields,
+  });
+}
+
+/** The verbose log's line for a claim that settled without a provider call. */
+export function traceSettled(
+  run: Run,
+  stepId: string,
+  claim: Extract<SettledClaim, { kind: "settled" }>,
+): void {
+  // A points step settles `sent` in its claim: the points are granted.
+  const what = claim.duplicate
+    ? "duplicate suppressed"
+    : claim.state === "sent"
+      ? "points granted"
+      : claim.state;
+  trace(run, what, {
+    step: stepId,
+    ...(claim.duplicate && { state: claim.state }),
+    ...(claim.reason !== null && { reason: claim.reason }),
+  });
 }
 
 /** An enrollment with its trigger event and customer. */

@@ -12,7 +12,16 @@ import type { EnrollmentEnd } from "../ledger/enrollments";
 import { endEnrollment } from "../ledger/enrollments";
 import { actionKey } from "./keys";
 import type { Run, RunRow } from "./run";
-import { claimOptions, exitDetail, intentFor, recheckExit, runOf, setNextRun } from "./run";
+import {
+  claimOptions,
+  exitDetail,
+  intentFor,
+  recheckExit,
+  runOf,
+  setNextRun,
+  trace,
+  traceSettled,
+} from "./run";
 import type { SendClaim } from "./send";
 import { runSend } from "./send";
 
@@ -109,8 +118,11 @@ async function runOne(run: Run, cs: CompiledStep, claimed?: SendClaim): Promise<
     case "exit":
       return { kind: "next" };
     case "points":
-    case "reverse_points":
-      return settle(run, step, await claimPoints(run, step));
+    case "reverse_points": {
+      const claim = await claimPoints(run, step);
+      if (claim.kind === "settled") traceSettled(run, step.id, claim);
+      return settle(run, step, claim);
+    }
     case "email":
     case "sms": {
       // A last step's outcome completes the run in the same statement.
@@ -167,6 +179,7 @@ function settle(run: Run, step: Step, claim: SettledClaim): OneResult | Promise<
     case "settled":
       return { kind: "next", ...optionalGoto(run, step) };
     case "wait":
+      trace(run, "waiting", { step: step.id, until: claim.until.toISOString(), why: claim.why });
       return setNextRun(run, claim.until).then(
         () => ({ kind: "retry", at: claim.until, why: claim.why }) as const,
       );
@@ -199,6 +212,7 @@ async function end(
   status: "completed" | "exited" | "failed",
   reason: string,
 ): Promise<StepRunResult> {
+  trace(run, `enrollment ${status}`, { reason });
   await endEnrollment(poolOf(run.engine.db).shared, runEnd(run, status, reason));
   return { kind: "idle" };
 }

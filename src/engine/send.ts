@@ -31,7 +31,7 @@ import { renderStep, templateContext } from "./decide";
 import type { Engine } from "./engine";
 import { retryDelayMs } from "./engine";
 import type { Run } from "./run";
-import { claimOptions, intentFor, recheckExit, setNextRun } from "./run";
+import { claimOptions, intentFor, recheckExit, setNextRun, trace, traceSettled } from "./run";
 import { loadCustomer } from "./rows";
 
 type SendStep = Extract<Step, { kind: "email" | "sms" }>;
@@ -154,8 +154,14 @@ export async function runSend(
     case "proceed":
       return call(run, step, intent, prepared.content!, claim, prepared.address(), completes);
     case "settled":
+      traceSettled(run, intent.stepId, claim);
       return { kind: "done" };
     case "wait":
+      trace(run, "waiting", {
+        step: intent.stepId,
+        until: claim.until.toISOString(),
+        why: claim.why,
+      });
       await setNextRun(run, claim.until);
       return { kind: "retry", at: claim.until, why: claim.why };
     case "stale":
@@ -273,6 +279,7 @@ async function call(
   }
   switch (outcome.state) {
     case "sent":
+      trace(run, "sent", { step: intent.stepId, channel: step.kind, key: intent.key });
       return done;
     case "failed_retryable":
       engine.log.warn("send failed, will retry", {

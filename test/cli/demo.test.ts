@@ -25,9 +25,17 @@ describe("sendonce demo", () => {
     new RegExp(`^\\s+${label}\\s+(.+)$`, "m").exec(stdout)?.[1];
 
   it("runs the sample on embedded Postgres and finds no duplicate sends, then resends nothing", () => {
-    const first = runCli(["demo", "--timeout", "90"], env, 150_000);
-    expect(first.stderr).toBe("");
+    const first = runCli(["demo", "--timeout", "90", "--verbose"], env, 150_000);
     expect(first.code).toBe(0);
+    // --verbose: one log line per decision, by ids, with no address or content in it.
+    const log = first.stderr.trim().split("\n");
+    expect(log.every((l) => /^\S+Z (debug|info) /.test(l))).toBe(true);
+    expect(
+      log.some((l) => / debug sent customer=c_\d+ .* channel=email key=[0-9a-f]{64}$/.test(l)),
+    ).toBe(true);
+    expect(log.some((l) => / debug skipped .* reason=no_consent$/.test(l))).toBe(true);
+    expect(log.some((l) => / debug enrollment exited customer=c_1002 /.test(l))).toBe(true);
+    expect(first.stderr).not.toMatch(/@|\+\d{6,}/);
     expect(value(first.stdout, "events stored")).toBe("10");
     expect(value(first.stdout, "duplicate deliveries dropped")).toBe("27");
     expect(value(first.stdout, "conflicts rejected \\(same id, other payload\\)")).toBe("1");
