@@ -10,9 +10,12 @@ import type { Prisma } from "../generated/prisma/client";
 import type { CustomerView, EventView } from "../engine/context";
 import { enrollInJourney } from "../engine/intake";
 import { loadCustomer, loadEvent } from "../engine/rows";
+import type { Db, Tx } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
+import { sqlOf } from "../db/sql";
 import { EventValidationError, parseEvent } from "../ingest/event";
-import { storeEvent } from "../ingest/store";
+import type { CustomerTraits } from "../ingest/event";
+import { applyTraits, storeEvent } from "../ingest/store";
 import type { CompiledJourney } from "../journeys/compile";
 import { enqueueSteps } from "../queue/queues";
 import type { Hypothetical, Tally } from "./simulate";
@@ -50,9 +53,33 @@ export class BackfillError extends Error {
 interface Source {
   total: number;
   /** Events after the cursor, in order; each with the cursor to record once it is done. */
-  events(): AsyncIterable<
-    { event: EventView; customer: CustomerView; cursor: Cursor } | { bad: string; line: number }
-  >;
+  events(): AsyncIterable<Item | { bad: string; line: number }>;
+}
+
+interface Item {
+  event: EventView;
+  customer: CustomerView;
+  cursor: Cursor;
+  /**
+   * A dry run's file event: the profile it carries (traits and consents), which the real run
+   * would store with it. The dry run applies it in a transaction it rolls back.
+   */
+  profile?: { traits: CustomerTraits; occurredAt: Date };
+}
+
+/** Thrown to roll a dry run's transaction back once it has read what it needs. */
+class RolledBack extends Error {}
+
+/** Runs `fn` in a transaction that is always rolled back: a dry run changes nothing. */
+async function rolledBack(db: Db, fn: (tx: Tx) => Promise<void>): Promise<void> {
+  try {
+    await db.$transaction(async (tx) => {
+      await fn(tx);
+      throw new RolledBack();
+    }, TX_OPTIONS);
+  } catch (error) {
+    if (!(error instanceof RolledBack)) throw error;
+  }
 }
 
 type Cursor = { at: Date; id: bigint } | { line: number };
@@ -134,10 +161,16 @@ export async function runBackfill(
       continue;
     }
     if (opts.dryRun) {
-      await db.$transaction(
-        (tx) => simulateEvent(engine, tx, cj, item.event, item.customer, tally, hypothetical),
-        TX_OPTIONS,
-      );
+      const { profile } = item;
+      await rolledBack(db, async (tx) => {
+        let customer = item.customer;
+        if (profile) {
+          // As the real run would store it: newer traits win, consents as of the event.
+          await applyTraits(sqlOf(tx), customer.id, profile.traits, profile.occurredAt, "backfill");
+          customer = await loadCustomer(tx, customer.id);
+        }
+        await simulateEvent(engine, tx, cj, item.event, customer, tally, hypothetical);
+      });
     } else {
       const result = await enrollInJourney(engine, cj, item.event.rowId);
       tally.events += 1;
@@ -264,14 +297,16 @@ function fileSource(app: App, file: string, cursor: Cursor | undefined, dryRun: 
         const existing = await app.db.customer.findUnique({ where: { id: parsed.customerId } });
         const customer: CustomerView = existing
           ? await loadCustomer(app.db, parsed.customerId)
-          : {
-              id: parsed.customerId,
-              email: parsed.customer?.email ?? null,
-              phone: parsed.customer?.phone ?? null,
-              timezone: parsed.customer?.timezone ?? null,
-              attributes: parsed.customer?.attributes ?? {},
-            };
-        yield { event, customer, cursor: { line: n } };
+          : { id: parsed.customerId, email: null, phone: null, timezone: null, attributes: {} };
+        yield {
+          event,
+          customer,
+          cursor: { line: n },
+          ...(dryRun &&
+            parsed.customer && {
+              profile: { traits: parsed.customer, occurredAt: parsed.occurredAt },
+            }),
+        };
       }
     },
   };

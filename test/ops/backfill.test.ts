@@ -1,5 +1,8 @@
 // Backfills against real workers: the dry run's counts are what the real run then does, a
 // rerun sends nothing, overlapping runs send each message once, and a killed run resumes.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import { storeEvent } from "../../src/ingest/store";
@@ -155,6 +158,61 @@ describe("sendonce backfill", () => {
       runCli(["backfill", "--journey", "promo", "--since", "1d", "--until", "2d"], h().env())
         .stderr,
     ).toMatch(/--until must be after --since/);
+  });
+
+  it("dry-runs a file with the profiles and consents in it, changing nothing, as the real run then does", async () => {
+    const db = h().schema.db;
+    // c_301 is stored without consent, and the file's later order grants it; c_302 is new and
+    // granted in the file; c_303 is new without consent.
+    await storeEvent(db, order(301, false, "2026-06-01T10:00:00Z"), "import", new Date(), {
+      processed: true,
+    });
+    const line = (n: number, consent: boolean) =>
+      JSON.stringify({
+        id: `file_${n}`,
+        type: "order.completed",
+        customerId: `c_${n}`,
+        occurredAt: "2026-06-05T10:00:00Z",
+        properties: { order_id: `f_${n}` },
+        customer: {
+          email: `c_${n}@example.com`,
+          ...(consent && { consents: { email: { promotions: "granted" } } }),
+        },
+      });
+    const file = join(mkdtempSync(join(tmpdir(), "sendonce-backfill-")), "orders.ndjson");
+    writeFileSync(file, [line(301, true), line(302, true), line(303, false)].join("\n") + "\n");
+    const stored = async () => [
+      await db.customer.count(),
+      await db.consent.count(),
+      await db.event.count(),
+      await db.auditEntry.count(),
+    ];
+    const before = await stored();
+
+    const dry = cli(["--file", file, "--dry-run"]);
+    expect(dry.code).toBe(0);
+    expect(row(dry.stdout, "thanks")?.slice(1)).toEqual(["2", "no_consent 1"]);
+    expect(await stored()).toEqual(before);
+
+    expect(cli(["--file", file]).code).toBe(0);
+    const mine = { in: ["c_301", "c_302", "c_303"] };
+    await eventually(
+      async () =>
+        (await db.enrollment.count({ where: { customerId: mine, status: "active" } })) === 0
+          ? true
+          : undefined,
+      30_000,
+    );
+    const thanks = await db.action.findMany({
+      where: { stepId: "thanks", customerId: mine },
+      select: { customerId: true, state: true, reason: true },
+      orderBy: { customerId: "asc" },
+    });
+    expect(thanks.map((a) => [a.customerId, a.state, a.reason])).toEqual([
+      ["c_301", "sent", null],
+      ["c_302", "sent", null],
+      ["c_303", "skipped", "no_consent"],
+    ]);
   });
 
   it("names a missing file before it records a backfill, and leaves none running", async () => {
