@@ -6,6 +6,12 @@ import { poolOf } from "../db/sql";
 import type { Db } from "../db/client";
 import type { Channel, ConsentStatus } from "../generated/prisma/client";
 
+/**
+ * The topic of a channel-wide opt-out (an SMS STOP, a provider's "recipient opted out"): every
+ * topic, also those the customer gets consent for later with an earlier date.
+ */
+export const ALL_TOPICS = "*";
+
 export interface ConsentChange {
   customerId: string;
   channel: Extract<Channel, "email" | "sms">;
@@ -20,8 +26,27 @@ export interface ConsentChange {
   own?: boolean;
 }
 
-/** Applies one change if it is newer than what is stored; returns whether it applied. */
-export async function applyConsent(tx: Sql, change: ConsentChange): Promise<boolean> {
+/**
+ * Applies one change if it is newer than what is stored; returns whether it applied. A grant
+ * dated no later than a channel-wide opt-out is stored as revoked by that opt-out: a STOP
+ * covers the topics the customer had then, also those recorded only afterwards.
+ */
+export async function applyConsent(tx: Sql, given: ConsentChange): Promise<boolean> {
+  let change = given;
+  if (change.status === "granted" && change.topic !== ALL_TOPICS && !change.own) {
+    const [optOut] = await tx<{ occurredAt: Date; source: string }>`
+      SELECT "occurredAt", source FROM "Consent"
+      WHERE "customerId" = ${change.customerId} AND channel = ${change.channel}::"Channel"
+        AND topic = ${ALL_TOPICS} AND status = 'revoked' AND "occurredAt" >= ${change.occurredAt}`;
+    if (optOut) {
+      change = {
+        ...change,
+        status: "revoked",
+        occurredAt: optOut.occurredAt,
+        source: optOut.source,
+      };
+    }
+  }
   const granted = change.status === "granted" ? change.occurredAt : null;
   const rows = await tx.run`
     INSERT INTO "Consent" ("customerId", channel, topic, status, "occurredAt", "grantedAt", source, "updatedAt")
@@ -50,7 +75,8 @@ export async function applyConsent(tx: Sql, change: ConsentChange): Promise<bool
 }
 
 /**
- * Revokes every topic of a channel for a customer (and `topic`, if they had none yet): what a
+ * Revokes every topic of a channel for a customer (and `topic`, if they had none yet), and
+ * records the channel-wide opt-out that later grants with earlier dates yield to: what a
  * provider's "recipient opted out" or an inbound STOP means.
  */
 export async function revokeChannel(
@@ -64,7 +90,7 @@ export async function revokeChannel(
   await poolOf(db).tx(async (tx) => {
     const topics = await tx<{ topic: string }>`
       SELECT topic FROM "Consent" WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel"`;
-    const all = new Set([...topics.map((t) => t.topic), ...(topic ? [topic] : [])]);
+    const all = new Set([ALL_TOPICS, ...topics.map((t) => t.topic), ...(topic ? [topic] : [])]);
     for (const t of all) {
       await applyConsent(tx, {
         customerId,

@@ -6,7 +6,7 @@ import twilio from "twilio";
 import type { Db } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
 import { recordAudit } from "../ledger/audit";
-import { applyConsent } from "../policies/consent";
+import { ALL_TOPICS, applyConsent } from "../policies/consent";
 
 export interface TwilioWebhookRequest {
   /** The full URL Twilio requested, as configured (PUBLIC_BASE_URL + path + query). */
@@ -79,8 +79,8 @@ export async function handleStatusCallback(
 }
 
 /**
- * An inbound text: STOP revokes every SMS topic of the customers with that number; START
- * restores the topics a STOP revoked. Anything else is ignored. Answers empty TwiML.
+ * An inbound text: STOP revokes every SMS topic of the customers with that number, also any
+ * granted later with an earlier date (ALL_TOPICS); START restores what a STOP revoked. Anything else is ignored. Answers empty TwiML.
  */
 export async function handleInboundMessage(
   deps: WebhookDeps,
@@ -102,7 +102,11 @@ export async function handleInboundMessage(
         where: { customerId: id, channel: "sms", ...(START.has(word) && { source: STOP_SOURCE }) },
         select: { topic: true },
       });
-      for (const { topic } of topics) {
+      // A STOP also records the channel-wide opt-out, which START lifts with the rest.
+      const changed = STOP.has(word)
+        ? [...new Set([ALL_TOPICS, ...topics.map((t) => t.topic)])]
+        : topics.map((t) => t.topic);
+      for (const topic of changed) {
         await applyConsent(sqlOf(tx), {
           customerId: id,
           channel: "sms",
@@ -118,7 +122,7 @@ export async function handleInboundMessage(
         at: now,
         customerId: id,
         rule: `sms_${word.toLowerCase()}`,
-        detail: { channel: "sms", topics: topics.map((t) => t.topic) },
+        detail: { channel: "sms", topics: changed },
       });
     }
   }, TX_OPTIONS);

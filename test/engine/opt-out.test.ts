@@ -79,6 +79,36 @@ describe("opting out through Twilio webhooks and unsubscribe links", () => {
     ]);
   });
 
+  it("holds a STOP over a grant recorded later with an earlier date, for a topic it never saw", async () => {
+    const phone = "+4915155555556";
+    const keyOf = (ref: string) =>
+      actionKey({ journeyId: "texts", stepId: "offer_sms", customerId: "c_stop2", reference: ref });
+    const text = (ref: string, grantedAt?: string) =>
+      h().deliver({
+        id: `evt_stop2_${ref}`,
+        type: "text.requested",
+        customerId: "c_stop2",
+        occurredAt: grantedAt ?? "2026-11-02T10:00:00Z",
+        properties: { ref },
+        customer: { phone, ...(grantedAt && { consents: { sms: { offers: "granted" } } }) },
+      });
+    // No topic stored yet when the customer replies STOP.
+    await text("s1");
+    expect(await settledOutcome(h(), keyOf("s1"))).toBe("skipped:no_consent");
+    const inbound = "https://hooks.shop.example/v1/webhooks/twilio/inbound";
+    await handleInboundMessage(deps(), signed(inbound, { From: phone, Body: "STOP" }));
+    // An import then brings a grant dated before the STOP: the STOP stands.
+    await text("s2", "2026-11-03T10:00:00Z");
+    expect(await settledOutcome(h(), keyOf("s2"))).toBe("skipped:no_consent");
+    // START lifts it, and what the STOP held back is granted again.
+    await handleInboundMessage(deps(), signed(inbound, { From: phone, Body: "START" }));
+    await text("s3");
+    expect(await settledOutcome(h(), keyOf("s3"))).toBe("sent");
+    expect(twilioServer.messages.filter((m) => m.to === phone).map((m) => m.body)).toEqual([
+      "Offer s3",
+    ]);
+  });
+
   it("records a delivery status only with a valid signature", async () => {
     const url = `https://hooks.shop.example/v1/webhooks/twilio/status?key=${key("r1")}`;
     const params = { MessageSid: "SM1", MessageStatus: "delivered" };
