@@ -1,7 +1,8 @@
 // Ending an enrollment: the update and its audit entry, as a statement of its own or spliced
 // into the statement that records a run's last outcome.
+import type { Db } from "../db/client";
 import type { Sql, Statement } from "../db/sql";
-import { stmt, withCtes } from "../db/sql";
+import { poolOf, stmt, withCtes } from "../db/sql";
 import type { AuditRecord } from "./audit";
 import { auditInsert } from "./audit";
 
@@ -27,9 +28,17 @@ export function enrollmentEnd(
   after?: { when: Statement; audited: Statement },
 ): Statement[] {
   const seq = end.expectedSeq ?? null;
+  // A run's own completion has no call left unfinished. An exit or a failure may come while a
+  // call is under way: nextRunAt keeps the earliest such call's start, so the sweep finds the
+  // call if its worker dies before recording the outcome (interruptedCalls).
+  const nextRunAt =
+    end.status === "completed"
+      ? stmt`NULL`
+      : stmt`(SELECT min(COALESCE("callStartedAt", "claimedAt")) FROM "Action"
+               WHERE "enrollmentId" = ${end.enrollmentId} AND state = 'calling')`;
   return [
     stmt`n AS (
-      UPDATE "Enrollment" SET status = ${end.status}::"EnrollmentStatus", "currentStepId" = NULL, "nextRunAt" = NULL,
+      UPDATE "Enrollment" SET status = ${end.status}::"EnrollmentStatus", "currentStepId" = NULL, "nextRunAt" = ${nextRunAt},
         "stepSeq" = "stepSeq" + 1, "endedReason" = ${end.reason}, "endedAt" = ${end.now}, "updatedAt" = ${end.now}
       WHERE id = ${end.enrollmentId} AND status = 'active' AND (${seq}::int IS NULL OR "stepSeq" = ${seq}::int)
         AND ${after?.when ?? stmt`TRUE`}
@@ -44,7 +53,8 @@ export function enrollmentEnd(
  * a failure) also settles its actions that no call has started: claimed, or waiting for a
  * retry. No run is left to finish them, and they must not stay unfinished; they become
  * `skipped(exited)`, and a worker still holding such a claim finds its call-started mark
- * refused. A call already started (`calling`) is left to its outcome.
+ * refused. A call already started (`calling`) is left to its outcome, or to the sweep if its
+ * worker died (interruptedCalls).
  */
 export async function endEnrollment(tx: Sql, end: EnrollmentEnd): Promise<boolean> {
   const settle =
@@ -68,4 +78,41 @@ export async function endEnrollment(tx: Sql, end: EnrollmentEnd): Promise<boolea
     stmt`SELECT count(*) AS ended FROM n`,
   )}`;
   return row!.ended > 0n;
+}
+
+/**
+ * Calls of ended enrollments whose worker died before recording the outcome: no run is left to
+ * find them, so the sweep does. Each call that outlived its lease becomes `in_doubt`
+ * (call_interrupted), as a run would have made it; the enrollment keeps the start of any call
+ * still within its lease. Returns how many calls it settled.
+ */
+export async function interruptedCalls(
+  db: Db,
+  opts: { now: Date; callLeaseMs: number; workerId: string; batch: number },
+): Promise<number> {
+  const expired = new Date(opts.now.getTime() - opts.callLeaseMs);
+  const [row] = await poolOf(db).shared<{ n: bigint }>`
+    WITH ended AS (
+      SELECT id FROM "Enrollment"
+      WHERE status IN ('exited', 'failed') AND "nextRunAt" <= ${expired}
+      ORDER BY "nextRunAt" LIMIT ${opts.batch}),
+    a AS (
+      UPDATE "Action" SET state = 'in_doubt', reason = 'call_interrupted', "updatedAt" = ${opts.now}
+      WHERE "enrollmentId" IN (SELECT id FROM ended) AND state = 'calling'
+        AND COALESCE("callStartedAt", "claimedAt") <= ${expired}
+      RETURNING key, "customerId", "journeyId", "stepId", "enrollmentId", attempt, "workerId"),
+    w AS (
+      INSERT INTO "AuditEntry" (kind, at, "customerId", "journeyId", "stepId", "enrollmentId", "actionKey", rule, "workerId", detail)
+      SELECT 'in_doubt', ${opts.now}::timestamptz, "customerId", "journeyId", "stepId", "enrollmentId", key,
+        'call_interrupted', ${opts.workerId}::text,
+        json_build_object('attempt', attempt, 'crashedWorker', "workerId", 'why', 'the enrollment had ended; found by the sweep')
+      FROM a),
+    e AS (
+      UPDATE "Enrollment" n SET "nextRunAt" = (
+        SELECT min(COALESCE(x."callStartedAt", x."claimedAt")) FROM "Action" x
+        WHERE x."enrollmentId" = n.id AND x.state = 'calling'
+          AND x.key NOT IN (SELECT key FROM a))
+      WHERE n.id IN (SELECT id FROM ended))
+    SELECT count(*) AS n FROM a`;
+  return Number(row!.n);
 }

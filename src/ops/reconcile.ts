@@ -172,12 +172,16 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
         detail: "not in the provider's list after the grace period",
       };
       if (opts.resolve) {
-        // The worker's next run of the step looks it up again and releases it for one retry.
-        await db.enrollment.updateMany({
+        // The worker's next run of the step looks it up again and releases it for one retry;
+        // an enrollment that has ended has no run left to do that.
+        const handed = await db.enrollment.updateMany({
           where: { id: a.enrollmentId, status: "active" },
           data: { nextRunAt: opts.now },
         });
-        m.resolution = "handed back to the workers for one retry";
+        m.resolution =
+          handed.count > 0
+            ? "handed back to the workers for one retry"
+            : "none: its enrollment has ended, so nothing will retry it; resend by hand if it should go";
       }
       out.push(m);
     }

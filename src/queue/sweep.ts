@@ -2,6 +2,7 @@
 // (a flush, a failover, a crash between commit and enqueue). Re-adding is harmless because
 // job ids derive from the rows, so every worker runs the sweep.
 import type { Engine } from "../engine/engine";
+import { interruptedCalls } from "../ledger/enrollments";
 import type { Queues } from "./queues";
 import { enqueueSteps, enqueueStoredEvents } from "./queues";
 
@@ -15,9 +16,14 @@ export interface SweepOptions {
 export interface SweepResult {
   steps: number;
   events: number;
+  /** Calls of ended enrollments whose worker died, now in_doubt. */
+  interrupted: number;
 }
 
-/** One pass: re-enqueues overdue enrollment steps and unprocessed events. */
+/**
+ * One pass: re-enqueues overdue enrollment steps and unprocessed events, and settles calls that
+ * died with their worker after their enrollment ended.
+ */
 export async function sweepOnce(
   engine: Engine,
   queues: Queues,
@@ -42,7 +48,13 @@ export async function sweepOnce(
     queues,
     events.map((e) => e.id),
   );
-  return { steps: due.length, events: events.length };
+  const interrupted = await interruptedCalls(engine.db, {
+    now,
+    callLeaseMs: engine.tuning.callLeaseMs + opts.graceMs,
+    workerId: engine.workerId,
+    batch: limit,
+  });
+  return { steps: due.length, events: events.length, interrupted };
 }
 
 /** Runs the sweep every interval until stopped; errors are logged, never thrown away. */
@@ -57,6 +69,10 @@ export function startSweeper(
       .then((r) => {
         if (r.steps + r.events > 0)
           engine.log.info("sweep re-enqueued", { steps: r.steps, events: r.events });
+        if (r.interrupted > 0)
+          engine.log.warn("sweep found calls of ended enrollments interrupted: in_doubt", {
+            calls: r.interrupted,
+          });
       })
       .catch((error: Error) => engine.log.error("sweep failed", { error: error.message }))
       .finally(() => {

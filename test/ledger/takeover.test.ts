@@ -7,7 +7,7 @@ import { connectionOptions } from "../../src/db/url";
 import { actionKey } from "../../src/engine/keys";
 import type { ActionIntent, ClaimOptions } from "../../src/ledger/actions";
 import { claimAction, markCallStarted, recordOutcome } from "../../src/ledger/actions";
-import { endEnrollment } from "../../src/ledger/enrollments";
+import { endEnrollment, interruptedCalls } from "../../src/ledger/enrollments";
 import { poolOf } from "../../src/db/sql";
 import { createTestSchema } from "../support/db";
 import type { TestSchema } from "../support/db";
@@ -265,5 +265,61 @@ describe("an enrollment that exits with an action not yet called", () => {
     expect(audits!.n).toBe(2);
     // The worker holding the claim wakes up: its call does not start.
     expect(await markCallStarted(t.db, claimed.key, tokenOf(claim), "A", new Date())).toBe(false);
+  });
+});
+
+describe("an enrollment that exits while a call is under way", () => {
+  it("leaves the call to its worker, and once the call's lease is over finds it in_doubt if the worker died", async () => {
+    const enrollment = await newEnrollment("evt_exit_calling");
+    const dying = intent("o_exit_dying", enrollment);
+    const living = intent("o_exit_living", enrollment);
+    const started: Record<string, number> = {};
+    for (const a of [dying, living]) {
+      const claim = await claimAction(t.db, a, worker("A"), go);
+      started[a.key] = tokenOf(claim);
+      expect(await markCallStarted(t.db, a.key, tokenOf(claim), "A", new Date())).toBe(true);
+    }
+    const now = new Date();
+    expect(
+      await endEnrollment(poolOf(t.db).sql, {
+        enrollmentId: enrollment,
+        status: "exited",
+        reason: "exit event order.completed",
+        now,
+      }),
+    ).toBe(true);
+    const sweep = (aheadMs: number) =>
+      interruptedCalls(t.db, {
+        now: new Date(now.getTime() + aheadMs),
+        callLeaseMs: LEASES.callLeaseMs,
+        workerId: "S",
+        batch: 100,
+      });
+    // Within the calls' lease the sweep leaves them to their worker.
+    expect(await sweep(1_000)).toBe(0);
+    expect((await actionRow(dying.key)).state).toBe("calling");
+    // One worker records its outcome; the other has died.
+    const sent = { state: "sent" as const, providerId: "<m@x>" };
+    expect(
+      await recordOutcome(
+        t.db,
+        living,
+        { token: started[living.key]!, attempt: 1 },
+        sent,
+        worker("A"),
+      ),
+    ).toBe(true);
+    expect(await sweep(LEASES.callLeaseMs + 1_000)).toBe(1);
+    expect((await actionRow(dying.key)).state).toBe("in_doubt");
+    expect((await actionRow(living.key)).state).toBe("sent");
+    const [audit] = await t.db.$queryRaw<{ rule: string; detail: { crashedWorker: string } }[]>`
+      SELECT rule, detail FROM "AuditEntry" WHERE kind = 'in_doubt' AND "actionKey" = ${dying.key}`;
+    expect(audit).toMatchObject({ rule: "call_interrupted", detail: { crashedWorker: "A" } });
+    // Nothing is left for the sweep: the next pass finds nothing, and the enrollment no longer
+    // waits for a call.
+    expect(await sweep(LEASES.callLeaseMs * 2)).toBe(0);
+    const [row] = await t.db.$queryRaw<{ status: string; nextRunAt: Date | null }[]>`
+      SELECT status::text, "nextRunAt" FROM "Enrollment" WHERE id = ${enrollment}`;
+    expect(row).toEqual({ status: "exited", nextRunAt: null });
   });
 });
