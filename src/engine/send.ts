@@ -260,7 +260,14 @@ async function call(
   // The provider has answered: losing that answer to a passing database error would turn a
   // known outcome into in_doubt, so recording it is retried before the job gives up.
   const recorded = await retrying(engine, intent.key, () =>
-    recordOutcome(engine.db, intent, claim, outcome, { now, workerId: engine.workerId }, ends),
+    recordOutcome(
+      engine.db,
+      intent,
+      claim,
+      outcome,
+      { now, workerId: engine.workerId, lookUp: engine.channels[step.kind].list !== undefined },
+      ends,
+    ),
   );
   await engine.failpoint?.("after_outcome", intent.key);
   const fields = {
@@ -274,6 +281,13 @@ async function call(
     engine.log.warn("outcome ignored: a newer attempt owns the action", {
       ...fields,
       outcome: outcome.state,
+    });
+    return { kind: "idle" };
+  }
+  if (recorded === "retry_missed") {
+    engine.log.warn("send failed after its call was given up as in doubt: not sent, not retried", {
+      ...fields,
+      error: outcome.state === "sent" ? undefined : outcome.error,
     });
     return { kind: "idle" };
   }

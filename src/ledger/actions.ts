@@ -515,18 +515,25 @@ export type Outcome =
  * Records the provider's answer under the attempt's fencing token: a stale worker that wakes
  * up late cannot overwrite a newer attempt. An in_doubt row set by another worker while this
  * call was still running is resolved by this answer when it settles it (sent, or refused for
- * good); a retryable failure leaves it in_doubt, for the look-up or reconciliation. False when
- * the token is stale or the answer was not taken.
+ * good). A "try later" for such a row says the message was not sent, but its run has moved on
+ * and will not retry it: where the provider can be asked (`lookUp`), the row stays in_doubt and
+ * the look-up releases it for its retry; where it cannot, the row is settled
+ * `failed_permanent(retry_missed)`, known unsent, for review. False when the token is stale or
+ * the answer was not taken; "retry_missed" when it was taken so.
  */
 export async function recordOutcome(
   db: Db,
   intent: ActionIntent,
   claim: { token: number; attempt: number },
   outcome: Outcome,
-  opts: Pick<ClaimOptions, "now" | "workerId">,
+  opts: Pick<ClaimOptions, "now" | "workerId"> & { lookUp?: boolean },
   /** An enrollment to end with the outcome, only if the outcome is recorded. */
   then?: EnrollmentEnd,
-): Promise<boolean> {
+): Promise<boolean | "retry_missed"> {
+  if (outcome.state === "failed_retryable" && opts.lookUp === false) {
+    const missed = await retryMissed(db, intent, claim, outcome, opts);
+    if (missed) return "retry_missed";
+  }
   const providerId = outcome.state === "sent" ? outcome.providerId : null;
   const error = outcome.state === "sent" ? null : outcome.error;
   const reason =
@@ -572,6 +579,45 @@ export async function recordOutcome(
     ],
     stmt`SELECT count(*) AS n FROM a`,
   )}`;
+  return row!.n > 0n;
+}
+
+/**
+ * A "try later" for a call that another worker gave up as in_doubt, on a channel with no
+ * look-up: settled failed_permanent(retry_missed), the attempt's own answer kept with it. False
+ * when the row is not such a row (the common case: it is still `calling`).
+ */
+async function retryMissed(
+  db: Db,
+  intent: ActionIntent,
+  claim: { token: number; attempt: number },
+  outcome: Extract<Outcome, { state: "failed_retryable" }>,
+  opts: Pick<ClaimOptions, "now" | "workerId">,
+): Promise<boolean> {
+  const audit = auditInsert([
+    {
+      ...auditBase(intent, opts),
+      kind: "failed_permanent",
+      rule: "retry_missed",
+      detail: {
+        attempt: claim.attempt,
+        error: outcome.error,
+        code: outcome.code,
+        why: "the provider said try later after the call was given up as in doubt; its run had moved on",
+      },
+    },
+  ]);
+  const [row] = await poolOf(db).shared<{ n: bigint }>`
+    WITH a AS (
+      UPDATE "Action" SET state = 'failed_permanent', reason = 'retry_missed', "lastError" = ${outcome.error},
+        "completedAt" = ${opts.now}, "updatedAt" = ${opts.now}
+      WHERE key = ${intent.key} AND "fencingToken" = ${claim.token} AND state = 'in_doubt'
+      RETURNING key, attempt),
+    t AS (
+      UPDATE "ActionAttempt" t SET outcome = 'failed_retryable', error = ${outcome.error}, "finishedAt" = ${opts.now}
+      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt),
+    w AS (${audit}, a)
+    SELECT count(*) AS n FROM a`;
   return row!.n > 0n;
 }
 

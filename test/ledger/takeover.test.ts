@@ -228,6 +228,34 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
       WHERE kind = 'stale_outcome_ignored' AND "actionKey" = ${a.key}`;
     expect(ignored!.n).toBe(1);
   });
+
+  it("settles it failed_permanent(retry_missed) when the channel has no look-up: known unsent, not in doubt", async () => {
+    const { a, claim } = await gaveUp("o_late_retry_email");
+    const retry = {
+      state: "failed_retryable" as const,
+      error: "451 try later",
+      nextAttemptAt: new Date(Date.now() + 60_000),
+    };
+    const noLookUp = { ...worker("A"), lookUp: false };
+    expect(await recordOutcome(t.db, a, claim, retry, noLookUp)).toBe("retry_missed");
+    const [row] = await t.db.$queryRaw<{ state: string; reason: string; outcome: string }[]>`
+      SELECT a.state::text, a.reason, t.outcome FROM "Action" a
+      JOIN "ActionAttempt" t ON t."actionKey" = a.key AND t.attempt = a.attempt
+      WHERE a.key = ${a.key}`;
+    expect(row).toEqual({
+      state: "failed_permanent",
+      reason: "retry_missed",
+      outcome: "failed_retryable",
+    });
+    // A call still running (not given up) takes the same answer as an ordinary retry.
+    const live = intent("o_live_retry_email");
+    const c = await claimAction(t.db, live, worker("A"), go);
+    expect(await markCallStarted(t.db, live.key, tokenOf(c), "A", new Date())).toBe(true);
+    expect(
+      await recordOutcome(t.db, live, { token: tokenOf(c), attempt: 1 }, retry, noLookUp),
+    ).toBe(true);
+    expect((await actionRow(live.key)).state).toBe("failed_retryable");
+  });
 });
 
 describe("an enrollment that exits with an action not yet called", () => {
