@@ -29,13 +29,14 @@ export function enrollmentEnd(
 ): Statement[] {
   const seq = end.expectedSeq ?? null;
   // A run's own completion has no call left unfinished. An exit or a failure may come while a
-  // call is under way: nextRunAt keeps the earliest such call's start, so the sweep finds the
-  // call if its worker dies before recording the outcome (interruptedCalls).
+  // call is under way, or about to start: a claim this statement sees may have its call-started
+  // mark commit before the settling below reaches it. nextRunAt keeps the earliest start of
+  // either, so the sweep comes back to what they leave (settleEnded).
   const nextRunAt =
     end.status === "completed"
       ? stmt`NULL`
       : stmt`(SELECT min(COALESCE("callStartedAt", "claimedAt")) FROM "Action"
-               WHERE "enrollmentId" = ${end.enrollmentId} AND state = 'calling')`;
+               WHERE "enrollmentId" = ${end.enrollmentId} AND state IN ('claimed', 'calling', 'failed_retryable'))`;
   return [
     stmt`n AS (
       UPDATE "Enrollment" SET status = ${end.status}::"EnrollmentStatus", "currentStepId" = NULL, "nextRunAt" = ${nextRunAt},
@@ -53,8 +54,8 @@ export function enrollmentEnd(
  * a failure) also settles its actions that no call has started: claimed, or waiting for a
  * retry. No run is left to finish them, and they must not stay unfinished; they become
  * `skipped(exited)`, and a worker still holding such a claim finds its call-started mark
- * refused. A call already started (`calling`) is left to its outcome, or to the sweep if its
- * worker died (interruptedCalls).
+ * refused. A call already started (`calling`) is left to its outcome, and to the sweep
+ * (settleEnded) for what that leaves.
  */
 export async function endEnrollment(tx: Sql, end: EnrollmentEnd): Promise<boolean> {
   const settle =
@@ -81,38 +82,57 @@ export async function endEnrollment(tx: Sql, end: EnrollmentEnd): Promise<boolea
 }
 
 /**
- * Calls of ended enrollments whose worker died before recording the outcome: no run is left to
- * find them, so the sweep does. Each call that outlived its lease becomes `in_doubt`
- * (call_interrupted), as a run would have made it; the enrollment keeps the start of any call
- * still within its lease. Returns how many calls it settled.
+ * What an ended enrollment left unfinished, which no run is left to finish: the sweep does it.
+ *  - A call whose worker died before recording the outcome, once its lease is over, becomes
+ *    `in_doubt` (call_interrupted), as a run would have made it.
+ *  - A retry that a call in flight at the end asked for (`failed_retryable`), and a claim whose
+ *    call never started and whose lease is over, become `skipped` with the end's status: the
+ *    enrollment ended before they were sent.
+ * The enrollment keeps the earliest start of what is still under way, for the next pass. Each
+ * enrollment is taken by one sweep at a time (SKIP LOCKED), so concurrent sweeps share the work.
  */
-export async function interruptedCalls(
+export async function settleEnded(
   db: Db,
-  opts: { now: Date; callLeaseMs: number; workerId: string; batch: number },
-): Promise<number> {
-  const expired = new Date(opts.now.getTime() - opts.callLeaseMs);
-  const [row] = await poolOf(db).shared<{ n: bigint }>`
+  opts: { now: Date; callLeaseMs: number; claimLeaseMs: number; workerId: string; batch: number },
+): Promise<{ interrupted: number; skipped: number }> {
+  const calls = new Date(opts.now.getTime() - opts.callLeaseMs);
+  const claims = new Date(opts.now.getTime() - opts.claimLeaseMs);
+  const [row] = await poolOf(db).sql<{ interrupted: bigint; skipped: bigint }>`
     WITH ended AS (
-      SELECT id FROM "Enrollment"
-      WHERE status IN ('exited', 'failed') AND "nextRunAt" <= ${expired}
-      ORDER BY "nextRunAt" LIMIT ${opts.batch}),
+      SELECT id, status FROM "Enrollment"
+      WHERE status IN ('exited', 'failed') AND "nextRunAt" <= ${calls}
+      ORDER BY "nextRunAt" LIMIT ${opts.batch}
+      FOR NO KEY UPDATE SKIP LOCKED),
     a AS (
       UPDATE "Action" SET state = 'in_doubt', reason = 'call_interrupted', "updatedAt" = ${opts.now}
       WHERE "enrollmentId" IN (SELECT id FROM ended) AND state = 'calling'
-        AND COALESCE("callStartedAt", "claimedAt") <= ${expired}
+        AND COALESCE("callStartedAt", "claimedAt") <= ${calls}
       RETURNING key, "customerId", "journeyId", "stepId", "enrollmentId", attempt, "workerId"),
+    k AS (
+      UPDATE "Action" x SET state = 'skipped', reason = ended.status::text, "nextAttemptAt" = NULL,
+        "completedAt" = ${opts.now}, "updatedAt" = ${opts.now}
+      FROM ended
+      WHERE x."enrollmentId" = ended.id
+        AND (x.state = 'failed_retryable' OR (x.state = 'claimed' AND x."claimedAt" <= ${claims}))
+      RETURNING x.key, x."customerId", x."journeyId", x."stepId", x."enrollmentId", x.reason),
     w AS (
       INSERT INTO "AuditEntry" (kind, at, "customerId", "journeyId", "stepId", "enrollmentId", "actionKey", rule, "workerId", detail)
       SELECT 'in_doubt', ${opts.now}::timestamptz, "customerId", "journeyId", "stepId", "enrollmentId", key,
         'call_interrupted', ${opts.workerId}::text,
-        json_build_object('attempt', attempt, 'crashedWorker', "workerId", 'why', 'the enrollment had ended; found by the sweep')
-      FROM a),
+        json_build_object('attempt', attempt, 'crashedWorker', "workerId",
+          'why', 'the call outlived its lease after the enrollment had ended; found by the sweep')
+      FROM a
+      UNION ALL
+      SELECT 'skipped', ${opts.now}::timestamptz, "customerId", "journeyId", "stepId", "enrollmentId", key,
+        reason, ${opts.workerId}::text,
+        json_build_object('why', 'the enrollment ' || reason || ' before it was sent; found by the sweep')
+      FROM k),
     e AS (
       UPDATE "Enrollment" n SET "nextRunAt" = (
         SELECT min(COALESCE(x."callStartedAt", x."claimedAt")) FROM "Action" x
-        WHERE x."enrollmentId" = n.id AND x.state = 'calling'
-          AND x.key NOT IN (SELECT key FROM a))
+        WHERE x."enrollmentId" = n.id AND x.state IN ('claimed', 'calling')
+          AND x.key NOT IN (SELECT key FROM a UNION ALL SELECT key FROM k))
       WHERE n.id IN (SELECT id FROM ended))
-    SELECT count(*) AS n FROM a`;
-  return Number(row!.n);
+    SELECT (SELECT count(*) FROM a) AS interrupted, (SELECT count(*) FROM k) AS skipped`;
+  return { interrupted: Number(row!.interrupted), skipped: Number(row!.skipped) };
 }

@@ -2,7 +2,7 @@
 // (a flush, a failover, a crash between commit and enqueue). Re-adding is harmless because
 // job ids derive from the rows, so every worker runs the sweep.
 import type { Engine } from "../engine/engine";
-import { interruptedCalls } from "../ledger/enrollments";
+import { settleEnded } from "../ledger/enrollments";
 import type { Queues } from "./queues";
 import { enqueueSteps, enqueueStoredEvents } from "./queues";
 
@@ -18,11 +18,13 @@ export interface SweepResult {
   events: number;
   /** Calls of ended enrollments whose worker died, now in_doubt. */
   interrupted: number;
+  /** Retries and stale claims of ended enrollments, now skipped. */
+  skipped: number;
 }
 
 /**
- * One pass: re-enqueues overdue enrollment steps and unprocessed events, and settles calls that
- * died with their worker after their enrollment ended.
+ * One pass: re-enqueues overdue enrollment steps and unprocessed events, and settles what ended
+ * enrollments left unfinished (settleEnded).
  */
 export async function sweepOnce(
   engine: Engine,
@@ -48,13 +50,14 @@ export async function sweepOnce(
     queues,
     events.map((e) => e.id),
   );
-  const interrupted = await interruptedCalls(engine.db, {
+  const ended = await settleEnded(engine.db, {
     now,
     callLeaseMs: engine.tuning.callLeaseMs + opts.graceMs,
+    claimLeaseMs: engine.tuning.claimLeaseMs + opts.graceMs,
     workerId: engine.workerId,
     batch: limit,
   });
-  return { steps: due.length, events: events.length, interrupted };
+  return { steps: due.length, events: events.length, ...ended };
 }
 
 /** Runs the sweep every interval until stopped; errors are logged, never thrown away. */
@@ -72,6 +75,10 @@ export function startSweeper(
         if (r.interrupted > 0)
           engine.log.warn("sweep found calls of ended enrollments interrupted: in_doubt", {
             calls: r.interrupted,
+          });
+        if (r.skipped > 0)
+          engine.log.info("sweep settled unsent actions of ended enrollments: skipped", {
+            actions: r.skipped,
           });
       })
       .catch((error: Error) => engine.log.error("sweep failed", { error: error.message }))

@@ -7,7 +7,7 @@ import { connectionOptions } from "../../src/db/url";
 import { actionKey } from "../../src/engine/keys";
 import type { ActionIntent, ClaimOptions } from "../../src/ledger/actions";
 import { claimAction, markCallStarted, recordOutcome } from "../../src/ledger/actions";
-import { endEnrollment, interruptedCalls } from "../../src/ledger/enrollments";
+import { endEnrollment, settleEnded } from "../../src/ledger/enrollments";
 import { poolOf } from "../../src/db/sql";
 import { createTestSchema } from "../support/db";
 import type { TestSchema } from "../support/db";
@@ -297,14 +297,15 @@ describe("an enrollment that exits with an action not yet called", () => {
 });
 
 describe("an enrollment that exits while a call is under way", () => {
-  it("leaves the call to its worker, and once the call's lease is over finds it in_doubt if the worker died", async () => {
+  it("leaves the call to its worker; the sweep finds a dead worker's call in_doubt, and skips a retry it asked for", async () => {
     const enrollment = await newEnrollment("evt_exit_calling");
     const dying = intent("o_exit_dying", enrollment);
     const living = intent("o_exit_living", enrollment);
-    const started: Record<string, number> = {};
-    for (const a of [dying, living]) {
+    const retrying = intent("o_exit_retrying", enrollment);
+    const tokens: Record<string, number> = {};
+    for (const a of [dying, living, retrying]) {
       const claim = await claimAction(t.db, a, worker("A"), go);
-      started[a.key] = tokenOf(claim);
+      tokens[a.key] = tokenOf(claim);
       expect(await markCallStarted(t.db, a.key, tokenOf(claim), "A", new Date())).toBe(true);
     }
     const now = new Date();
@@ -317,37 +318,70 @@ describe("an enrollment that exits while a call is under way", () => {
       }),
     ).toBe(true);
     const sweep = (aheadMs: number) =>
-      interruptedCalls(t.db, {
+      settleEnded(t.db, {
         now: new Date(now.getTime() + aheadMs),
-        callLeaseMs: LEASES.callLeaseMs,
+        ...LEASES,
         workerId: "S",
         batch: 100,
       });
-    // Within the calls' lease the sweep leaves them to their worker.
-    expect(await sweep(1_000)).toBe(0);
+    // Within the calls' lease the sweep leaves them to their workers.
+    expect(await sweep(1_000)).toEqual({ interrupted: 0, skipped: 0 });
     expect((await actionRow(dying.key)).state).toBe("calling");
-    // One worker records its outcome; the other has died.
-    const sent = { state: "sent" as const, providerId: "<m@x>" };
+    // One worker records a send, one a "try later" that no run will retry; one has died.
+    const answer = (a: ActionIntent, outcome: Parameters<typeof recordOutcome>[3]) =>
+      recordOutcome(t.db, a, { token: tokens[a.key]!, attempt: 1 }, outcome, worker("A"));
+    expect(await answer(living, { state: "sent", providerId: "<m@x>" })).toBe(true);
     expect(
-      await recordOutcome(
-        t.db,
-        living,
-        { token: started[living.key]!, attempt: 1 },
-        sent,
-        worker("A"),
-      ),
+      await answer(retrying, {
+        state: "failed_retryable",
+        error: "451 try later",
+        nextAttemptAt: new Date(Date.now() + 60_000),
+      }),
     ).toBe(true);
-    expect(await sweep(LEASES.callLeaseMs + 1_000)).toBe(1);
-    expect((await actionRow(dying.key)).state).toBe("in_doubt");
-    expect((await actionRow(living.key)).state).toBe("sent");
+    expect(await sweep(LEASES.callLeaseMs + 1_000)).toEqual({ interrupted: 1, skipped: 1 });
+    const states = await t.db.$queryRaw<{ key: string; state: string; reason: string | null }[]>`
+      SELECT key, state::text, reason FROM "Action" WHERE "enrollmentId" = ${enrollment}`;
+    const byKey = new Map(states.map((r) => [r.key, [r.state, r.reason]]));
+    expect(byKey.get(dying.key)).toEqual(["in_doubt", "call_interrupted"]);
+    expect(byKey.get(living.key)).toEqual(["sent", null]);
+    expect(byKey.get(retrying.key)).toEqual(["skipped", "exited"]);
     const [audit] = await t.db.$queryRaw<{ rule: string; detail: { crashedWorker: string } }[]>`
       SELECT rule, detail FROM "AuditEntry" WHERE kind = 'in_doubt' AND "actionKey" = ${dying.key}`;
     expect(audit).toMatchObject({ rule: "call_interrupted", detail: { crashedWorker: "A" } });
-    // Nothing is left for the sweep: the next pass finds nothing, and the enrollment no longer
-    // waits for a call.
-    expect(await sweep(LEASES.callLeaseMs * 2)).toBe(0);
+    // Nothing is left: the next pass finds nothing, and the enrollment waits for no call.
+    expect(await sweep(LEASES.callLeaseMs * 2)).toEqual({ interrupted: 0, skipped: 0 });
     const [row] = await t.db.$queryRaw<{ status: string; nextRunAt: Date | null }[]>`
       SELECT status::text, "nextRunAt" FROM "Enrollment" WHERE id = ${enrollment}`;
     expect(row).toEqual({ status: "exited", nextRunAt: null });
+  });
+
+  it("keeps a claim whose call-started mark lands while the end is being written for the sweep", async () => {
+    const enrollment = await newEnrollment("evt_exit_racing");
+    const a = intent("o_exit_racing", enrollment);
+    const claim = await claimAction(t.db, a, worker("A"), go);
+    const now = new Date();
+    // The end reads the action as claimed; the mark commits before the end's write reaches it.
+    const [marked, ended] = await queuedBehind(
+      a.key,
+      () => markCallStarted(t.db, a.key, tokenOf(claim), "A", new Date()),
+      () =>
+        endEnrollment(poolOf(t.db).sql, {
+          enrollmentId: enrollment,
+          status: "exited",
+          reason: "exit event order.completed",
+          now,
+        }),
+    );
+    expect([marked, ended]).toEqual([true, true]);
+    expect((await actionRow(a.key)).state).toBe("calling");
+    // The worker dies; the sweep still finds the call once its lease is over.
+    const swept = await settleEnded(t.db, {
+      now: new Date(now.getTime() + LEASES.callLeaseMs + 1_000),
+      ...LEASES,
+      workerId: "S",
+      batch: 100,
+    });
+    expect(swept).toEqual({ interrupted: 1, skipped: 0 });
+    expect((await actionRow(a.key)).state).toBe("in_doubt");
   });
 });
