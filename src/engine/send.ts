@@ -284,7 +284,7 @@ async function call(
     });
     return { kind: "idle" };
   }
-  if (recorded === "retry_missed") {
+  if (recorded === "not_retried") {
     engine.log.warn("send failed after its call was given up as in doubt: not sent, not retried", {
       ...fields,
       error: outcome.state === "sent" ? undefined : outcome.error,

@@ -515,11 +515,13 @@ export type Outcome =
  * Records the provider's answer under the attempt's fencing token: a stale worker that wakes
  * up late cannot overwrite a newer attempt. An in_doubt row set by another worker while this
  * call was still running is resolved by this answer when it settles it (sent, or refused for
- * good). A "try later" for such a row says the message was not sent, but its run has moved on
- * and will not retry it: where the provider can be asked (`lookUp`), the row stays in_doubt and
- * the look-up releases it for its retry; where it cannot, the row is settled
- * `failed_permanent(retry_missed)`, known unsent, for review. False when the token is stale or
- * the answer was not taken; "retry_missed" when it was taken so.
+ * good). A "try later" for such a row says the message was not sent, but the run that gave the
+ * call up has moved on. If that run will look the message up (`lookUp`, the enrollment still
+ * on the step, no earlier release), the row stays in_doubt and the look-up releases it for its
+ * retry; otherwise nothing would retry it, and it is settled known unsent: `skipped` with the
+ * end's status when the enrollment has ended, else `failed_permanent(retry_missed)`, for
+ * review. False when the token is stale or the answer was not taken; "not_retried" when a "try
+ * later" was taken so.
  */
 export async function recordOutcome(
   db: Db,
@@ -529,11 +531,7 @@ export async function recordOutcome(
   opts: Pick<ClaimOptions, "now" | "workerId"> & { lookUp?: boolean },
   /** An enrollment to end with the outcome, only if the outcome is recorded. */
   then?: EnrollmentEnd,
-): Promise<boolean | "retry_missed"> {
-  if (outcome.state === "failed_retryable" && opts.lookUp === false) {
-    const missed = await retryMissed(db, intent, claim, outcome, opts);
-    if (missed) return "retry_missed";
-  }
+): Promise<boolean | "not_retried"> {
   const providerId = outcome.state === "sent" ? outcome.providerId : null;
   const error = outcome.state === "sent" ? null : outcome.error;
   const reason =
@@ -542,13 +540,8 @@ export async function recordOutcome(
       : outcome.state === "in_doubt"
         ? "unknown_outcome"
         : null;
-  const nextAttemptAt = outcome.state === "failed_retryable" ? outcome.nextAttemptAt : null;
-  // An in_doubt row (another worker gave this call up, and its run moved on) takes only an
-  // answer that settles it: a retry scheduled now would have no run left to make it.
-  const definitive = outcome.state === "sent" || outcome.state === "failed_permanent";
   const completedAt = outcome.state === "failed_retryable" ? null : opts.now;
   const base = auditBase(intent, opts);
-  const recorded = auditInsert([outcomeAudit(base, outcome, claim.attempt)]);
   const ignored = auditInsert([
     {
       ...base,
@@ -556,69 +549,95 @@ export async function recordOutcome(
       detail: { token: claim.token, outcome: outcome.state },
     },
   ]);
-  // One statement, so atomic without a transaction: the action, its attempt and the audit (and
-  // the enrollment's end).
-  const [row] = await poolOf(db).shared<{ n: bigint }>`${withCtes(
-    [
-      stmt`a AS (
+  const ctes =
+    outcome.state === "failed_retryable"
+      ? retryCtes(intent, claim, outcome, opts)
+      : [
+          // An in_doubt row (another worker gave this call up) takes only an answer that
+          // settles it.
+          stmt`a AS (
         UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
-          "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = ${nextAttemptAt},
+          "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = NULL,
           "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
         WHERE key = ${intent.key} AND "fencingToken" = ${claim.token}
-          AND (state = 'calling' OR (state = 'in_doubt' AND ${definitive}))
-        RETURNING key, attempt)`,
+          AND (state = 'calling' OR (state = 'in_doubt' AND ${outcome.state !== "in_doubt"}))
+        RETURNING key, attempt, state)`,
+          stmt`w AS (${auditInsert([outcomeAudit(base, outcome, claim.attempt)])}, a RETURNING id)`,
+        ];
+  // One statement, so atomic without a transaction: the action, its attempt and the audit (and
+  // the enrollment's end).
+  const [row] = await poolOf(db).shared<{ n: bigint; retried: bigint }>`${withCtes(
+    [
+      ...ctes,
       stmt`t AS (
         UPDATE "ActionAttempt" t SET outcome = ${outcome.state}, "providerId" = ${providerId},
           error = ${error}, "finishedAt" = ${opts.now}
         FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt)`,
-      stmt`w AS (${recorded}, a RETURNING id)`,
       stmt`s AS (${ignored} WHERE NOT EXISTS (SELECT 1 FROM a))`,
       ...(then
         ? enrollmentEnd(then, { when: stmt`EXISTS (SELECT 1 FROM a)`, audited: stmt`w` })
         : []),
     ],
-    stmt`SELECT count(*) AS n FROM a`,
+    stmt`SELECT count(*) AS n, count(*) FILTER (WHERE a.state = 'failed_retryable') AS retried FROM a`,
   )}`;
-  return row!.n > 0n;
+  if (row!.n === 0n) return false;
+  return outcome.state === "failed_retryable" && row!.retried === 0n ? "not_retried" : true;
 }
 
 /**
- * A "try later" for a call that another worker gave up as in_doubt, on a channel with no
- * look-up: settled failed_permanent(retry_missed), the attempt's own answer kept with it. False
- * when the row is not such a row (the common case: it is still `calling`).
+ * The CTEs `a` and `w` of a "try later": `failed_retryable` over the call, or known unsent
+ * over an in_doubt row that no run will look up or retry (see recordOutcome).
  */
-async function retryMissed(
-  db: Db,
+function retryCtes(
   intent: ActionIntent,
   claim: { token: number; attempt: number },
   outcome: Extract<Outcome, { state: "failed_retryable" }>,
-  opts: Pick<ClaimOptions, "now" | "workerId">,
-): Promise<boolean> {
-  const audit = auditInsert([
+  opts: Pick<ClaimOptions, "now" | "workerId"> & { lookUp?: boolean },
+): Statement[] {
+  const base = auditBase(intent, opts);
+  const retry = auditInsert([outcomeAudit(base, outcome, claim.attempt)]);
+  const missed = auditInsert([
     {
-      ...auditBase(intent, opts),
+      ...base,
       kind: "failed_permanent",
       rule: "retry_missed",
       detail: {
         attempt: claim.attempt,
         error: outcome.error,
         code: outcome.code,
-        why: "the provider said try later after the call was given up as in doubt; its run had moved on",
+        why: "the provider said try later after the call was given up as in doubt, and its run had moved on",
       },
     },
   ]);
-  const [row] = await poolOf(db).shared<{ n: bigint }>`
-    WITH a AS (
-      UPDATE "Action" SET state = 'failed_permanent', reason = 'retry_missed', "lastError" = ${outcome.error},
-        "completedAt" = ${opts.now}, "updatedAt" = ${opts.now}
-      WHERE key = ${intent.key} AND "fencingToken" = ${claim.token} AND state = 'in_doubt'
-      RETURNING key, attempt),
-    t AS (
-      UPDATE "ActionAttempt" t SET outcome = 'failed_retryable', error = ${outcome.error}, "finishedAt" = ${opts.now}
-      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt),
-    w AS (${audit}, a)
-    SELECT count(*) AS n FROM a`;
-  return row!.n > 0n;
+  // The run that gave the call up looks the message up later, and releases it for a retry.
+  const lookedUp = opts.lookUp
+    ? stmt`(e.status = 'active' AND e."currentStepId" = x."stepId"
+        AND NOT EXISTS (SELECT 1 FROM "ActionAttempt" r WHERE r."actionKey" = x.key AND r.outcome = 'released'))`
+    : stmt`FALSE`;
+  return [
+    stmt`a AS (
+      UPDATE "Action" x SET
+        state = (CASE WHEN x.state = 'calling' THEN 'failed_retryable'
+                      WHEN e.status <> 'active' THEN 'skipped' ELSE 'failed_permanent' END)::"ActionState",
+        reason = CASE WHEN x.state = 'calling' THEN NULL
+                      WHEN e.status <> 'active' THEN e.status::text ELSE 'retry_missed' END,
+        "providerId" = NULL, "lastError" = ${outcome.error},
+        "nextAttemptAt" = CASE WHEN x.state = 'calling' THEN ${outcome.nextAttemptAt}::timestamptz END,
+        "completedAt" = CASE WHEN x.state = 'calling' THEN NULL ELSE ${opts.now}::timestamptz END,
+        "updatedAt" = ${opts.now}
+      FROM "Enrollment" e
+      WHERE x.key = ${intent.key} AND x."fencingToken" = ${claim.token} AND e.id = x."enrollmentId"
+        AND (x.state = 'calling' OR (x.state = 'in_doubt' AND NOT ${lookedUp}))
+      RETURNING x.key, x.attempt, x.state, x.reason, x."customerId", x."journeyId", x."stepId", x."enrollmentId")`,
+    stmt`w AS (${retry}, a WHERE a.state = 'failed_retryable' RETURNING id)`,
+    stmt`m AS (${missed}, a WHERE a.state = 'failed_permanent')`,
+    stmt`k AS (
+      INSERT INTO "AuditEntry" (kind, at, "customerId", "journeyId", "stepId", "enrollmentId", "actionKey", rule, "workerId", detail)
+      SELECT 'skipped', ${opts.now}::timestamptz, "customerId", "journeyId", "stepId", "enrollmentId", key, reason,
+        ${opts.workerId}::text,
+        json_build_object('why', 'the provider said try later after the call was given up as in doubt; the enrollment had ended')
+      FROM a WHERE a.state = 'skipped')`,
+  ];
 }
 
 function outcomeAudit(

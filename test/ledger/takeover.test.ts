@@ -213,15 +213,17 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
     expect((await actionRow(a.key)).state).toBe("sent");
   });
 
-  it("is not taken when it would schedule a retry that no run is left to make", async () => {
+  it("leaves a 'try later' in_doubt when the run that gave the call up will look it up", async () => {
     const { a, claim } = await gaveUp("o_late_retry");
     const retry = {
       state: "failed_retryable" as const,
       error: "451 try later",
       nextAttemptAt: new Date(Date.now() + 60_000),
     };
-    expect(await recordOutcome(t.db, a, claim, retry, worker("A"))).toBe(false);
-    // It stays in_doubt, where the look-up and reconciliation find it.
+    expect(await recordOutcome(t.db, a, claim, retry, { ...worker("A"), lookUp: true })).toBe(
+      false,
+    );
+    // It stays in_doubt: the look-up finds it absent and releases it for its retry.
     expect((await actionRow(a.key)).state).toBe("in_doubt");
     const [ignored] = await t.db.$queryRaw<{ n: number }[]>`
       SELECT count(*)::int AS n FROM "AuditEntry"
@@ -237,7 +239,7 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
       nextAttemptAt: new Date(Date.now() + 60_000),
     };
     const noLookUp = { ...worker("A"), lookUp: false };
-    expect(await recordOutcome(t.db, a, claim, retry, noLookUp)).toBe("retry_missed");
+    expect(await recordOutcome(t.db, a, claim, retry, noLookUp)).toBe("not_retried");
     const [row] = await t.db.$queryRaw<{ state: string; reason: string; outcome: string }[]>`
       SELECT a.state::text, a.reason, t.outcome FROM "Action" a
       JOIN "ActionAttempt" t ON t."actionKey" = a.key AND t.attempt = a.attempt
@@ -297,6 +299,39 @@ describe("an enrollment that exits with an action not yet called", () => {
 });
 
 describe("an enrollment that exits while a call is under way", () => {
+  it("skips a call the sweep gave up that then answers 'try later': the enrollment ended", async () => {
+    const enrollment = await newEnrollment("evt_exit_late");
+    const a = intent("o_exit_late", enrollment);
+    const claim = await claimAction(t.db, a, worker("A"), go);
+    expect(await markCallStarted(t.db, a.key, tokenOf(claim), "A", new Date())).toBe(true);
+    const now = new Date();
+    await endEnrollment(poolOf(t.db).sql, {
+      enrollmentId: enrollment,
+      status: "exited",
+      reason: "exit event order.completed",
+      now,
+    });
+    const later = new Date(now.getTime() + LEASES.callLeaseMs + 1_000);
+    expect(await settleEnded(t.db, { now: later, ...LEASES, workerId: "S", batch: 100 })).toEqual({
+      interrupted: 1,
+      skipped: 0,
+    });
+    // No run will look it up (the enrollment ended), though the channel could.
+    const retry = {
+      state: "failed_retryable" as const,
+      error: "451 try later",
+      nextAttemptAt: new Date(Date.now() + 60_000),
+    };
+    const answered = await recordOutcome(t.db, a, { token: tokenOf(claim), attempt: 1 }, retry, {
+      ...worker("A"),
+      lookUp: true,
+    });
+    expect(answered).toBe("not_retried");
+    const [row] = await t.db.$queryRaw<{ state: string; reason: string }[]>`
+      SELECT state::text, reason FROM "Action" WHERE key = ${a.key}`;
+    expect(row).toEqual({ state: "skipped", reason: "exited" });
+  });
+
   it("leaves the call to its worker; the sweep finds a dead worker's call in_doubt, and skips a retry it asked for", async () => {
     const enrollment = await newEnrollment("evt_exit_calling");
     const dying = intent("o_exit_dying", enrollment);
