@@ -2,6 +2,7 @@
 // field, so a client can fix the request without reading our logs.
 import type { FastifyReply } from "fastify";
 import type { z } from "zod";
+import { issueMessage } from "../ingest/event";
 
 export interface FieldError {
   field: string;
@@ -16,7 +17,7 @@ export function fieldErrorsOf(error: z.ZodError): FieldError[] {
   return error.issues.flatMap((i) =>
     i.code === "unrecognized_keys"
       ? i.keys.map((k) => ({ field: [...i.path, k].join("."), message: "unknown field" }))
-      : [{ field: i.path.join(".") || "(body)", message: i.message }],
+      : [{ field: i.path.join(".") || "(body)", message: issueMessage(i) }],
   );
 }
 

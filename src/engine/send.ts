@@ -23,7 +23,7 @@ import {
   sentContent,
   unclaimedMatches,
 } from "../ledger/provider-match";
-import { revokeChannel } from "../policies/consent";
+import { PROVIDER_OPT_OUT, revokeChannel } from "../policies/consent";
 import { evaluateSend } from "../policies/evaluate";
 import { unsubscribeLinks } from "../policies/unsubscribe";
 import type { CustomerView } from "./context";
@@ -311,7 +311,7 @@ async function call(
           intent.customerId,
           "sms",
           run.cj.journey.consent,
-          "provider_21610",
+          PROVIDER_OPT_OUT,
           now,
         );
       }

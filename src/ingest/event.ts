@@ -6,9 +6,15 @@ import { isTimezone } from "../journeys/schema";
 import { refineStorable } from "./storable";
 
 const consentStatus = z.enum(["granted", "revoked"]);
+/** A consent topic; "*" is the channel-wide opt-out a STOP records, not a topic to set. */
+const topicSchema = z
+  .string()
+  .min(1, "must name the consent topic")
+  .max(64)
+  .refine((t) => t !== "*", '"*" is reserved for the channel-wide opt-out a STOP records');
 const consentsSchema = z.partialRecord(
   z.enum(["email", "sms"]),
-  z.record(z.string().min(1).max(64), consentStatus),
+  z.record(topicSchema, consentStatus),
 );
 
 /** Profile traits an event may carry, applied as of the event's occurredAt. */
@@ -64,7 +70,7 @@ export const CONSENT_EVENTS = {
 
 const consentProperties = z.object({
   channel: z.enum(["email", "sms"], 'must be "email" or "sms"'),
-  topic: z.string().min(1, "must name the consent topic").max(64),
+  topic: topicSchema,
 });
 
 export type ParsedEvent = z.output<typeof eventSchema>;
@@ -92,6 +98,11 @@ const eventWithConsentSchema = eventSchema.superRefine((event, ctx) => {
   }
 });
 
+/** An issue's message; a bad record key says what is wrong with it, not "Invalid key in record". */
+export function issueMessage(i: z.core.$ZodIssue): string {
+  return i.code === "invalid_key" ? i.issues.map((n) => n.message).join("; ") : i.message;
+}
+
 /** Validates one event, naming each bad field (`occurredAt: must be an ISO-8601 timestamp`). */
 export function parseEvent(raw: unknown): ParsedEvent {
   const result = eventWithConsentSchema.safeParse(raw);
@@ -102,7 +113,7 @@ export function parseEvent(raw: unknown): ParsedEvent {
       message:
         i.code === "unrecognized_keys"
           ? `unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => `"${k}"`).join(", ")}`
-          : i.message,
+          : issueMessage(i),
     })),
   );
 }

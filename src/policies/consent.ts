@@ -12,6 +12,9 @@ import type { Channel, ConsentStatus } from "../generated/prisma/client";
  */
 export const ALL_TOPICS = "*";
 
+/** The source of the consents a provider's "recipient opted out" (Twilio 21610) revoked. */
+export const PROVIDER_OPT_OUT = "provider_21610";
+
 export interface ConsentChange {
   customerId: string;
   channel: Extract<Channel, "email" | "sms">;
@@ -34,11 +37,15 @@ export interface ConsentChange {
 export async function applyConsent(tx: Sql, given: ConsentChange): Promise<boolean> {
   let change = given;
   if (change.status === "granted" && change.topic !== ALL_TOPICS && !change.own) {
-    const [optOut] = await tx<{ occurredAt: Date; source: string }>`
-      SELECT "occurredAt", source FROM "Consent"
-      WHERE "customerId" = ${change.customerId} AND channel = ${change.channel}::"Channel"
-        AND topic = ${ALL_TOPICS} AND status = 'revoked' AND "occurredAt" >= ${change.occurredAt}`;
-    if (optOut) {
+    // The customer's row is locked first, as a STOP locks it before it reads their topics:
+    // a grant and a STOP at the same moment cannot both miss each other.
+    const [optOut] = await tx<{ occurredAt: Date | null; source: string | null }>`
+      SELECT s."occurredAt", s.source FROM "Customer" c
+      LEFT JOIN "Consent" s ON s."customerId" = c.id AND s.channel = ${change.channel}::"Channel"
+        AND s.topic = ${ALL_TOPICS} AND s.status = 'revoked' AND s."occurredAt" >= ${change.occurredAt}
+      WHERE c.id = ${change.customerId}
+      FOR NO KEY UPDATE OF c`;
+    if (optOut?.occurredAt && optOut.source) {
       change = {
         ...change,
         status: "revoked",
@@ -88,6 +95,9 @@ export async function revokeChannel(
   now: Date,
 ): Promise<void> {
   await poolOf(db).tx(async (tx) => {
+    // Locked, so that a grant being written now either comes first and is revoked here, or
+    // comes after and sees the opt-out (applyConsent).
+    await tx`SELECT 1 FROM "Customer" WHERE id = ${customerId} FOR NO KEY UPDATE`;
     const topics = await tx<{ topic: string }>`
       SELECT topic FROM "Consent" WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel"`;
     const all = new Set([ALL_TOPICS, ...topics.map((t) => t.topic), ...(topic ? [topic] : [])]);

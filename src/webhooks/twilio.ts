@@ -6,7 +6,7 @@ import twilio from "twilio";
 import type { Db } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
 import { recordAudit } from "../ledger/audit";
-import { ALL_TOPICS, applyConsent } from "../policies/consent";
+import { ALL_TOPICS, PROVIDER_OPT_OUT, applyConsent } from "../policies/consent";
 
 export interface TwilioWebhookRequest {
   /** The full URL Twilio requested, as configured (PUBLIC_BASE_URL + path + query). */
@@ -96,10 +96,18 @@ export async function handleInboundMessage(
   if (!from || (!STOP.has(word) && !START.has(word))) return twiml;
   const now = deps.now();
   await deps.db.$transaction(async (tx) => {
-    const customers = await tx.customer.findMany({ where: { phone: from }, select: { id: true } });
+    // Locked in id order, as grants lock a customer before they look for an opt-out.
+    const customers = await tx.$queryRaw<{ id: string }[]>`
+      SELECT id FROM "Customer" WHERE phone = ${from} ORDER BY id FOR NO KEY UPDATE`;
     for (const { id } of customers) {
       const topics = await tx.consent.findMany({
-        where: { customerId: id, channel: "sms", ...(START.has(word) && { source: STOP_SOURCE }) },
+        where: {
+          customerId: id,
+          channel: "sms",
+          // START undoes a STOP, and the opt-out a 21610 recorded (Twilio lifts its block on
+          // the number when the person replies START).
+          ...(START.has(word) && { source: { in: [STOP_SOURCE, PROVIDER_OPT_OUT] } }),
+        },
         select: { topic: true },
       });
       // A STOP also records the channel-wide opt-out, which START lifts with the rest.

@@ -276,6 +276,12 @@ describe("the HTTP API", () => {
     expect(customer.consents).toMatchObject([{ topic: "promotions", status: "revoked" }]);
     expect(customer.points.balance).toBe(0);
     expect((await put({ occurredAt: "2026-11-02T11:00:00Z", phone: "12345" })).status).toBe(400);
+    const reserved = await put({
+      occurredAt: "2026-11-02T11:00:00Z",
+      consents: { sms: { "*": "granted" } },
+    });
+    expect(reserved.status).toBe(400);
+    expect(await reserved.text()).toContain("reserved for the channel-wide opt-out");
     const unknown = await put({
       occurredAt: "2026-11-02T11:00:00Z",
       consents: { email: {} },

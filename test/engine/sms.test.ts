@@ -1,7 +1,9 @@
 // SMS through the twilio library against a real HTTP server that speaks Twilio's Messages
 // API: each answer Twilio can give, and in-doubt sends resolved from the provider's list.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import twilioLib from "twilio";
 import { actionKey } from "../../src/engine/keys";
+import { handleInboundMessage } from "../../src/webhooks/twilio";
 import { settledAction, twilioEnv, useHarness } from "../support/harness";
 import { OFFER_TEXTS, journeysDir } from "../support/journeys";
 import type { TwilioServer } from "../support/twilio";
@@ -20,6 +22,12 @@ steps:
     sms: { body: "Your order is ready for pickup" }
 `,
 });
+
+/** An inbound message as Twilio posts it, signed with the account's auth token. */
+function signedInbound(authToken: string, params: Record<string, string>) {
+  const url = "https://hooks.shop.example/v1/webhooks/twilio/inbound";
+  return { url, params, signature: twilioLib.getExpectedTwilioSignature(authToken, url, params) };
+}
 
 const key = (customerId: string, ref: string) =>
   actionKey({ journeyId: "texts", stepId: "offer_sms", customerId, reference: ref });
@@ -101,6 +109,23 @@ describe("SMS through a Twilio-compatible API", () => {
       properties: { ref: "r2" },
     });
     expect((await settled(key("c_stopped", "r2"), "skipped")).reason).toBe("no_consent");
+    // A text dated before the opt-out that grants consent again does not undo it.
+    await text("c_stopped", "r3", "+4915199999999");
+    expect((await settled(key("c_stopped", "r3"), "skipped")).reason).toBe("no_consent");
+    // The person replies START: Twilio lifts its block, and so does sendonce.
+    const started = await handleInboundMessage(
+      { db: h().schema.db, authToken: twilio.authToken, now: () => new Date() },
+      signedInbound(twilio.authToken, { From: "+4915199999999", Body: "START" }),
+    );
+    expect(started.status).toBe(200);
+    await h().deliver({
+      id: "evt_c_stopped_r4",
+      type: "text.requested",
+      customerId: "c_stopped",
+      occurredAt: "2026-11-02T09:00:00Z",
+      properties: { ref: "r4" },
+    });
+    await settled(key("c_stopped", "r4"), "sent");
   });
 
   it("resolves an in-doubt send from the provider's list: the message was created → sent, not resent", async () => {

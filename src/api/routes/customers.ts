@@ -6,6 +6,7 @@ import { z } from "zod";
 import { customerTraitsSchema, occurredAtSchema } from "../../ingest/event";
 import { refineStorable } from "../../ingest/storable";
 import { applyTraits } from "../../ingest/store";
+import { ALL_TOPICS } from "../../policies/consent";
 import type { ApiDeps, Idempotent } from "../app";
 import { fieldErrorsOf, problem } from "../problem";
 
@@ -36,13 +37,20 @@ export function registerCustomerRoutes(
       timezone: customer.timezone,
       attributes: customer.attributes,
       profileOccurredAt: customer.profileOccurredAt,
-      consents: customer.consents.map((c) => ({
-        channel: c.channel,
-        topic: c.topic,
-        status: c.status,
-        occurredAt: c.occurredAt,
-        source: c.source,
-      })),
+      consents: customer.consents
+        .filter((c) => c.topic !== ALL_TOPICS)
+        .map((c) => ({
+          channel: c.channel,
+          topic: c.topic,
+          status: c.status,
+          occurredAt: c.occurredAt,
+          source: c.source,
+        })),
+      // Channels the person opted out of as a whole (a STOP reply): no topic sends on them
+      // under a grant dated before it.
+      optedOut: customer.consents
+        .filter((c) => c.topic === ALL_TOPICS && c.status === "revoked")
+        .map((c) => ({ channel: c.channel, occurredAt: c.occurredAt, source: c.source })),
       points: { balance: customer.pointsBalance?.balance ?? 0 },
     };
   };
