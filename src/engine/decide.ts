@@ -14,6 +14,8 @@ export function decideEntry(
   event: EventView,
   customer: CustomerView,
 ): EntryDecision {
+  // Live events are matched by type before they get here; a backfill's file may hold others.
+  if (event.type !== cj.journey.trigger.event) return { enroll: false, rule: "other_event_type" };
   if (cj.trigger) {
     const result = cj.trigger(conditionContext(event, customer));
     if (!result.value) {

@@ -27,7 +27,6 @@ export async function storeEvent(
   opts: { processed?: boolean } = {},
 ): Promise<StoreResult> {
   const pool = poolOf(db);
-  const consent = CONSENT_EVENTS[event.type as keyof typeof CONSENT_EVENTS];
   // An event that changes no consent is stored in one statement, with its profile traits; one
   // that does is stored with its changes in one transaction, so a redelivery never finds the
   // event without them.
@@ -38,28 +37,47 @@ export async function storeEvent(
     const result = await store(tx, event, via, now, opts);
     if (result.status !== "new") return result;
     // The profile fields went in with the event; the consents in them go in here.
-    if (event.customer?.consents) {
-      await applyConsents(
-        tx,
-        event.customerId,
-        event.customer.consents,
-        event.occurredAt,
-        event.source,
-      );
-    }
-    if (consent) {
-      const { channel, topic } = event.properties as { channel: "email" | "sms"; topic: string };
-      await applyConsent(tx, {
-        customerId: event.customerId,
-        channel,
-        topic,
-        status: consent,
-        occurredAt: event.occurredAt,
-        source: event.source,
-      });
-    }
+    await applyConsentChanges(tx, event);
     return result;
   });
+}
+
+/** The consent changes an event makes: those its traits carry, and a consent event's own. */
+async function applyConsentChanges(tx: Sql, event: ParsedEvent): Promise<void> {
+  if (event.customer?.consents) {
+    await applyConsents(
+      tx,
+      event.customerId,
+      event.customer.consents,
+      event.occurredAt,
+      event.source,
+    );
+  }
+  const consent = CONSENT_EVENTS[event.type as keyof typeof CONSENT_EVENTS];
+  if (consent) {
+    const { channel, topic } = event.properties as { channel: "email" | "sms"; topic: string };
+    await applyConsent(tx, {
+      customerId: event.customerId,
+      channel,
+      topic,
+      status: consent,
+      occurredAt: event.occurredAt,
+      source: event.source,
+    });
+  }
+}
+
+/**
+ * What storing the event changes about its customer (profile traits and consents), without
+ * storing the event: a dry run applies this in a transaction it rolls back.
+ */
+export async function applyEventChanges(tx: Sql, event: ParsedEvent): Promise<void> {
+  if (event.customer) {
+    await tx.run`${traitsUpsert(event.customerId, event.customer, event.occurredAt)}`;
+  } else {
+    await tx.run`${customerUpsert(event)}`;
+  }
+  await applyConsentChanges(tx, event);
 }
 
 /** Whether storing the event changes a consent: a consent event, or traits that carry consents. */

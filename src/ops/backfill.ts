@@ -14,12 +14,13 @@ import type { Db, Tx } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
 import { sqlOf } from "../db/sql";
 import { EventValidationError, parseEvent } from "../ingest/event";
-import type { CustomerTraits } from "../ingest/event";
-import { applyTraits, storeEvent } from "../ingest/store";
+import type { ParsedEvent } from "../ingest/event";
+import { CONSENT_EVENTS } from "../ingest/event";
+import { applyEventChanges, storeEvent } from "../ingest/store";
 import type { CompiledJourney } from "../journeys/compile";
 import { enqueueSteps } from "../queue/queues";
-import type { Hypothetical, Tally } from "./simulate";
-import { emptyTally, simulateEvent } from "./simulate";
+import type { Tally } from "./simulate";
+import { emptyHypothetical, emptyTally, simulateEvent } from "./simulate";
 
 export interface BackfillParams {
   journeyId: string;
@@ -61,10 +62,11 @@ interface Item {
   customer: CustomerView;
   cursor: Cursor;
   /**
-   * A dry run's file event: the profile it carries (traits and consents), which the real run
-   * would store with it. The dry run applies it in a transaction it rolls back.
+   * A dry run's file event that changes its customer (profile traits, consents, a consent
+   * event), as the real run would store it. The dry run applies it, and the earlier ones of the
+   * same customer, in a transaction it rolls back.
    */
-  profile?: { traits: CustomerTraits; occurredAt: Date };
+  changes?: ParsedEvent;
 }
 
 /** Thrown to roll a dry run's transaction back once it has read what it needs. */
@@ -132,7 +134,10 @@ export async function runBackfill(
   }
   if (id) opts.onStart?.(id);
   const tally = emptyTally(cj);
-  const hypothetical: Hypothetical = new Map();
+  const hypothetical = emptyHypothetical();
+  // A dry run of a file: each customer's changes from the lines so far (the real run stores
+  // each line before the next; the dry run stores nothing).
+  const changed = new Map<string, ParsedEvent[]>();
   const badLines: BackfillResult["badLines"] = [];
   const started = Date.now();
   let done = 0;
@@ -161,12 +166,18 @@ export async function runBackfill(
       continue;
     }
     if (opts.dryRun) {
-      const { profile } = item;
+      if (item.changes) {
+        const list = changed.get(item.customer.id) ?? [];
+        list.push(item.changes);
+        changed.set(item.customer.id, list);
+      }
+      const changes = changed.get(item.customer.id);
       await rolledBack(db, async (tx) => {
         let customer = item.customer;
-        if (profile) {
-          // As the real run would store it: newer traits win, consents as of the event.
-          await applyTraits(sqlOf(tx), customer.id, profile.traits, profile.occurredAt, "backfill");
+        if (changes) {
+          // As the real run would have stored them by now: newer traits win, consents in
+          // occurredAt order.
+          for (const e of changes) await applyEventChanges(sqlOf(tx), e);
           customer = await loadCustomer(tx, customer.id);
         }
         await simulateEvent(engine, tx, cj, item.event, customer, tally, hypothetical);
@@ -302,10 +313,7 @@ function fileSource(app: App, file: string, cursor: Cursor | undefined, dryRun: 
           event,
           customer,
           cursor: { line: n },
-          ...(dryRun &&
-            parsed.customer && {
-              profile: { traits: parsed.customer, occurredAt: parsed.occurredAt },
-            }),
+          ...(dryRun && (parsed.customer || parsed.type in CONSENT_EVENTS) && { changes: parsed }),
         };
       }
     },

@@ -61,11 +61,45 @@ function path(
   return steps;
 }
 
-/** Sends the dry run has counted so far, per customer: they count for caps and resend. */
-export type Hypothetical = Map<
-  string,
-  { journeyId: string; stepId: string; channel: SendChannel }[]
->;
+/**
+ * What the dry run has counted so far, which the ledger does not have: later events see it as
+ * they would see it stored in a real run.
+ */
+export interface Hypothetical {
+  /** Sends per customer: they count for caps and resend policies. */
+  sends: Map<string, { journeyId: string; stepId: string; channel: SendChannel }[]>;
+  /** Enrollments per customer: they count for entry policies and cooldowns. */
+  enrollments: Map<string, { journeyId: string; reference: string; occurredAt: Date }[]>;
+  /** Action keys it would send or grant: a later enrollment under the same key finds them. */
+  keys: Set<string>;
+}
+
+export function emptyHypothetical(): Hypothetical {
+  return { sends: new Map(), enrollments: new Map(), keys: new Set() };
+}
+
+/** The entry the dry run's own earlier enrollments refuse, as checkEntry would once stored. */
+function refusedByEarlier(
+  cj: CompiledJourney,
+  event: EventView,
+  customerId: string,
+  reference: string,
+  hypothetical: Hypothetical,
+): string | undefined {
+  const { journey } = cj;
+  const earlier = (hypothetical.enrollments.get(customerId) ?? []).filter(
+    (e) => e.journeyId === journey.id,
+  );
+  if (earlier.some((e) => e.reference === reference))
+    return `already_enrolled_${journey.entry.once}`;
+  const cooldown = journey.entry.cooldownMs;
+  if (
+    cooldown !== undefined &&
+    earlier.some((e) => Math.abs(e.occurredAt.getTime() - event.occurredAt.getTime()) < cooldown)
+  )
+    return "cooldown";
+  return undefined;
+}
 
 export async function simulateEvent(
   engine: Engine,
@@ -91,9 +125,14 @@ export async function simulateEvent(
         ? entry.audit.detail.reference
         : "";
   const steps = path(cj, event, customer, { id: 0n, reference });
-  if ("audit" in entry) {
-    tally.entry[entry.audit.rule ?? "refused"] =
-      (tally.entry[entry.audit.rule ?? "refused"] ?? 0) + 1;
+  const refused =
+    "audit" in entry
+      ? (entry.audit.rule ?? "refused")
+      : refusedByEarlier(cj, event, customer.id, reference, hypothetical);
+  if (refused) {
+    tally.entry[refused] = (tally.entry[refused] ?? 0) + 1;
+    // An event of another type is not this journey's: its steps are not counted.
+    if (refused === "other_event_type") return;
     for (const s of steps) {
       // Already enrolled under this reference: its sends have the same keys as this one's.
       const key = actionKey({
@@ -103,21 +142,24 @@ export async function simulateEvent(
         reference,
       });
       const sent =
-        entry.audit.rule?.startsWith("already_enrolled") &&
-        (await tx.action.count({ where: { key } })) > 0;
+        refused.startsWith("already_enrolled") &&
+        (hypothetical.keys.has(key) || (await tx.action.count({ where: { key } })) > 0);
       bump(s.id, sent ? "already_sent" : "entry_policy");
     }
     return;
   }
   tally.entry.enrolled = (tally.entry.enrolled ?? 0) + 1;
+  const enrollments = hypothetical.enrollments.get(customer.id) ?? [];
+  enrollments.push({ journeyId: cj.journey.id, reference, occurredAt: event.occurredAt });
+  hypothetical.enrollments.set(customer.id, enrollments);
   const exitTypes = cj.exits.map((e) => e.event);
   const exits = await loadExitCandidates(tx, customer.id, exitTypes, event.occurredAt);
   if (findExit(cj, exits, customer, { id: 0n, reference })) {
     for (const s of steps) bump(s.id, "exit");
     return;
   }
-  const mine = hypothetical.get(customer.id) ?? [];
-  hypothetical.set(customer.id, mine);
+  const mine = hypothetical.sends.get(customer.id) ?? [];
+  hypothetical.sends.set(customer.id, mine);
   const now = engine.clock.now();
   for (const step of steps) {
     if (!["email", "sms", "points", "reverse_points"].includes(step.kind)) continue;
@@ -130,12 +172,13 @@ export async function simulateEvent(
     const [existing] = await tx.$queryRaw<
       { state: string }[]
     >`SELECT state::text AS state FROM "Action" WHERE key = ${key}`;
-    if (existing && existing.state !== "failed_retryable") {
+    if ((existing && existing.state !== "failed_retryable") || hypothetical.keys.has(key)) {
       bump(step.id, "already_sent");
       continue;
     }
     if (step.kind === "points") {
       bump(step.id);
+      hypothetical.keys.add(key);
       continue;
     }
     if (step.kind === "reverse_points") {
@@ -146,7 +189,9 @@ export async function simulateEvent(
         reference,
       });
       const granted = await tx.pointsEntry.count({ where: { actionKey: target } });
-      bump(step.id, granted > 0 ? undefined : "nothing_to_reverse");
+      const reversible = granted > 0 || hypothetical.keys.has(target);
+      bump(step.id, reversible ? undefined : "nothing_to_reverse");
+      if (reversible) hypothetical.keys.add(key);
       continue;
     }
     if (step.kind !== "email" && step.kind !== "sms") continue;
@@ -169,6 +214,7 @@ export async function simulateEvent(
     // A delay (quiet hours, on_cap: delay) still sends, later.
     if (verdict.allow || "delayUntil" in verdict) {
       bump(step.id);
+      hypothetical.keys.add(key);
       mine.push({ journeyId: cj.journey.id, stepId: step.id, channel: step.kind });
     } else {
       bump(step.id, verdict.reason);

@@ -160,27 +160,44 @@ describe("sendonce backfill", () => {
     ).toMatch(/--until must be after --since/);
   });
 
-  it("dry-runs a file with the profiles and consents in it, changing nothing, as the real run then does", async () => {
+  it("dry-runs a file as the real run then does it: profiles, consents and enrollments of earlier lines, other event types", async () => {
     const db = h().schema.db;
-    // c_301 is stored without consent, and the file's later order grants it; c_302 is new and
-    // granted in the file; c_303 is new without consent.
+    // c_301 is stored without consent, and the file's later order grants it.
     await storeEvent(db, order(301, false, "2026-06-01T10:00:00Z"), "import", new Date(), {
       processed: true,
     });
-    const line = (n: number, consent: boolean) =>
+    const line = (
+      n: number,
+      o: { id?: string; type?: string; order?: string; consent?: boolean; profile?: boolean } = {},
+    ) =>
       JSON.stringify({
-        id: `file_${n}`,
-        type: "order.completed",
+        id: o.id ?? `file_${n}`,
+        type: o.type ?? "order.completed",
         customerId: `c_${n}`,
         occurredAt: "2026-06-05T10:00:00Z",
-        properties: { order_id: `f_${n}` },
-        customer: {
-          email: `c_${n}@example.com`,
-          ...(consent && { consents: { email: { promotions: "granted" } } }),
-        },
+        properties: { order_id: o.order ?? `f_${n}` },
+        ...(o.profile !== false && {
+          customer: {
+            email: `c_${n}@example.com`,
+            ...(o.consent && { consents: { email: { promotions: "granted" } } }),
+          },
+        }),
       });
+    const lines = [
+      line(301, { consent: true }),
+      line(302, { consent: true }),
+      line(303), // no consent
+      // c_304's address and consent come on a line of another type, before its order.
+      line(304, { id: "file_304_profile", type: "profile.updated", consent: true }),
+      line(304, { profile: false }),
+      // c_305 orders once, delivered twice under two ids: one enrollment.
+      line(305, { consent: true, order: "f_305" }),
+      line(305, { id: "file_305_again", order: "f_305" }),
+      // A refund is not this journey's trigger.
+      line(306, { type: "order.refunded", consent: true }),
+    ];
     const file = join(mkdtempSync(join(tmpdir(), "sendonce-backfill-")), "orders.ndjson");
-    writeFileSync(file, [line(301, true), line(302, true), line(303, false)].join("\n") + "\n");
+    writeFileSync(file, lines.join("\n") + "\n");
     const stored = async () => [
       await db.customer.count(),
       await db.consent.count(),
@@ -191,11 +208,19 @@ describe("sendonce backfill", () => {
 
     const dry = cli(["--file", file, "--dry-run"]);
     expect(dry.code).toBe(0);
-    expect(row(dry.stdout, "thanks")?.slice(1)).toEqual(["2", "no_consent 1"]);
+    expect(dry.stdout).toMatch(/entry enrolled\s+5/);
+    expect(dry.stdout).toMatch(/already_enrolled_per_reference\s+1/);
+    expect(dry.stdout).toMatch(/other_event_type\s+2/);
+    const thanks = row(dry.stdout, "thanks");
+    expect(thanks?.[1]).toBe("4");
+    expect(thanks?.[2]?.split(", ").sort()).toEqual(["already_sent 1", "no_consent 1"]);
+    expect(row(dry.stdout, "bonus")?.slice(1)).toEqual(["5", "already_sent 1"]);
     expect(await stored()).toEqual(before);
 
-    expect(cli(["--file", file]).code).toBe(0);
-    const mine = { in: ["c_301", "c_302", "c_303"] };
+    const real = cli(["--file", file]);
+    expect(real.code).toBe(0);
+    expect(real.stdout).toMatch(/entry enrolled\s+5/);
+    const mine = { in: ["c_301", "c_302", "c_303", "c_304", "c_305", "c_306"] };
     await eventually(
       async () =>
         (await db.enrollment.count({ where: { customerId: mine, status: "active" } })) === 0
@@ -203,16 +228,19 @@ describe("sendonce backfill", () => {
           : undefined,
       30_000,
     );
-    const thanks = await db.action.findMany({
+    const sent = await db.action.findMany({
       where: { stepId: "thanks", customerId: mine },
       select: { customerId: true, state: true, reason: true },
       orderBy: { customerId: "asc" },
     });
-    expect(thanks.map((a) => [a.customerId, a.state, a.reason])).toEqual([
+    expect(sent.map((a) => [a.customerId, a.state, a.reason])).toEqual([
       ["c_301", "sent", null],
       ["c_302", "sent", null],
       ["c_303", "skipped", "no_consent"],
+      ["c_304", "sent", null],
+      ["c_305", "sent", null],
     ]);
+    expect(await db.pointsEntry.count({ where: { customerId: mine } })).toBe(5);
   });
 
   it("names a missing file before it records a backfill, and leaves none running", async () => {
