@@ -306,14 +306,7 @@ async function call(
     case "failed_permanent":
       engine.log.warn("send refused", { ...fields, error: outcome.error });
       if (step.kind === "sms" && outcome.code === OPTED_OUT) {
-        await revokeChannel(
-          engine.db,
-          intent.customerId,
-          "sms",
-          run.cj.journey.consent,
-          PROVIDER_OPT_OUT,
-          now,
-        );
+        await revokeChannel(engine.db, intent.customerId, "sms", PROVIDER_OPT_OUT, now);
       }
       return done;
     case "in_doubt": {

@@ -14,6 +14,10 @@ export const ALL_TOPICS = "*";
 
 /** The source of the consents a provider's "recipient opted out" (Twilio 21610) revoked. */
 export const PROVIDER_OPT_OUT = "provider_21610";
+/** The source of the consents an inbound STOP revoked. */
+export const STOP_OPT_OUT = "sms_stop";
+/** What a START restores: the topics a channel-wide opt-out revoked, and nothing else. */
+export const OPT_OUT_SOURCES = [STOP_OPT_OUT, PROVIDER_OPT_OUT] as const;
 
 export interface ConsentChange {
   customerId: string;
@@ -70,6 +74,14 @@ export async function applyConsent(tx: Sql, given: ConsentChange): Promise<boole
       "updatedAt" = now()
     WHERE "Consent"."occurredAt" <= EXCLUDED."occurredAt" OR ${change.own === true}`;
   if (rows === 0 && change.status === "revoked") {
+    // A revocation that arrives after a channel-wide opt-out revoked the topic still happened
+    // before it: the topic was the person's own choice, not the opt-out's, and a START must
+    // not grant it again.
+    await tx.run`
+      UPDATE "Consent" SET source = ${change.source}, "updatedAt" = now()
+      WHERE "customerId" = ${change.customerId} AND channel = ${change.channel}::"Channel" AND topic = ${change.topic}
+        AND topic <> ${ALL_TOPICS} AND status = 'revoked' AND source IN (${OPT_OUT_SOURCES[0]}, ${OPT_OUT_SOURCES[1]})
+        AND "occurredAt" > ${change.occurredAt}`;
     // A revocation that arrives after a newer grant still happened before it: that grant was
     // a fresh opt-in (what on_reopt_in waits for), whatever order the two arrived in.
     await tx.run`
@@ -82,35 +94,77 @@ export async function applyConsent(tx: Sql, given: ConsentChange): Promise<boole
 }
 
 /**
- * Revokes every topic of a channel for a customer (and `topic`, if they had none yet), and
- * records the channel-wide opt-out that later grants with earlier dates yield to: what a
- * provider's "recipient opted out" or an inbound STOP means.
+ * A channel-wide opt-out (an inbound STOP, a provider's "recipient opted out"): revokes every
+ * granted topic of the channel, and records the opt-out (ALL_TOPICS) that later grants with
+ * earlier dates yield to. Topics already revoked keep their own source, so that undoing the
+ * opt-out (optIn) does not grant what the person had refused before it. Runs in the caller's
+ * transaction; returns the topics it revoked.
  */
+export async function optOut(
+  tx: Sql,
+  customerId: string,
+  channel: "email" | "sms",
+  source: string,
+  now: Date,
+): Promise<string[]> {
+  // Locked, so that a grant being written now either comes first and is revoked here, or
+  // comes after and sees the opt-out (applyConsent).
+  await tx`SELECT 1 FROM "Customer" WHERE id = ${customerId} FOR NO KEY UPDATE`;
+  const topics = await tx<{ topic: string }>`
+    SELECT topic FROM "Consent"
+    WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel" AND status = 'granted'
+      AND topic <> ${ALL_TOPICS}
+    ORDER BY topic`;
+  const revoked = [ALL_TOPICS, ...topics.map((t) => t.topic)];
+  for (const topic of revoked) {
+    await applyConsent(tx, {
+      customerId,
+      channel,
+      topic,
+      status: "revoked",
+      occurredAt: now,
+      source,
+      own: true,
+    });
+  }
+  return revoked;
+}
+
+/** Undoes a channel-wide opt-out (a START): grants again what an opt-out revoked. */
+export async function optIn(
+  tx: Sql,
+  customerId: string,
+  channel: "email" | "sms",
+  source: string,
+  now: Date,
+): Promise<string[]> {
+  await tx`SELECT 1 FROM "Customer" WHERE id = ${customerId} FOR NO KEY UPDATE`;
+  const topics = await tx<{ topic: string }>`
+    SELECT topic FROM "Consent"
+    WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel" AND status = 'revoked'
+      AND source IN (${OPT_OUT_SOURCES[0]}, ${OPT_OUT_SOURCES[1]})
+    ORDER BY topic`;
+  for (const { topic } of topics) {
+    await applyConsent(tx, {
+      customerId,
+      channel,
+      topic,
+      status: "granted",
+      occurredAt: now,
+      source,
+      own: true,
+    });
+  }
+  return topics.map((t) => t.topic);
+}
+
+/** optOut in a transaction of its own. */
 export async function revokeChannel(
   db: Db,
   customerId: string,
   channel: "email" | "sms",
-  topic: string | undefined,
   source: string,
   now: Date,
 ): Promise<void> {
-  await poolOf(db).tx(async (tx) => {
-    // Locked, so that a grant being written now either comes first and is revoked here, or
-    // comes after and sees the opt-out (applyConsent).
-    await tx`SELECT 1 FROM "Customer" WHERE id = ${customerId} FOR NO KEY UPDATE`;
-    const topics = await tx<{ topic: string }>`
-      SELECT topic FROM "Consent" WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel"`;
-    const all = new Set([ALL_TOPICS, ...topics.map((t) => t.topic), ...(topic ? [topic] : [])]);
-    for (const t of all) {
-      await applyConsent(tx, {
-        customerId,
-        channel,
-        topic: t,
-        status: "revoked",
-        occurredAt: now,
-        source,
-        own: true,
-      });
-    }
-  });
+  await poolOf(db).tx((tx) => optOut(tx, customerId, channel, source, now));
 }

@@ -6,7 +6,7 @@ import twilio from "twilio";
 import type { Db } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
 import { recordAudit } from "../ledger/audit";
-import { ALL_TOPICS, PROVIDER_OPT_OUT, applyConsent } from "../policies/consent";
+import { STOP_OPT_OUT, optIn, optOut } from "../policies/consent";
 
 export interface TwilioWebhookRequest {
   /** The full URL Twilio requested, as configured (PUBLIC_BASE_URL + path + query). */
@@ -37,7 +37,6 @@ const STOP = new Set([
   "OPTOUT",
 ]);
 const START = new Set(["START", "YES", "UNSTOP", "OPTIN"]);
-const STOP_SOURCE = "sms_stop";
 
 function verified(deps: WebhookDeps, req: TwilioWebhookRequest): boolean {
   return (
@@ -100,31 +99,11 @@ export async function handleInboundMessage(
     const customers = await tx.$queryRaw<{ id: string }[]>`
       SELECT id FROM "Customer" WHERE phone = ${from} ORDER BY id FOR NO KEY UPDATE`;
     for (const { id } of customers) {
-      const topics = await tx.consent.findMany({
-        where: {
-          customerId: id,
-          channel: "sms",
-          // START undoes a STOP, and the opt-out a 21610 recorded (Twilio lifts its block on
-          // the number when the person replies START).
-          ...(START.has(word) && { source: { in: [STOP_SOURCE, PROVIDER_OPT_OUT] } }),
-        },
-        select: { topic: true },
-      });
-      // A STOP also records the channel-wide opt-out, which START lifts with the rest.
+      // START undoes a STOP, and the opt-out a 21610 recorded (Twilio lifts its block on the
+      // number when the person replies START); not what the person had refused before.
       const changed = STOP.has(word)
-        ? [...new Set([ALL_TOPICS, ...topics.map((t) => t.topic)])]
-        : topics.map((t) => t.topic);
-      for (const topic of changed) {
-        await applyConsent(sqlOf(tx), {
-          customerId: id,
-          channel: "sms",
-          topic,
-          status: STOP.has(word) ? "revoked" : "granted",
-          occurredAt: now,
-          source: STOP.has(word) ? STOP_SOURCE : "sms_start",
-          own: true,
-        });
-      }
+        ? await optOut(sqlOf(tx), id, "sms", STOP_OPT_OUT, now)
+        : await optIn(sqlOf(tx), id, "sms", "sms_start", now);
       await recordAudit(tx, {
         kind: STOP.has(word) ? "consent_revoked" : "consent_granted",
         at: now,

@@ -11,6 +11,7 @@ import { SECRET, settledOutcome, twilioEnv, useHarness } from "../support/harnes
 import { OFFER_TEXTS, journeysDir } from "../support/journeys";
 import type { TwilioServer } from "../support/twilio";
 import { startTwilioServer } from "../support/twilio";
+import { eventually } from "../support/workers";
 
 const PHONE = "+4915155555555";
 const key = (ref: string) =>
@@ -106,6 +107,51 @@ describe("opting out through Twilio webhooks and unsubscribe links", () => {
     expect(await settledOutcome(h(), keyOf("s3"))).toBe("sent");
     expect(twilioServer.messages.filter((m) => m.to === phone).map((m) => m.body)).toEqual([
       "Offer s3",
+    ]);
+  });
+
+  it("gives back after START only what the STOP took: a topic refused before it stays refused", async () => {
+    const phone = "+4915155555557";
+    const db = h().schema.db;
+    const consents = (id: string, sms: Record<string, "granted" | "revoked">, at: string) =>
+      h().deliver({
+        id,
+        type: "profile.updated",
+        customerId: "c_stop3",
+        occurredAt: at,
+        customer: { phone, consents: { sms } },
+      });
+    await consents(
+      "evt_stop3_a",
+      { newsletter: "granted", promotions: "revoked", offers: "granted" },
+      "2026-11-02T10:00:00Z",
+    );
+    const stored = (n: number) => async () =>
+      (await db.consent.count({ where: { customerId: "c_stop3" } })) >= n ? true : undefined;
+    await eventually(stored(3), 10_000);
+    const inbound = "https://hooks.shop.example/v1/webhooks/twilio/inbound";
+    await handleInboundMessage(deps(), signed(inbound, { From: phone, Body: "STOP" }));
+    expect(await db.consent.count({ where: { customerId: "c_stop3", topic: "*" } })).toBe(1);
+    // Offers was refused before the STOP, but that arrives only now.
+    await consents("evt_stop3_b", { offers: "revoked" }, "2026-11-03T10:00:00Z");
+    await eventually(
+      async () =>
+        (await db.event.count({ where: { eventId: "evt_stop3_b", processedAt: { not: null } } })) >
+        0
+          ? true
+          : undefined,
+      10_000,
+    );
+    await handleInboundMessage(deps(), signed(inbound, { From: phone, Body: "START" }));
+    const rows = await db.consent.findMany({
+      where: { customerId: "c_stop3", channel: "sms" },
+      orderBy: { topic: "asc" },
+    });
+    expect(rows.map((r) => [r.topic, r.status])).toEqual([
+      ["*", "granted"],
+      ["newsletter", "granted"],
+      ["offers", "revoked"],
+      ["promotions", "revoked"],
     ]);
   });
 
