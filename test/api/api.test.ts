@@ -341,6 +341,33 @@ describe("the HTTP API", () => {
       },
     });
     expect([consent.status, consent.source]).toEqual(["revoked", "unsubscribe_link"]);
+
+    // The longest ids there are: a 200-character customer id and a 64-character topic.
+    const long = { customerId: `c_${"7".repeat(198)}`, topic: "t".repeat(64) };
+    await db.customer.create({ data: { id: long.customerId } });
+    await db.consent.create({
+      data: {
+        ...long,
+        channel: "email",
+        status: "granted",
+        occurredAt: new Date(),
+        source: "test",
+      },
+    });
+    const longToken = signUnsubscribeToken(SECRET, { ...long, channel: "email" });
+    const longClick = await fetch(`${api.url}/v1/unsubscribe/${longToken}`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "List-Unsubscribe=One-Click",
+    });
+    expect(longClick.status).toBe(200);
+    const customer = await fetch(`${api.url}/v1/customers/${long.customerId}`, {
+      headers: { authorization: `Bearer ${API_KEY}` },
+    });
+    expect(customer.status).toBe(200);
+    expect(((await customer.json()) as { consents: { status: string }[] }).consents).toMatchObject([
+      { status: "revoked" },
+    ]);
   });
 
   it("serves health, readiness and its OpenAPI document", async () => {
