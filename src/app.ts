@@ -16,8 +16,9 @@ import { DEFAULT_TUNING, systemClock } from "./engine/engine";
 import { stepIdChanges } from "./journeys/deployed";
 import { loadJourneys } from "./journeys/load";
 import type { Logger } from "./log";
+import { reasonOf, throttledError } from "./log";
 import type { Queues } from "./queue/queues";
-import { createQueues } from "./queue/queues";
+import { createQueues, requireRedis } from "./queue/queues";
 import { startSweeper } from "./queue/sweep";
 import { startWorkers } from "./queue/worker";
 
@@ -68,7 +69,14 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
     );
   }
   const db = await openMigrated(opts.databaseUrl, opts.poolSize ?? 10);
-  const queues = createQueues(opts.redisUrl, config.queuePrefix);
+  await requireRedis(opts.redisUrl).catch(async (error: unknown) => {
+    await db.$disconnect();
+    throw error;
+  });
+  const queueError = throttledError(opts.log);
+  const queues = createQueues(opts.redisUrl, config.queuePrefix, (queue, error) =>
+    queueError("queue error", { queue, error: reasonOf(error) }),
+  );
   const channels = createChannels(config);
   const tuning: Tuning = {
     ...DEFAULT_TUNING,

@@ -1,7 +1,6 @@
 // `sendonce explain --customer ID`: reads DATABASE_URL, or the demo's embedded database.
 import { loadConfig } from "../config";
-import { createDb } from "../db/client";
-import { migrate } from "../db/migrate";
+import { migrate, openMigrated } from "../db/migrate";
 import { requireDeployed } from "../journeys/deployed";
 import { resolveDatabase } from "../infra/services";
 import { formatTimeline, loadTimeline } from "../ops/explain";
@@ -13,9 +12,13 @@ export async function runExplain(opts: {
 }): Promise<number> {
   const config = loadConfig();
   const database = await resolveDatabase(config);
-  const db = createDb(database.url, { poolSize: 2 });
+  // The demo's embedded database is migrated here; DATABASE_URL's must already be.
+  if (!config.databaseUrl) await migrate(database.url);
+  const db = await openMigrated(database.url, 2).catch(async (error: unknown) => {
+    await database.stop();
+    throw error;
+  });
   try {
-    if (!config.databaseUrl) await migrate(database.url);
     if (opts.journey) await requireDeployed(db, opts.journey);
     const entries = await loadTimeline(db, opts.customer, opts.journey);
     if (opts.format === "json") {

@@ -2,11 +2,11 @@
 // otherwise), bad lines as FILE:LINE: message, a summary, exit code 1 if any line was bad.
 import { existsSync, statSync } from "node:fs";
 import { ConfigError, loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
-import { createDb } from "../db/client";
+import { openMigrated } from "../db/migrate";
 import type { ImportProgress } from "../ingest/ndjson";
 import { importNdjson } from "../ingest/ndjson";
 import { createLogger } from "../log";
-import { createQueues } from "../queue/queues";
+import { createQueues, requireRedis } from "../queue/queues";
 
 export async function runImport(
   file: string,
@@ -15,8 +15,13 @@ export async function runImport(
   const config = loadConfig();
   if (!existsSync(file)) throw new ConfigError(`${file}: no such file`);
   if (!statSync(file).isFile()) throw new ConfigError(`${file}: not a file`);
-  const db = createDb(requireDatabaseUrl(config), { poolSize: 4 });
-  const queues = createQueues(requireRedisUrl(config), config.queuePrefix);
+  const redisUrl = requireRedisUrl(config);
+  const db = await openMigrated(requireDatabaseUrl(config), 4);
+  await requireRedis(redisUrl).catch(async (error: unknown) => {
+    await db.$disconnect();
+    throw error;
+  });
+  const queues = createQueues(redisUrl, config.queuePrefix);
   const started = Date.now();
   const tty = process.stderr.isTTY;
   let lastLine = 0;

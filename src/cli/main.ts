@@ -200,6 +200,7 @@ const USER_ERRORS = new Set([
   "EventValidationError",
   "BackfillError",
   "UnknownJourneyError",
+  "RedisUnreachableError",
 ]);
 
 function isSystemError(error: Error): boolean {

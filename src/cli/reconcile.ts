@@ -1,7 +1,7 @@
 // `sendonce reconcile`: lists every mismatch between the ledger and the providers.
 import { createTwilioChannel } from "../channels/sms-twilio";
 import { loadConfig, requireDatabaseUrl } from "../config";
-import { createDb } from "../db/client";
+import { openMigrated } from "../db/migrate";
 import type { Mismatch, ReconcileOptions } from "../ops/reconcile";
 import { reconcileEmail, reconcilePoints, reconcileSms, recordMismatches } from "../ops/reconcile";
 import { parseWhen } from "./backfill";
@@ -15,7 +15,7 @@ export async function runReconcile(opts: {
   resolve: boolean;
 }): Promise<number> {
   const config = loadConfig();
-  const db = createDb(requireDatabaseUrl(config), { poolSize: 4 });
+  const db = await openMigrated(requireDatabaseUrl(config), 4);
   try {
     const options: ReconcileOptions = {
       since: new Date(parseWhen("since", opts.since)),

@@ -1,8 +1,7 @@
 // `sendonce report`: the measures as a table, JSON or a self-contained HTML file.
 import { writeFileSync } from "node:fs";
 import { loadConfig } from "../config";
-import { createDb } from "../db/client";
-import { migrate } from "../db/migrate";
+import { migrate, openMigrated } from "../db/migrate";
 import { requireDeployed } from "../journeys/deployed";
 import { resolveDatabase } from "../infra/services";
 import { formatHtml } from "../reports/html";
@@ -19,9 +18,13 @@ export async function runReport(opts: {
   const since = new Date(parseWhen("since", opts.since));
   const config = loadConfig();
   const database = await resolveDatabase(config);
-  const db = createDb(database.url, { poolSize: 4 });
+  // The demo's embedded database is migrated here; DATABASE_URL's must already be.
+  if (!config.databaseUrl) await migrate(database.url);
+  const db = await openMigrated(database.url, 4).catch(async (error: unknown) => {
+    await database.stop();
+    throw error;
+  });
   try {
-    if (!config.databaseUrl) await migrate(database.url);
     if (opts.journey) await requireDeployed(db, opts.journey);
     const m = await collectMeasures(db, {
       since,

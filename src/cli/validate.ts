@@ -1,3 +1,4 @@
+import { reasonOf } from "../log";
 import { posix } from "node:path";
 import { loadConfig } from "../config";
 import { createDb } from "../db/client";
@@ -60,7 +61,7 @@ async function againstDeployed(dir: string, journeys: Journey[]): Promise<Diagno
     return await stepIdChanges(db, journeys, (j) => posix.join(dir.replace(/\\/g, "/"), j.file));
   } catch (error) {
     console.error(
-      `sendonce: could not compare with the deployed versions in DATABASE_URL: ${(error as Error).message.split("\n")[0]}`,
+      `sendonce: could not compare with the deployed versions in DATABASE_URL: ${reasonOf(error)}`,
     );
     return [];
   } finally {

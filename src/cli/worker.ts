@@ -31,7 +31,21 @@ export async function runWorker(opts: { concurrency: number }): Promise<void> {
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
   });
+  // Finishing needs Redis and Postgres; if either is gone, a stop would wait for good. Past
+  // the deadline the worker exits anyway: a job cut short is safe (its claim expires).
+  const deadline = setTimeout(() => {
+    log.warn("jobs still in flight after the shutdown deadline: exiting without them", {
+      worker: app.engine.workerId,
+      seconds: SHUTDOWN_DEADLINE_MS / 1000,
+    });
+    process.exit(1);
+  }, SHUTDOWN_DEADLINE_MS);
+  deadline.unref();
   await running.stop();
   await app.close();
+  clearTimeout(deadline);
   log.info("worker stopped", { worker: app.engine.workerId });
 }
+
+/** How long a stopping worker waits for its jobs in flight (Kubernetes grants 30 s). */
+const SHUTDOWN_DEADLINE_MS = 20_000;

@@ -2,6 +2,7 @@
 // `_prisma_migrations` exactly as `prisma migrate deploy` does (same table, same sha256
 // checksum), so either tool can take over from the other. Works offline: Prisma's own
 // migrate command needs a schema-engine binary that cannot be downloaded everywhere.
+import { reasonOf } from "../log";
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -156,7 +157,7 @@ async function requireMigrated(db: Db, databaseUrl: string): Promise<void> {
     pending = await pendingMigrations(db);
   } catch (error) {
     throw new DatabaseUnreachableError(
-      `cannot reach the database at ${redactUrl(databaseUrl)}: ${(error as Error).message.split("\n")[0]}`,
+      `cannot reach the database at ${redactUrl(databaseUrl)}: ${reasonOf(error)}`,
     );
   }
   if (pending.length > 0) {

@@ -4,7 +4,9 @@
 import { Queue } from "bullmq";
 import type { JobsOptions } from "bullmq";
 import { Redis } from "ioredis";
+import { redactUrl } from "../db/url";
 import { eventJobId, stepJobId } from "../engine/keys";
+import { reasonOf } from "../log";
 
 export const EVENTS_QUEUE = "events";
 export const STEPS_QUEUE = "steps";
@@ -49,7 +51,44 @@ export function redisConnection(url: string): Redis {
   });
 }
 
-export function createQueues(redisUrl: string, prefix: string): Queues {
+/** Thrown when Redis cannot be reached at start-up: names where, never the password. */
+export class RedisUnreachableError extends Error {
+  override readonly name = "RedisUnreachableError";
+}
+
+/** Redis answers, or a process about to depend on it refuses to start, in one line. */
+export async function requireRedis(url: string): Promise<void> {
+  const probe = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 5_000,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  // The connection's own error says why (ECONNREFUSED); connect() only that it closed.
+  let cause: unknown;
+  probe.on("error", (error) => (cause ??= error));
+  try {
+    await probe.connect();
+    await probe.ping();
+  } catch (error) {
+    throw new RedisUnreachableError(
+      `cannot reach Redis at ${redactUrl(url)}: ${reasonOf(cause ?? error)}`,
+    );
+  } finally {
+    probe.disconnect();
+  }
+}
+
+/**
+ * The queues of a prefix. Their errors (Redis gone away: ioredis reconnects by itself) go to
+ * `onError`, one line each; without a listener BullMQ prints each as a stack trace.
+ */
+export function createQueues(
+  redisUrl: string,
+  prefix: string,
+  onError: (queue: string, error: Error) => void = () => {},
+): Queues {
   const connection = redisConnection(redisUrl);
   const events = new Queue<EventJob>(EVENTS_QUEUE, {
     connection,
@@ -61,6 +100,7 @@ export function createQueues(redisUrl: string, prefix: string): Queues {
     prefix,
     defaultJobOptions: JOB_OPTIONS,
   });
+  for (const q of [events, steps]) q.on("error", (error) => onError(q.name, error));
   return {
     connection,
     prefix,

@@ -1,5 +1,6 @@
 // BullMQ workers: the only place where engine results become queue operations (delays,
 // unrecoverable errors). Everything a processor does is idempotent against Postgres.
+import { reasonOf, throttledError } from "../log";
 import { DelayedError, UnrecoverableError, Worker } from "bullmq";
 import type { Job } from "bullmq";
 import type { Engine } from "../engine/engine";
@@ -49,6 +50,7 @@ export function startWorkers(
       connection: redisConnection(redisUrl),
     },
   );
+  const queueError = throttledError(engine.log);
   for (const worker of [events, steps]) {
     worker.on("failed", (job, error) => {
       if (error instanceof DelayedError) return;
@@ -60,7 +62,7 @@ export function startWorkers(
       });
     });
     worker.on("error", (error) =>
-      engine.log.error("queue error", { queue: worker.name, error: error.message }),
+      queueError("queue error", { queue: worker.name, error: reasonOf(error) }),
     );
   }
   return {

@@ -70,11 +70,18 @@ describe("configuration errors", () => {
   });
 
   it("names an unreachable database, and one without its migrations, before starting", () => {
-    for (const command of ["worker", "api"]) {
-      const unreachable = runCli([command], { ...URLS, ...READY });
+    const commands = [
+      ["worker"],
+      ["api"],
+      ["report"],
+      ["reconcile"],
+      ["explain", "--customer", "c"],
+    ];
+    for (const command of commands) {
+      const unreachable = runCli(command, { ...URLS, ...READY });
       expect(unreachable.code).toBe(1);
       expect(unreachable.stderr).toContain(
-        "sendonce: cannot reach the database at postgresql://u:***@127.0.0.1:1/x",
+        "sendonce: cannot reach the database at postgresql://u:***@127.0.0.1:1/x: Can't reach database server at 127.0.0.1:1",
       );
       expect(unreachable.stderr).not.toContain("hunter2");
       expect(unreachable.stderr).not.toMatch(/^\s+at /m);
@@ -91,6 +98,25 @@ describe("configuration errors", () => {
       expect(r.stderr).toMatch(
         /lacks \d+ migrations \(the first: \d+_init\w*\): run "sendonce db migrate" first/,
       );
+    }
+  });
+
+  it("names an unreachable Redis in one line, for every command that needs it", async () => {
+    const schema = await createTestSchema("redis");
+    try {
+      for (const command of [["worker"], ["api"], ["import", "package.json"]]) {
+        const r = runCli(command, {
+          DATABASE_URL: schema.url,
+          REDIS_URL: "redis://:hunter2@127.0.0.1:1",
+          ...READY,
+        });
+        expect(r.code).toBe(1);
+        expect(r.stderr.trim()).toBe(
+          "sendonce: cannot reach Redis at redis://:***@127.0.0.1:1: connect ECONNREFUSED 127.0.0.1:1",
+        );
+      }
+    } finally {
+      await schema.drop();
     }
   });
 
