@@ -13,11 +13,16 @@ const optionalUrl = (name: string, protocols: string[]) =>
     })
     .optional();
 
-const milliseconds = (fallback: number) =>
-  z.coerce
-    .number({ message: "must be a number of milliseconds" })
-    .int("must be a whole number of milliseconds")
-    .positive("must be more than 0 milliseconds")
+/**
+ * A duration in milliseconds: digits only (no "1e3", "0x10" or spaces, which a number parser
+ * would take), and at least `min`, below which the setting cannot work.
+ */
+const milliseconds = (fallback: number, min: number, why: string) =>
+  z
+    .string()
+    .regex(/^\d+$/, "must be a whole number of milliseconds, e.g. 30000")
+    .transform(Number)
+    .refine((n) => n >= min, `must be at least ${min} milliseconds: ${why}`)
     .default(fallback);
 
 const envSchema = z.object({
@@ -32,10 +37,10 @@ const envSchema = z.object({
     .string()
     .regex(/^[^:\s]+$/, "must not contain ':' or spaces")
     .default("sendonce"),
-  SENDONCE_LEASE_MS: milliseconds(30_000),
-  SENDONCE_SEND_TIMEOUT_MS: milliseconds(30_000),
-  SENDONCE_RETRY_BASE_MS: milliseconds(5_000),
-  SENDONCE_SWEEP_INTERVAL_MS: milliseconds(5_000),
+  SENDONCE_LEASE_MS: milliseconds(30_000, 1_000, "a job's lock is renewed at half the lease"),
+  SENDONCE_SEND_TIMEOUT_MS: milliseconds(30_000, 500, "a provider call needs time to answer"),
+  SENDONCE_RETRY_BASE_MS: milliseconds(5_000, 100, "retries would hammer the provider"),
+  SENDONCE_SWEEP_INTERVAL_MS: milliseconds(5_000, 100, "the sweep queries Postgres each time"),
   SENDONCE_DB_POOL_SIZE: z.coerce
     .number({ message: "must be a number" })
     .int("must be a whole number")
@@ -64,7 +69,11 @@ const envSchema = z.object({
     .string()
     .min(32, "must be at least 32 characters (e.g. openssl rand -hex 32)")
     .optional(),
-  SENDONCE_INDOUBT_GRACE_MS: milliseconds(60_000),
+  SENDONCE_INDOUBT_GRACE_MS: milliseconds(
+    60_000,
+    500,
+    "the provider needs time to list a message it took",
+  ),
   SENDONCE_FAILPOINT: z
     .enum(["after_claim", "after_call", "after_outcome", "api_after_commit"])
     .optional(),

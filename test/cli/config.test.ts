@@ -38,9 +38,15 @@ describe("configuration errors", () => {
       SENDONCE_DB_POOL_SIZE: "0",
     });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("SENDONCE_LEASE_MS: must be more than 0 milliseconds");
+    expect(r.stderr).toContain("SENDONCE_LEASE_MS: must be at least 1000 milliseconds");
     expect(r.stderr).toContain("SENDONCE_RETRY_BASE_MS: must be a whole number of milliseconds");
-    expect(r.stderr).toContain("SENDONCE_SWEEP_INTERVAL_MS: must be a number of milliseconds");
+    expect(r.stderr).toContain(
+      "SENDONCE_SWEEP_INTERVAL_MS: must be a whole number of milliseconds",
+    );
+    for (const sloppy of ["1e3", "0x10", " 5000"]) {
+      const loose = runCli(["worker"], { ...URLS, SENDONCE_SEND_TIMEOUT_MS: sloppy });
+      expect(loose.stderr).toContain("SENDONCE_SEND_TIMEOUT_MS: must be a whole number");
+    }
     expect(r.stderr).toContain("SENDONCE_DB_POOL_SIZE: must be at least 1");
   });
 
