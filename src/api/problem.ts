@@ -16,9 +16,16 @@ export interface FieldError {
 export function fieldErrorsOf(error: z.ZodError): FieldError[] {
   return error.issues.flatMap((i) =>
     i.code === "unrecognized_keys"
-      ? i.keys.map((k) => ({ field: [...i.path, k].join("."), message: "unknown field" }))
-      : [{ field: i.path.join(".") || "(body)", message: issueMessage(i) }],
+      ? i.keys.map((k) => ({ field: fieldPath([...i.path, k]), message: "unknown field" }))
+      : [{ field: fieldPath(i.path) || "(body)", message: issueMessage(i) }],
   );
+}
+
+/** A field's path as the event API names it: `events[1].customer.email`. */
+export function fieldPath(path: readonly PropertyKey[]): string {
+  return path
+    .map((p, i) => (typeof p === "number" ? `[${p}]` : `${i === 0 ? "" : "."}${String(p)}`))
+    .join("");
 }
 
 export interface Problem {

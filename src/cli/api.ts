@@ -54,7 +54,10 @@ export async function runApi(opts: { port: number; host: string }): Promise<void
     );
   }, REAP_EVERY_MS);
   reaper.unref();
-  const address = await app.listen({ port: opts.port, host: opts.host });
+  await app.listen({ port: opts.port, host: opts.host });
+  // What the socket is bound to (0.0.0.0: every interface), not one of its addresses.
+  const bound = app.server.address();
+  const address = typeof bound === "object" && bound ? `${bound.address}:${bound.port}` : bound;
   log.info("api listening", { address, keys: config.apiKeys.length });
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);

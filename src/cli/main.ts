@@ -1,6 +1,7 @@
 // The `sendonce` command line. Flags and environment are parsed here and handed down as
 // plain values. Commands load their modules on use: the embedded Postgres library hooks
 // process exit and signals as soon as it is imported, which a worker must not inherit.
+import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { loadConfig, requireDatabaseUrl } from "../config";
 import { migrate } from "../db/migrate";
@@ -8,8 +9,13 @@ import { redactUrl } from "../db/url";
 import type { BackfillFlags } from "./backfill";
 import { runValidate } from "./validate";
 
+const { version } = JSON.parse(
+  readFileSync(new URL("../../package.json", import.meta.url), "utf8"),
+) as { version: string };
+
 const program = new Command("sendonce")
   .description("Marketing journeys that send once: no customer gets the same thing twice.")
+  .version(version)
   .showHelpAfterError();
 
 program

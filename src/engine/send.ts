@@ -294,6 +294,7 @@ async function call(
   switch (outcome.state) {
     case "sent":
       trace(run, "sent", { step: intent.stepId, channel: step.kind, key: intent.key });
+      if (ends) trace(run, "enrollment completed", { reason: ends.reason });
       return done;
     case "failed_retryable":
       engine.log.warn("send failed, will retry", {

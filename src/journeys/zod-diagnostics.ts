@@ -57,8 +57,17 @@ function message(issue: z.core.$ZodIssue, value: unknown): string {
       return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, not ${JSON.stringify(value)}`;
     case "invalid_type":
       return `must be ${article(issue.expected)}, not ${kindOf(value)}`;
-    case "invalid_union":
+    case "invalid_union": {
+      // The form the value took (a mapping, say) failed inside: say where and why, not only
+      // that no form fits.
+      for (const branch of issue.errors) {
+        const inner = branch.find((i) => i.path.length > 0);
+        if (inner) {
+          return `${inner.path.join(".")}: ${message(inner, valueAt(value, inner.path as Path))}`;
+        }
+      }
       return `${JSON.stringify(value)} is not allowed here`;
+    }
     default:
       return issue.message;
   }

@@ -115,7 +115,7 @@ export function formatTimeline(entries: TimelineEntry[]): string[] {
         what = `${where} ${e.rule}: ${text(d.why)}`;
         break;
       case "sent":
-        what = `${where} key ${short(e.actionKey)} provider id ${text(d.providerId)} (attempt ${text(d.attempt)})`;
+        what = `${where} key ${short(e.actionKey)} provider id ${text(d.providerId)}${d.attempt !== undefined ? ` (attempt ${text(d.attempt)})` : ""}${d.resolvedBy ? ` — ${text(d.resolvedBy)}` : ""}`;
         break;
       case "points_granted":
         what = `${where} ${Number(d.amount) > 0 ? "+" : ""}${text(d.amount)} (${text(d.reason)}), balance ${text(d.balance)}`;
@@ -126,14 +126,17 @@ export function formatTimeline(entries: TimelineEntry[]): string[] {
       case "failed_permanent":
       case "in_doubt":
       case "released":
-        what = `${where} key ${short(e.actionKey)} ${e.rule ?? ""}${d.error ? `: ${text(d.error)}` : ""}`;
+        what = `${where} key ${short(e.actionKey)} ${e.rule ?? ""}${d.error ? `: ${text(d.error)}` : ""}${d.why ? ` — ${text(d.why)}` : ""}`;
         break;
       case "delivery_status":
-        what = `${where} ${e.rule} (${text(d.providerId)})`;
+        what = `${where} ${e.rule} (${text(d.providerId ?? d.messageId)})`;
         break;
       case "consent_revoked":
       case "consent_granted":
         what = `${text(d.channel)} ${text(d.topics)} by ${e.rule}`;
+        break;
+      case "reconcile_mismatch":
+        what = `${where ? `${where} ` : ""}${e.rule}: ${text(d.detail)}${d.resolution ? ` → ${text(d.resolution)}` : ""}`;
         break;
       default:
         what = `${where} ${JSON.stringify(d)}`;

@@ -237,13 +237,15 @@ export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mi
     }
   }
   const unknown = await db.$queryRaw<{ actionKey: string; rule: string }[]>`
-    SELECT d."actionKey", d.rule FROM "AuditEntry" d LEFT JOIN "Action" a ON a.key = d."actionKey"
-    WHERE d.kind = 'delivery_status' AND d."journeyId" IS NULL AND d.at >= ${opts.since} AND a.key IS NULL`;
+    SELECT d."actionKey", string_agg(DISTINCT d.rule, ', ' ORDER BY d.rule) AS rule
+    FROM "AuditEntry" d LEFT JOIN "Action" a ON a.key = d."actionKey"
+    WHERE d.kind = 'delivery_status' AND d."journeyId" IS NULL AND d.at >= ${opts.since} AND a.key IS NULL
+    GROUP BY d."actionKey"`;
   for (const u of unknown) {
     out.push({
       kind: "email_event_unknown_message",
       actionKey: u.actionKey,
-      detail: `a "${u.rule}" event for a Message-ID the ledger never sent`,
+      detail: `"${u.rule}" events for a Message-ID the ledger never sent`,
     });
   }
   return out;

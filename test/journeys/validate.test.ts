@@ -93,6 +93,17 @@ describe("sendonce validate", () => {
     expect(journeys.map((j) => j.id)).toEqual(["k"]);
   });
 
+  it("says what is wrong inside a field that takes several forms", () => {
+    const { lines } = validate({
+      "j.yaml":
+        HEADER +
+        "  - id: hello\n    email: { subject: Hi, text: Hello }\n    resend: { after: 30x }\n",
+    });
+    expect(lines).toEqual([
+      'j.yaml:9:13: error: steps[0].resend: after: bad duration "30x": use a number and a unit (ms, s, m, h, d, w), e.g. "90s", "1h30m" or "7d"',
+    ]);
+  });
+
   it("rejects a loop with no wait, and accepts the same loop with one", () => {
     const loop = (wait: string) =>
       HEADER +

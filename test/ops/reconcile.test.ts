@@ -271,6 +271,8 @@ describe("reconcile and report", () => {
     ]);
     expect(
       await problems({ events: [{ messageId: "<m@x>", event: "delivered" }, { event: "opened" }] }),
-    ).toEqual(["events.1.messageId"]);
+    ).toEqual(["events[1].messageId"]);
+    const ahead = new Date(Date.now() + 3 * 3_600_000).toISOString();
+    expect(await problems({ messageId: "<m@x>", event: "delivered", at: ahead })).toEqual(["at"]);
   });
 });

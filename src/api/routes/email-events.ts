@@ -2,15 +2,19 @@
 // Message-ID (ours are <actionKey@domain>). Reconciliation reads them to settle in-doubt sends.
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
+import { occurredAtSchema } from "../../ingest/event";
 import { refineStorable } from "../../ingest/storable";
 import { recordAudit } from "../../ledger/audit";
 import type { ApiDeps } from "../app";
 import { fieldErrorsOf, problem, sendProblem } from "../problem";
 
 const deliveryEvent = z.strictObject({
-  messageId: z.string().min(3).max(998),
+  messageId: z
+    .string()
+    .min(3, "must be the message's Message-ID, e.g. <key@shop.example>")
+    .max(998, "must be at most 998 characters (a header line)"),
   event: z.enum(["delivered", "bounced", "complained", "deferred", "dropped", "opened", "clicked"]),
-  at: z.iso.datetime({ offset: true }).optional(),
+  at: occurredAtSchema().optional(),
   provider: z.string().max(100).optional(),
 });
 const single = deliveryEvent.superRefine(refineStorable);
