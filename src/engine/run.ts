@@ -33,12 +33,13 @@ export function traceSettled(
   run: Run,
   stepId: string,
   claim: Extract<SettledClaim, { kind: "settled" }>,
+  kind?: Step["kind"],
 ): void {
-  // A points step settles `sent` in its claim: the points are granted.
+  // A points step settles `sent` in its claim: the points are granted (or reversed).
   const what = claim.duplicate
     ? "duplicate suppressed"
     : claim.state === "sent"
-      ? "points granted"
+      ? `points ${kind === "reverse_points" ? "reversed" : "granted"}`
       : claim.state;
   trace(run, what, {
     step: stepId,

@@ -120,7 +120,7 @@ async function runOne(run: Run, cs: CompiledStep, claimed?: SendClaim): Promise<
     case "points":
     case "reverse_points": {
       const claim = await claimPoints(run, step);
-      if (claim.kind === "settled") traceSettled(run, step.id, claim);
+      if (claim.kind === "settled") traceSettled(run, step.id, claim, step.kind);
       return settle(run, step, claim);
     }
     case "email":
@@ -179,7 +179,7 @@ function settle(run: Run, step: Step, claim: SettledClaim): OneResult | Promise<
     case "settled":
       return { kind: "next", ...optionalGoto(run, step) };
     case "wait":
-      trace(run, "waiting", { step: step.id, until: claim.until.toISOString(), why: claim.why });
+      trace(run, "waiting", { step: step.id, until: claim.until.toISOString() });
       return setNextRun(run, claim.until).then(
         () => ({ kind: "retry", at: claim.until, why: claim.why }) as const,
       );

@@ -157,11 +157,7 @@ export async function runSend(
       traceSettled(run, intent.stepId, claim);
       return { kind: "done" };
     case "wait":
-      trace(run, "waiting", {
-        step: intent.stepId,
-        until: claim.until.toISOString(),
-        why: claim.why,
-      });
+      trace(run, "waiting", { step: intent.stepId, until: claim.until.toISOString() });
       await setNextRun(run, claim.until);
       return { kind: "retry", at: claim.until, why: claim.why };
     case "stale":

@@ -72,6 +72,9 @@ export function loadJourneys(dir: string): LoadedJourneys {
     });
   }
   const journeys: Journey[] = [];
+  // Every journey that parsed, by id, also one whose file clashes with another's: a reversal
+  // of its points is not also reported as pointing at nothing.
+  const parsedById = new Map<string, Journey>();
   const files = new Map<string, string>();
   const maps = new Map<string, SourceMap>();
   for (const name of names.filter((n) => n !== POLICIES_FILE)) {
@@ -84,6 +87,7 @@ export function loadJourneys(dir: string): LoadedJourneys {
     diagnostics.push(...parsed.diagnostics);
     // Ids are compared also for files with errors: fixing those must not uncover a clash.
     if (parsed.id === undefined) continue;
+    if (parsed.value && !parsedById.has(parsed.id)) parsedById.set(parsed.id, parsed.value);
     const other = files.get(parsed.id);
     if (other) {
       const message = `journey id "${parsed.id}" is already used by ${other}: ids must be unique, they are part of every action key`;
@@ -105,7 +109,7 @@ export function loadJourneys(dir: string): LoadedJourneys {
     if (parsed.map) maps.set(journey.id, parsed.map);
     journeys.push({ ...journey, file: name });
   }
-  diagnostics.push(...checkPointReversals(journeys, maps));
+  diagnostics.push(...checkPointReversals(journeys, maps, parsedById));
   const failed = new Set(diagnostics.filter((d) => d.severity === "error").map((d) => d.file));
   return {
     journeys: journeys.filter((j) => !failed.has(display(j.file))),
@@ -115,8 +119,11 @@ export function loadJourneys(dir: string): LoadedJourneys {
 }
 
 /** A `points: { reverse: ... }` step must name a points step that grants points. */
-function checkPointReversals(journeys: Journey[], maps: Map<string, SourceMap>): Diagnostic[] {
-  const byId = new Map(journeys.map((j) => [j.id, j]));
+function checkPointReversals(
+  journeys: Journey[],
+  maps: Map<string, SourceMap>,
+  byId: Map<string, Journey>,
+): Diagnostic[] {
   const out: Diagnostic[] = [];
   for (const journey of journeys) {
     journey.steps.forEach((step, index) => {

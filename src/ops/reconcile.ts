@@ -101,9 +101,10 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       contentHash: string | null;
       enrollmentId: bigint;
       fencingToken: number;
+      stepId: string;
     }[]
   >`
-    SELECT a.key, a."customerId", a.state::text AS state, a."providerId", a."callStartedAt", a."updatedAt",
+    SELECT a.key, a."customerId", a."stepId", a.state::text AS state, a."providerId", a."callStartedAt", a."updatedAt",
       COALESCE(t.address, c.phone) AS phone, t."contentHash", a."enrollmentId", a."fencingToken"
     FROM "Action" a JOIN "Customer" c ON c.id = a."customerId"
     LEFT JOIN "ActionAttempt" t ON t."actionKey" = a.key AND t.attempt = a.attempt
@@ -175,13 +176,13 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
         // The worker's next run of the step looks it up again and releases it for one retry;
         // an enrollment that has ended has no run left to do that.
         const handed = await db.enrollment.updateMany({
-          where: { id: a.enrollmentId, status: "active" },
+          where: { id: a.enrollmentId, status: "active", currentStepId: a.stepId },
           data: { nextRunAt: opts.now },
         });
         m.resolution =
           handed.count > 0
             ? "handed back to the workers for one retry"
-            : "none: its enrollment has ended, so nothing will retry it; resend by hand if it should go";
+            : "none: its enrollment has ended or moved past the step, so nothing will retry it; resend by hand if it should go";
       }
       out.push(m);
     }
