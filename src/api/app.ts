@@ -49,7 +49,11 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   // A path parameter may be a customer id of up to 200 characters, percent-encoded up to three
   // times that, or an unsubscribe token that carries one: Fastify's default of 100 answered
   // such links 414.
-  const app = Fastify({ logger: false, bodyLimit: deps.bodyLimitBytes, maxParamLength: 2_048 });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: deps.bodyLimitBytes,
+    routerOptions: { maxParamLength: 2_048 },
+  });
   await app.register(formbody);
   const keys = keyRing(deps.apiKeys);
 

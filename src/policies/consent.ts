@@ -2,7 +2,8 @@
 // that arrives late never overwrites a newer one. The person's own opt-out or opt-in (a link,
 // a reply) applies as of now, whatever the stored change's date.
 import type { Sql } from "../db/sql";
-import { poolOf } from "../db/sql";
+import type { Statement } from "../db/sql";
+import { poolOf, stmt } from "../db/sql";
 import type { Db } from "../db/client";
 import type { Channel, ConsentStatus } from "../generated/prisma/client";
 
@@ -107,26 +108,14 @@ export async function optOut(
   source: string,
   now: Date,
 ): Promise<string[]> {
-  // Locked, so that a grant being written now either comes first and is revoked here, or
-  // comes after and sees the opt-out (applyConsent).
-  await tx`SELECT 1 FROM "Customer" WHERE id = ${customerId} FOR NO KEY UPDATE`;
-  const topics = await tx<{ topic: string }>`
-    SELECT topic FROM "Consent"
-    WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel" AND status = 'granted'
-      AND topic <> ${ALL_TOPICS}
-    ORDER BY topic`;
-  const revoked = [ALL_TOPICS, ...topics.map((t) => t.topic)];
-  for (const topic of revoked) {
-    await applyConsent(tx, {
-      customerId,
-      channel,
-      topic,
-      status: "revoked",
-      occurredAt: now,
-      source,
-      own: true,
-    });
-  }
+  const topics = await lockedTopics(
+    tx,
+    customerId,
+    channel,
+    stmt`status = 'granted' AND topic <> ${ALL_TOPICS}`,
+  );
+  const revoked = [ALL_TOPICS, ...topics];
+  await applyOwn(tx, { customerId, channel, status: "revoked", source, now }, revoked);
   return revoked;
 }
 
@@ -138,24 +127,45 @@ export async function optIn(
   source: string,
   now: Date,
 ): Promise<string[]> {
+  const granted = await lockedTopics(
+    tx,
+    customerId,
+    channel,
+    stmt`status = 'revoked' AND source IN (${OPT_OUT_SOURCES[0]}, ${OPT_OUT_SOURCES[1]})`,
+  );
+  await applyOwn(tx, { customerId, channel, status: "granted", source, now }, granted);
+  return granted;
+}
+
+/**
+ * The customer's topics of a channel that `which` selects, with the customer locked first: a
+ * grant being written at the same moment either comes first and is seen here, or comes after
+ * and sees what this transaction writes (applyConsent locks the customer too).
+ */
+async function lockedTopics(
+  tx: Sql,
+  customerId: string,
+  channel: "email" | "sms",
+  which: Statement,
+): Promise<string[]> {
   await tx`SELECT 1 FROM "Customer" WHERE id = ${customerId} FOR NO KEY UPDATE`;
-  const topics = await tx<{ topic: string }>`
+  const rows = await tx<{ topic: string }>`
     SELECT topic FROM "Consent"
-    WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel" AND status = 'revoked'
-      AND source IN (${OPT_OUT_SOURCES[0]}, ${OPT_OUT_SOURCES[1]})
+    WHERE "customerId" = ${customerId} AND channel = ${channel}::"Channel" AND ${which}
     ORDER BY topic`;
-  for (const { topic } of topics) {
-    await applyConsent(tx, {
-      customerId,
-      channel,
-      topic,
-      status: "granted",
-      occurredAt: now,
-      source,
-      own: true,
-    });
+  return rows.map((r) => r.topic);
+}
+
+/** The person's own change of each of `topics`, as of now. */
+async function applyOwn(
+  tx: Sql,
+  change: Pick<ConsentChange, "customerId" | "channel" | "status" | "source"> & { now: Date },
+  topics: string[],
+): Promise<void> {
+  const { now, ...rest } = change;
+  for (const topic of topics) {
+    await applyConsent(tx, { ...rest, topic, occurredAt: now, own: true });
   }
-  return topics.map((t) => t.topic);
 }
 
 /** optOut in a transaction of its own. */
