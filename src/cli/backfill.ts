@@ -27,6 +27,9 @@ export function parseWhen(flag: string, value: string, now = new Date()): string
     throw new ConfigError(
       `--${flag} ${value}: use an ISO-8601 date (2026-11-01) or a duration back from now (30d)`,
     );
+  // A start in the future selects nothing: most likely a typo in the year.
+  if (flag === "since" && t > now.getTime())
+    throw new ConfigError(`--since ${value} is in the future: nothing has happened since then`);
   return new Date(t).toISOString();
 }
 

@@ -158,6 +158,11 @@ describe("sendonce backfill", () => {
       runCli(["backfill", "--journey", "promo", "--since", "1d", "--until", "2d"], h().env())
         .stderr,
     ).toMatch(/--until must be after --since/);
+    for (const command of [["backfill", "--journey", "promo"], ["report"]]) {
+      const future = runCli([...command, "--since", "2099-01-01"], h().env());
+      expect(future.code).toBe(1);
+      expect(future.stderr).toMatch(/--since 2099-01-01 is in the future/);
+    }
   });
 
   it("dry-runs a file as the real run then does it: profiles, consents and enrollments of earlier lines, other event types", async () => {

@@ -171,6 +171,10 @@ describe("reconcile and report", () => {
     const table = runCli(["report", "--since", "1d"], h().env());
     expect(table.stdout).toMatch(/keys sent more than once\s+0/);
     // A journey this database never ran is a typo, not a report of nothing.
+    // A journey filter narrows the actions; events and replays are named as unfiltered.
+    const hello = runCli(["report", "--since", "1d", "--journey", "hello"], h().env());
+    expect(hello.stdout).toContain("events by source (all journeys)");
+    expect(hello.stdout).not.toMatch(/^\s+texts\./m);
     for (const args of [["report"], ["explain", "--customer", "c_mail"]]) {
       const typo = runCli([...args, "--journey", "helo"], h().env());
       expect(typo.code).toBe(1);
