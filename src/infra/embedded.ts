@@ -124,7 +124,17 @@ export async function startRedisServer(
       `redis-server did not start on port ${port}; see ${join(dir, "redis.log")}`,
     );
   }
-  return { url: `redis://127.0.0.1:${port}`, stop: () => stopChild(child, exited) };
+  // A process that dies without stopping it (an uncaught error, `sendonce demo | head` closing
+  // the pipe) takes the child with it, instead of leaving a redis-server behind.
+  const orphaned = () => child.kill("SIGTERM");
+  process.once("exit", orphaned);
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop: () => {
+      process.removeListener("exit", orphaned);
+      return stopChild(child, exited);
+    },
+  };
 }
 
 async function stopChild(child: ChildProcess, exited: Promise<unknown>): Promise<void> {

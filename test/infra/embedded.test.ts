@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,6 +28,36 @@ describe("embedded defaults", () => {
       await second.stop();
     }
   }, 120_000);
+
+  it("take the redis-server child down with a process that dies without stopping it", async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), "sendonce-state-"));
+    const module = new URL("../../src/infra/embedded.ts", import.meta.url).pathname;
+    const script = `
+      const { startRedisServer } = await import(${JSON.stringify(module)});
+      const redis = await startRedisServer(${JSON.stringify(stateDir)});
+      console.log(redis.url);
+      throw new Error("died");`;
+    const run = spawnSync(
+      process.execPath,
+      ["--import", "tsx", "--input-type=module", "-e", script],
+      {
+        encoding: "utf8",
+        timeout: 30_000,
+      },
+    );
+    expect(run.stderr).toContain("died");
+    const url = run.stdout.trim();
+    expect(url).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
+    const probe = new Redis(url, {
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      lazyConnect: true,
+    });
+    probe.on("error", () => {});
+    await new Promise((r) => setTimeout(r, 500));
+    await expect(probe.connect()).rejects.toThrow();
+    probe.disconnect();
+  }, 60_000);
 
   it("run redis-server as a child with noeviction and an append-only file", async () => {
     const stateDir = mkdtempSync(join(tmpdir(), "sendonce-state-"));
