@@ -16,9 +16,8 @@ import { DEFAULT_TUNING, systemClock } from "./engine/engine";
 import { stepIdChanges } from "./journeys/deployed";
 import { loadJourneys } from "./journeys/load";
 import type { Logger } from "./log";
-import { reasonOf, throttledError } from "./log";
 import type { Queues } from "./queue/queues";
-import { createQueues, requireRedis } from "./queue/queues";
+import { openQueues } from "./queue/queues";
 import { startSweeper } from "./queue/sweep";
 import { startWorkers } from "./queue/worker";
 
@@ -69,13 +68,11 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
     );
   }
   const db = await openMigrated(opts.databaseUrl, opts.poolSize ?? 10);
-  await requireRedis(opts.redisUrl).catch(async (error: unknown) => {
-    await db.$disconnect();
-    throw error;
-  });
-  const queueError = throttledError(opts.log);
-  const queues = createQueues(opts.redisUrl, config.queuePrefix, (queue, error) =>
-    queueError("queue error", { queue, error: reasonOf(error) }),
+  const queues = await openQueues(opts.redisUrl, config.queuePrefix, opts.log).catch(
+    async (error: unknown) => {
+      await db.$disconnect();
+      throw error;
+    },
   );
   const channels = createChannels(config);
   const tuning: Tuning = {

@@ -6,8 +6,8 @@ import { failpoint } from "../app";
 import { ConfigError, loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
 import { openMigrated } from "../db/migrate";
 import { systemClock } from "../engine/engine";
-import { createLogger, reasonOf, throttledError } from "../log";
-import { createQueues, requireRedis } from "../queue/queues";
+import { createLogger } from "../log";
+import { openQueues } from "../queue/queues";
 
 /** Expired idempotency keys are deleted this often. */
 const REAP_EVERY_MS = 10 * 60_000;
@@ -23,13 +23,11 @@ export async function runApi(opts: { port: number; host: string }): Promise<void
   }
   const log = createLogger();
   const db = await openMigrated(databaseUrl, config.dbPoolSize ?? 20);
-  await requireRedis(redisUrl).catch(async (error: unknown) => {
-    await db.$disconnect();
-    throw error;
-  });
-  const queueError = throttledError(log);
-  const queues = createQueues(redisUrl, config.queuePrefix, (queue, error) =>
-    queueError("queue error", { queue, error: reasonOf(error) }),
+  const queues = await openQueues(redisUrl, config.queuePrefix, log).catch(
+    async (error: unknown) => {
+      await db.$disconnect();
+      throw error;
+    },
   );
   const stop =
     config.failpoint === "api_after_commit" ? failpoint("api_after_commit", log) : undefined;

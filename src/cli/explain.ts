@@ -1,8 +1,7 @@
 // `sendonce explain --customer ID`: reads DATABASE_URL, or the demo's embedded database.
 import { loadConfig } from "../config";
-import { migrate, openMigrated } from "../db/migrate";
 import { requireDeployed } from "../journeys/deployed";
-import { resolveDatabase } from "../infra/services";
+import { openLedger } from "../infra/services";
 import { formatTimeline, loadTimeline } from "../ops/explain";
 
 export async function runExplain(opts: {
@@ -11,13 +10,7 @@ export async function runExplain(opts: {
   format: "text" | "json";
 }): Promise<number> {
   const config = loadConfig();
-  const database = await resolveDatabase(config);
-  // The demo's embedded database is migrated here; DATABASE_URL's must already be.
-  if (!config.databaseUrl) await migrate(database.url);
-  const db = await openMigrated(database.url, 2).catch(async (error: unknown) => {
-    await database.stop();
-    throw error;
-  });
+  const { db, close } = await openLedger(config, 2);
   try {
     if (opts.journey) await requireDeployed(db, opts.journey);
     const entries = await loadTimeline(db, opts.customer, opts.journey);
@@ -39,7 +32,6 @@ export async function runExplain(opts: {
     for (const line of formatTimeline(entries)) console.log(`  ${line}`);
     return 0;
   } finally {
-    await db.$disconnect();
-    await database.stop();
+    await close();
   }
 }

@@ -6,7 +6,7 @@ import { openMigrated } from "../db/migrate";
 import type { ImportProgress } from "../ingest/ndjson";
 import { importNdjson } from "../ingest/ndjson";
 import { createLogger } from "../log";
-import { createQueues, requireRedis } from "../queue/queues";
+import { openQueues } from "../queue/queues";
 
 export async function runImport(
   file: string,
@@ -16,12 +16,14 @@ export async function runImport(
   if (!existsSync(file)) throw new ConfigError(`${file}: no such file`);
   if (!statSync(file).isFile()) throw new ConfigError(`${file}: not a file`);
   const redisUrl = requireRedisUrl(config);
+  const log = createLogger();
   const db = await openMigrated(requireDatabaseUrl(config), 4);
-  await requireRedis(redisUrl).catch(async (error: unknown) => {
-    await db.$disconnect();
-    throw error;
-  });
-  const queues = createQueues(redisUrl, config.queuePrefix);
+  const queues = await openQueues(redisUrl, config.queuePrefix, log).catch(
+    async (error: unknown) => {
+      await db.$disconnect();
+      throw error;
+    },
+  );
   const started = Date.now();
   const tty = process.stderr.isTTY;
   let lastLine = 0;
@@ -51,7 +53,7 @@ export async function runImport(
           process.stderr.write(`${tty ? "\n" : ""}${file}:${line}: ${message}\n`),
         onProgress: show,
       },
-      createLogger(),
+      log,
     );
     if (tty) process.stderr.write("\n");
     const c = result.counts;

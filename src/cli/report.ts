@@ -1,9 +1,8 @@
 // `sendonce report`: the measures as a table, JSON or a self-contained HTML file.
 import { writeFileSync } from "node:fs";
 import { loadConfig } from "../config";
-import { migrate, openMigrated } from "../db/migrate";
 import { requireDeployed } from "../journeys/deployed";
-import { resolveDatabase } from "../infra/services";
+import { openLedger } from "../infra/services";
 import { formatHtml } from "../reports/html";
 import { collectMeasures } from "../reports/measures";
 import { formatTable } from "../reports/table";
@@ -17,13 +16,7 @@ export async function runReport(opts: {
 }): Promise<number> {
   const since = new Date(parseWhen("since", opts.since));
   const config = loadConfig();
-  const database = await resolveDatabase(config);
-  // The demo's embedded database is migrated here; DATABASE_URL's must already be.
-  if (!config.databaseUrl) await migrate(database.url);
-  const db = await openMigrated(database.url, 4).catch(async (error: unknown) => {
-    await database.stop();
-    throw error;
-  });
+  const { db, close } = await openLedger(config, 4);
   try {
     if (opts.journey) await requireDeployed(db, opts.journey);
     const m = await collectMeasures(db, {
@@ -45,7 +38,6 @@ export async function runReport(opts: {
     // A duplicate send is the one thing that must never happen: make it fail scripts.
     return m.duplicateSends.length > 0 ? 2 : 0;
   } finally {
-    await db.$disconnect();
-    await database.stop();
+    await close();
   }
 }

@@ -1,6 +1,8 @@
 // Where Postgres and Redis come from: the configured URLs, or (unset) the embedded defaults
 // under the state directory.
 import type { Config } from "../config";
+import type { Db } from "../db/client";
+import { migrate, openMigrated } from "../db/migrate";
 import type { RunningService } from "./embedded";
 import { startEmbeddedPostgres, startRedisServer } from "./embedded";
 
@@ -43,4 +45,30 @@ export async function resolveDatabase(
 
 async function stopAll(services: RunningService[]): Promise<void> {
   for (const s of services.reverse()) await s.stop();
+}
+
+/**
+ * The ledger for a command that reads it (report, explain): DATABASE_URL's, which must be
+ * migrated already, or the demo's embedded one, migrated here. `close` disconnects from it and
+ * stops what was started.
+ */
+export async function openLedger(
+  config: Config,
+  poolSize: number,
+): Promise<{ db: Db; close: () => Promise<void> }> {
+  const database = await resolveDatabase(config);
+  try {
+    if (!config.databaseUrl) await migrate(database.url);
+    const db = await openMigrated(database.url, poolSize);
+    return {
+      db,
+      close: async () => {
+        await db.$disconnect();
+        await database.stop();
+      },
+    };
+  } catch (error) {
+    await database.stop();
+    throw error;
+  }
 }

@@ -6,7 +6,8 @@ import type { JobsOptions } from "bullmq";
 import { Redis } from "ioredis";
 import { redactUrl } from "../db/url";
 import { eventJobId, stepJobId } from "../engine/keys";
-import { reasonOf } from "../log";
+import type { Logger } from "../log";
+import { reasonOf, throttledError } from "../log";
 
 export const EVENTS_QUEUE = "events";
 export const STEPS_QUEUE = "steps";
@@ -78,6 +79,21 @@ export async function requireRedis(url: string): Promise<void> {
   } finally {
     probe.disconnect();
   }
+}
+
+/**
+ * Queue errors as log lines: one per message per 10 s, as an outage (Redis gone away, ioredis
+ * reconnecting) makes every connection report the same error many times a second.
+ */
+export function logQueueErrors(log: Logger): (queue: string, error: Error) => void {
+  const error = throttledError(log);
+  return (queue, e) => error("queue error", { queue, error: reasonOf(e) });
+}
+
+/** The queues of a prefix once Redis answers (requireRedis), their errors logged. */
+export async function openQueues(redisUrl: string, prefix: string, log: Logger): Promise<Queues> {
+  await requireRedis(redisUrl);
+  return createQueues(redisUrl, prefix, logQueueErrors(log));
 }
 
 /**

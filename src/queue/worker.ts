@@ -1,6 +1,5 @@
 // BullMQ workers: the only place where engine results become queue operations (delays,
 // unrecoverable errors). Everything a processor does is idempotent against Postgres.
-import { reasonOf, throttledError } from "../log";
 import { DelayedError, UnrecoverableError, Worker } from "bullmq";
 import type { Job } from "bullmq";
 import type { Engine } from "../engine/engine";
@@ -11,7 +10,7 @@ import type { StepRunResult } from "../engine/runner";
 import { EventValidationError, parseEvent } from "../ingest/event";
 import { changesConsent, storeEvent } from "../ingest/store";
 import type { DueStep, EventJob, Queues, StepJob } from "./queues";
-import { EVENTS_QUEUE, STEPS_QUEUE, enqueueSteps, redisConnection } from "./queues";
+import { EVENTS_QUEUE, STEPS_QUEUE, enqueueSteps, logQueueErrors, redisConnection } from "./queues";
 
 export interface WorkerOptions {
   concurrency: number;
@@ -50,7 +49,7 @@ export function startWorkers(
       connection: redisConnection(redisUrl),
     },
   );
-  const queueError = throttledError(engine.log);
+  const queueError = logQueueErrors(engine.log);
   for (const worker of [events, steps]) {
     worker.on("failed", (job, error) => {
       if (error instanceof DelayedError) return;
@@ -61,9 +60,7 @@ export function startWorkers(
         error: error.message,
       });
     });
-    worker.on("error", (error) =>
-      queueError("queue error", { queue: worker.name, error: reasonOf(error) }),
-    );
+    worker.on("error", (error) => queueError(worker.name, error));
   }
   return {
     async close() {
