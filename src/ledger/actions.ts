@@ -540,7 +540,6 @@ export async function recordOutcome(
       : outcome.state === "in_doubt"
         ? "unknown_outcome"
         : null;
-  const completedAt = outcome.state === "failed_retryable" ? null : opts.now;
   const base = auditBase(intent, opts);
   const ignored = auditInsert([
     {
@@ -558,7 +557,7 @@ export async function recordOutcome(
           stmt`a AS (
         UPDATE "Action" SET state = ${outcome.state}::"ActionState", reason = ${reason},
           "providerId" = ${providerId}, "lastError" = ${error}, "nextAttemptAt" = NULL,
-          "completedAt" = ${completedAt}, "updatedAt" = ${opts.now}
+          "completedAt" = ${opts.now}, "updatedAt" = ${opts.now}
         WHERE key = ${intent.key} AND "fencingToken" = ${claim.token}
           AND (state = 'calling' OR (state = 'in_doubt' AND ${outcome.state !== "in_doubt"}))
         RETURNING key, attempt, state)`,
