@@ -28,6 +28,8 @@ export interface Latency {
 export interface Measures {
   since: string;
   journeyId: string | null;
+  /** With a journey: the event types it enters on, which the events are narrowed to. */
+  eventTypes: string[] | null;
   events: { source: string; received: number; duplicates: number; conflicts: number }[];
   idempotentReplays: number;
   actions: ActionGroup[];
@@ -78,13 +80,23 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
     timeline,
     enrolled,
     histogram,
+    triggers,
   ] = await Promise.all([
+    // A journey's events are those of the types it enters on, in any version it ran; a
+    // redelivery counts under the type of the event first stored with its id.
     db.$queryRaw<{ source: string; received: bigint; duplicates: bigint; conflicts: bigint }[]>`
+        WITH types AS (
+          SELECT DISTINCT definition->'trigger'->>'event' AS type FROM "JourneyVersion" WHERE "journeyId" = ${journey})
         SELECT source, sum(received)::bigint AS received, sum(duplicates)::bigint AS duplicates, sum(conflicts)::bigint AS conflicts FROM (
-          SELECT source, count(*) AS received, 0 AS duplicates, 0 AS conflicts FROM "Event" WHERE "receivedAt" >= ${since} GROUP BY source
+          SELECT source, count(*) AS received, 0 AS duplicates, 0 AS conflicts FROM "Event"
+          WHERE "receivedAt" >= ${since} AND (${journey}::text IS NULL OR type IN (SELECT type FROM types))
+          GROUP BY source
           UNION ALL
-          SELECT source, 0, count(*) FILTER (WHERE kind = 'duplicate'), count(*) FILTER (WHERE kind = 'conflict')
-          FROM "EventDuplicate" WHERE "receivedAt" >= ${since} GROUP BY source
+          SELECT d.source, 0, count(*) FILTER (WHERE d.kind = 'duplicate'), count(*) FILTER (WHERE d.kind = 'conflict')
+          FROM "EventDuplicate" d
+          WHERE d."receivedAt" >= ${since} AND (${journey}::text IS NULL OR EXISTS (
+            SELECT 1 FROM "Event" e WHERE e.source = d.source AND e."eventId" = d."eventId" AND e.type IN (SELECT type FROM types)))
+          GROUP BY d.source
         ) t GROUP BY source ORDER BY source`,
     db.auditEntry.count({ where: { kind: "idempotent_replay", at: { gte: since } } }),
     db.$queryRaw<(Omit<ActionGroup, "count"> & { count: bigint })[]>`
@@ -107,7 +119,10 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
         SELECT count(*) AS retried, count(*) FILTER (WHERE state = 'sent') AS succeeded FROM "Action"
         WHERE attempt > 1 AND "claimedAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey})`,
     db.$queryRaw<{ rule: string; count: bigint }[]>`
-        SELECT rule, count(*) AS count FROM "AuditEntry" WHERE kind = 'reconcile_mismatch' AND at >= ${since} GROUP BY 1`,
+        SELECT rule, count(*) AS count FROM "AuditEntry" m
+        WHERE kind = 'reconcile_mismatch' AND at >= ${since} AND (${journey}::text IS NULL OR EXISTS (
+          SELECT 1 FROM "Action" a WHERE a.key = m."actionKey" AND a."journeyId" = ${journey}))
+        GROUP BY 1`,
     db.$queryRaw<
       {
         channel: string;
@@ -145,6 +160,9 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
         WHERE a.state = 'sent' AND a.channel IN ('email', 'sms') AND a."completedAt" >= ${since}
           AND (${journey}::text IS NULL OR a."journeyId" = ${journey})
         GROUP BY 1 ORDER BY 1`,
+    db.$queryRaw<{ type: string }[]>`
+        SELECT DISTINCT definition->'trigger'->>'event' AS type FROM "JourneyVersion"
+        WHERE "journeyId" = ${journey} ORDER BY 1`,
   ]);
   const n = (v: bigint | number) => Number(v);
   const groups = actions.map((a) => ({ ...a, count: n(a.count) }));
@@ -176,6 +194,7 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
   return {
     since: since.toISOString(),
     journeyId: journey,
+    eventTypes: journey === null ? null : triggers.map((t) => t.type),
     events: events.map((e) => ({
       source: e.source,
       received: n(e.received),

@@ -18,16 +18,17 @@ export function formatTable(m: Measures): string {
     ["keys sent more than once", m.duplicateSends.length],
     ...m.duplicateSends.map((d): [string, number] => [`  ${d.key}`, d.sends]),
   ]);
-  // Events and replays come before any journey: a journey filter does not narrow them.
-  const all = m.journeyId ? " (all journeys)" : "";
+  // A journey's events are those it enters on; API replays are of requests, before any journey.
   section(
-    `events by source${all}`,
+    `events by source${m.eventTypes ? ` (${m.eventTypes.join(", ")})` : ""}`,
     m.events.map((e) => [
       e.source,
       `${e.received} received, ${e.duplicates} duplicates dropped, ${e.conflicts} conflicts`,
     ]),
   );
-  section(`idempotent replays${all}`, [["API responses replayed", m.idempotentReplays]]);
+  section(`idempotent replays${m.journeyId ? " (all journeys)" : ""}`, [
+    ["API responses replayed", m.idempotentReplays],
+  ]);
   section(
     "actions by journey, step, channel and source",
     m.actions.map((a) => [

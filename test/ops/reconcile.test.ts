@@ -12,6 +12,7 @@ import { API_KEY, startApi } from "../support/api";
 import { runCli, runCliAsync } from "../support/cli";
 import { settledAction, signup, twilioEnv, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
+import { eventually } from "../support/workers";
 import type { TwilioServer } from "../support/twilio";
 import { startTwilioServer } from "../support/twilio";
 
@@ -168,13 +169,40 @@ describe("reconcile and report", () => {
     expect(m.duplicateSends).toEqual([]);
     expect(m.reconciliationMismatches.sms_in_doubt_found).toBeGreaterThanOrEqual(1);
     expect(m.latency.count).toBeGreaterThan(0);
-    const table = runCli(["report", "--since", "1d"], h().env());
-    expect(table.stdout).toMatch(/keys sent more than once\s+0/);
+    expect(runCli(["report", "--since", "1d"], h().env()).stdout).toMatch(
+      /keys sent more than once\s+0/,
+    );
+    // A journey filter narrows the events to the types it enters on, the actions to its own and
+    // the mismatches to those of its actions. A redelivered SMS request is not hello's.
+    await text("c_sms", "a");
+    await eventually(() =>
+      h().schema.db.eventDuplicate.findFirst({ where: { eventId: "evt_c_sms_a" } }),
+    );
+    const report = (...args: string[]) => {
+      const out = runCli(["report", "--since", "1d", "--format", "json", ...args], h().env());
+      return JSON.parse(out.stdout) as {
+        eventTypes: string[] | null;
+        events: { received: number; duplicates: number }[];
+        reconciliationMismatches: Record<string, number>;
+      };
+    };
+    const [all, hello] = [report(), report("--journey", "hello")];
+    const sum = (m: typeof all, k: "received" | "duplicates") =>
+      m.events.reduce((s, e) => s + e[k], 0);
+    const signups = await h().schema.db.event.count({ where: { type: "signed_up" } });
+    expect([all.eventTypes, hello.eventTypes]).toEqual([null, ["signed_up"]]);
+    expect([sum(hello, "received"), sum(hello, "duplicates")]).toEqual([signups, 0]);
+    expect(sum(all, "received")).toBeGreaterThan(signups);
+    expect(sum(all, "duplicates")).toBe(1);
+    expect(Object.keys(hello.reconciliationMismatches).sort()).toEqual([
+      "email_in_doubt_delivered",
+      "points_grant_missing",
+    ]);
+    const table = runCli(["report", "--since", "1d", "--journey", "hello"], h().env()).stdout;
+    expect(table).toContain("events by source (signed_up)");
+    expect(table).toContain("idempotent replays (all journeys)");
+    expect(table).not.toMatch(/^\s+texts\./m);
     // A journey this database never ran is a typo, not a report of nothing.
-    // A journey filter narrows the actions; events and replays are named as unfiltered.
-    const hello = runCli(["report", "--since", "1d", "--journey", "hello"], h().env());
-    expect(hello.stdout).toContain("events by source (all journeys)");
-    expect(hello.stdout).not.toMatch(/^\s+texts\./m);
     for (const args of [["report"], ["explain", "--customer", "c_mail"]]) {
       const typo = runCli([...args, "--journey", "helo"], h().env());
       expect(typo.code).toBe(1);
