@@ -22,7 +22,7 @@ export interface StepJob {
 // Finished jobs are removed: their truth is in Postgres, and a removed id can be re-added by
 // the sweep. Attempts cover infrastructure errors only (a database restart); send retries are
 // decided by the ledger.
-const JOB_OPTIONS: JobsOptions = {
+export const JOB_OPTIONS: JobsOptions = {
   removeOnComplete: true,
   removeOnFail: true,
   attempts: 10,

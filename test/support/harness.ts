@@ -2,6 +2,7 @@
 // SMTP server, and the environment that points `sendonce worker` children at them.
 import { Queue } from "bullmq";
 import { actionKey } from "../../src/engine/keys";
+import { JOB_OPTIONS } from "../../src/queue/queues";
 import type { TestSchema } from "./db";
 import { createTestSchema } from "./db";
 import { REDIS_URL, flushPrefix, uniquePrefix } from "./redis";
@@ -32,7 +33,12 @@ export async function startHarness(
   const schema = await createTestSchema("send");
   const prefix = uniquePrefix("send");
   const sink = await startSmtpSink();
-  const queue = new Queue("events", { connection: { url: REDIS_URL }, prefix });
+  // With the job options of sendonce's own enqueuers: a delivery whose intake failed is retried.
+  const queue = new Queue("events", {
+    connection: { url: REDIS_URL },
+    prefix,
+    defaultJobOptions: JOB_OPTIONS,
+  });
   return {
     schema,
     prefix,
