@@ -43,14 +43,18 @@ export async function applyConsent(tx: Sql, given: ConsentChange): Promise<boole
   let change = given;
   if (change.status === "granted" && change.topic !== ALL_TOPICS && !change.own) {
     // The customer's row is locked first, as a STOP locks it before it reads their topics:
-    // a grant and a STOP at the same moment cannot both miss each other.
-    const [optOut] = await tx<{ occurredAt: Date | null; source: string | null }>`
-      SELECT s."occurredAt", s.source FROM "Customer" c
-      LEFT JOIN "Consent" s ON s."customerId" = c.id AND s.channel = ${change.channel}::"Channel"
-        AND s.topic = ${ALL_TOPICS} AND s.status = 'revoked' AND s."occurredAt" >= ${change.occurredAt}
-      WHERE c.id = ${change.customerId}
-      FOR NO KEY UPDATE OF c`;
-    if (optOut?.occurredAt && optOut.source) {
+    // a grant and a STOP at the same moment cannot both miss each other. The opt-out is read
+    // by a statement of its own, after the lock: one that waited for a STOP to commit would
+    // still read with the snapshot it took before (the STOP locks the customer, it does not
+    // change it, so Postgres would not read the row again) and miss the opt-out.
+    const [, found] = await tx.many(
+      stmt`SELECT 1 FROM "Customer" WHERE id = ${change.customerId} FOR NO KEY UPDATE`,
+      stmt`SELECT "occurredAt", source FROM "Consent"
+        WHERE "customerId" = ${change.customerId} AND channel = ${change.channel}::"Channel"
+          AND topic = ${ALL_TOPICS} AND status = 'revoked' AND "occurredAt" >= ${change.occurredAt}`,
+    );
+    const optOut = found?.[0] as { occurredAt: Date; source: string } | undefined;
+    if (optOut) {
       change = {
         ...change,
         status: "revoked",

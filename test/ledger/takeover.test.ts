@@ -1,17 +1,14 @@
 // The ledger's races between a worker that is slow and one that takes its work over, played
 // out on the database with the interleaving forced: a claim read the row, then the slow worker
 // wrote first. The takeover must see what was written, never overwrite it.
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connectionOptions } from "../../src/db/url";
 import { actionKey } from "../../src/engine/keys";
 import type { ActionIntent, ClaimOptions } from "../../src/ledger/actions";
 import { claimAction, markCallStarted, recordOutcome } from "../../src/ledger/actions";
 import { endEnrollment, settleEnded } from "../../src/ledger/enrollments";
 import { poolOf } from "../../src/db/sql";
-import { createTestSchema } from "../support/db";
+import { createTestSchema, holdRows } from "../support/db";
 import type { TestSchema } from "../support/db";
-import { eventually } from "../support/workers";
 
 let t: TestSchema;
 let enrollmentId: bigint;
@@ -79,41 +76,16 @@ async function queuedBehind<A, B>(
   first: () => Promise<A>,
   second: () => Promise<B>,
 ): Promise<[A, B]> {
-  const { connectionString, schema } = connectionOptions(t.url);
-  const connect = async () => {
-    const c = new pg.Client({ connectionString, options: `-c search_path=${schema}` });
-    await c.connect();
-    return c;
-  };
-  const holder = await connect();
-  // Another connection watches: inside the holder's transaction, pg_stat_activity would show
-  // the same snapshot on every read.
-  const watcher = await connect();
+  const held = await holdRows(t.url, `SELECT 1 FROM "Action" WHERE key = $1 FOR UPDATE`, [key]);
   try {
-    await holder.query("BEGIN");
-    await holder.query(`SELECT 1 FROM "Action" WHERE key = $1 FOR UPDATE`, [key]);
-    const { rows } = await holder.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
-    // Backends waiting behind the holder, directly or behind one that waits for it.
-    const waiting = async (n: number) => {
-      const r = await watcher.query<{ n: number }>(
-        `WITH direct AS (
-           SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))
-         SELECT count(*)::int AS n FROM pg_stat_activity s
-         WHERE s.pid IN (SELECT pid FROM direct)
-            OR EXISTS (SELECT 1 FROM direct d WHERE d.pid = ANY(pg_blocking_pids(s.pid)))`,
-        [rows[0]!.pid],
-      );
-      return r.rows[0]!.n >= n ? true : undefined;
-    };
     const one = first();
-    await eventually(() => waiting(1), 10_000, "the first write waiting");
+    await held.waiting(1, "the first write waiting");
     const two = second();
-    await eventually(() => waiting(2), 10_000, "the second write waiting");
-    await holder.query("ROLLBACK");
+    await held.waiting(2, "the second write waiting");
+    await held.release();
     return [await one, await two];
   } finally {
-    await holder.end();
-    await watcher.end();
+    await held.release();
   }
 }
 
@@ -418,5 +390,76 @@ describe("an enrollment that exits while a call is under way", () => {
     });
     expect(swept).toEqual({ interrupted: 1, skipped: 0 });
     expect((await actionRow(a.key)).state).toBe("in_doubt");
+  });
+});
+
+/** What `promise` resolves with; a failure when it is still pending after `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} still waiting after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe("sweeps running at the same time", () => {
+  it("share the ended enrollments: each is settled once, and one sweep held up holds up no other", async () => {
+    // Four exited enrollments, each with a call whose worker died, started a second apart an
+    // hour ago: before anything the tests above leave for the sweep.
+    const start = Date.now() - 3_600_000;
+    const keys: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const at = new Date(start + i * 1_000);
+      const enrollment = await newEnrollment(`evt_sweeps_${i}`);
+      const a = intent(`o_sweeps_${i}`, enrollment);
+      const claim = await claimAction(t.db, a, { ...worker("A"), now: at }, go);
+      expect(await markCallStarted(t.db, a.key, tokenOf(claim), "A", at)).toBe(true);
+      await endEnrollment(poolOf(t.db).sql, {
+        enrollmentId: enrollment,
+        status: "exited",
+        reason: "exit event order.completed",
+        now: at,
+      });
+      keys.push(a.key);
+    }
+    // Every one of those calls is past its lease; nothing the tests above leave is due yet.
+    const sweep = (workerId: string, batch: number) =>
+      settleEnded(t.db, {
+        now: new Date(start + 3_000 + LEASES.callLeaseMs),
+        ...LEASES,
+        workerId,
+        batch,
+      });
+    // A worker holds the second call's row (as one recording its outcome would): S1 takes the
+    // two oldest enrollments and waits on it with both locked.
+    const held = await holdRows(t.url, `SELECT 1 FROM "Action" WHERE key = $1 FOR UPDATE`, [
+      keys[1],
+    ]);
+    const first = sweep("S1", 2);
+    try {
+      await held.waiting(1, "sweep S1 waiting");
+      // S2 passes over what S1 holds and settles the rest meanwhile; it must not queue behind S1.
+      expect(await within(5_000, sweep("S2", 100), "sweep S2")).toEqual({
+        interrupted: 2,
+        skipped: 0,
+      });
+    } finally {
+      await held.release();
+    }
+    expect(await first).toEqual({ interrupted: 2, skipped: 0 });
+
+    // Each call settled once, by the sweep that held its enrollment.
+    const audits = await poolOf(t.db).sql<{ actionKey: string; workerId: string }>`
+      SELECT "actionKey", "workerId" FROM "AuditEntry"
+      WHERE kind = 'in_doubt' AND "actionKey" = ANY(${keys}::text[])`;
+    expect(audits.map((a) => [a.actionKey, a.workerId]).sort()).toEqual(
+      keys.map((key, i) => [key, i < 2 ? "S1" : "S2"]).sort(),
+    );
+    for (const key of keys) expect((await actionRow(key)).state).toBe("in_doubt");
+    expect(await sweep("S3", 100)).toEqual({ interrupted: 0, skipped: 0 });
   });
 });

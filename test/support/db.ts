@@ -5,6 +5,8 @@ import pg from "pg";
 import { createDb } from "../../src/db/client";
 import type { Db } from "../../src/db/client";
 import { migrate, quoteIdent } from "../../src/db/migrate";
+import { connectionOptions } from "../../src/db/url";
+import { eventually } from "./workers";
 
 /** The server tests run against; CI starts one on 127.0.0.1:5432 when none answers. */
 export const SERVER_URL =
@@ -38,6 +40,68 @@ function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
 /** Runs one statement on its own connection and returns the rows. */
 export function query<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
   return withClient(url, async (client) => (await client.query<T>(sql)).rows);
+}
+
+/** A connection of its own to the schema of `url`, outside any pool. */
+async function connect(url: string): Promise<pg.Client> {
+  const { connectionString, schema } = connectionOptions(url);
+  const client = new pg.Client({ connectionString, options: `-c search_path=${schema}` });
+  await client.connect();
+  return client;
+}
+
+/** A transaction that holds rows locked, for the code under test to queue behind. */
+export interface RowHolder {
+  /** How many backends wait behind the holder, directly or behind one that waits for it. */
+  queued(): Promise<number>;
+  /** Resolves once `n` backends wait behind the holder, directly or behind one that waits for it. */
+  waiting(n: number, what: string): Promise<void>;
+  /** Rolls the holder back: those waiting go on, in the order they queued. */
+  release(): Promise<void>;
+}
+
+/** Locks the rows `lock` selects (with FOR UPDATE or the like) until release(). */
+export async function holdRows(url: string, lock: string, params: unknown[]): Promise<RowHolder> {
+  const holder = await connect(url);
+  // Another connection watches: inside the holder's transaction, pg_stat_activity would show
+  // the same snapshot on every read.
+  const watcher = await connect(url);
+  let pid: number;
+  try {
+    await holder.query("BEGIN");
+    await holder.query(lock, params);
+    pid = (await holder.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+  } catch (error) {
+    await Promise.all([holder.end(), watcher.end()]);
+    throw error;
+  }
+  const queued = async () => {
+    const r = await watcher.query<{ n: number }>(
+      `WITH direct AS (
+         SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))
+       SELECT count(*)::int AS n FROM pg_stat_activity s
+       WHERE s.pid IN (SELECT pid FROM direct)
+          OR EXISTS (SELECT 1 FROM direct d WHERE d.pid = ANY(pg_blocking_pids(s.pid)))`,
+      [pid],
+    );
+    return r.rows[0]!.n;
+  };
+  let released = false;
+  return {
+    queued,
+    async waiting(n, what) {
+      await eventually(async () => ((await queued()) >= n ? true : undefined), 10_000, what);
+    },
+    async release() {
+      if (released) return;
+      released = true;
+      try {
+        await holder.query("ROLLBACK");
+      } finally {
+        await Promise.all([holder.end(), watcher.end()]);
+      }
+    },
+  };
 }
 
 export interface TestSchema {
