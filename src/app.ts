@@ -80,6 +80,7 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
     timeScale: opts.timeScale ?? 1,
     claimLeaseMs: config.leaseMs,
     callLeaseMs: config.leaseMs + config.sendTimeoutMs,
+    callStartWindowMs: config.leaseMs,
     retryBaseMs: config.retryBaseMs,
     inDoubtGraceMs: config.inDoubtGraceMs,
   };
@@ -132,11 +133,18 @@ function createChannels(config: Config): { email: EmailChannel; sms: SmsChannel 
   };
 }
 
-/** Stops the process dead at the named point, so a test or the chaos suite can SIGKILL it there. */
+/**
+ * Stops the process dead at the named point, so a test or the chaos suite can SIGKILL it there.
+ * `before_call` stops it as a paused machine stops (SIGSTOP): SIGCONT lets it go on.
+ */
 export function failpoint(armed: FailpointName, log: Logger): Engine["failpoint"] {
   return async (name, actionKey) => {
     if (name !== armed) return;
     log.warn(`failpoint ${name} reached`, { key: actionKey });
+    if (name === "before_call") {
+      process.kill(process.pid, "SIGSTOP");
+      return;
+    }
     await new Promise<never>(() => {});
   };
 }

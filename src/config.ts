@@ -75,7 +75,7 @@ const envSchema = z.object({
     "the provider needs time to list a message it took",
   ),
   SENDONCE_FAILPOINT: z
-    .enum(["after_claim", "after_call", "after_outcome", "api_after_commit"])
+    .enum(["after_claim", "before_call", "after_call", "after_outcome", "api_after_commit"])
     .optional(),
   SENDONCE_API_KEYS: z
     .string()

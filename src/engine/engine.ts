@@ -11,7 +11,8 @@ export interface Clock {
 export const systemClock: Clock = { now: () => new Date() };
 
 /** Named points in the send protocol where a fault can be injected (tests, chaos suite). */
-export type FailpointName = "after_claim" | "after_call" | "after_outcome" | "api_after_commit";
+export type FailpointName =
+  "after_claim" | "before_call" | "after_call" | "after_outcome" | "api_after_commit";
 
 export interface Tuning {
   /** Waits run this many times faster (demo and tests); 1 in production. */
@@ -20,6 +21,13 @@ export interface Tuning {
   claimLeaseMs: number;
   /** A `calling` action older than this is a crashed call: in_doubt. */
   callLeaseMs: number;
+  /**
+   * A provider call not begun this long after its call-started mark is not made: begun later,
+   * it could still run when the call's lease is over, when another worker may take the call
+   * as in doubt, look an SMS up, not find it, and send it again. callLeaseMs less the send
+   * timeout.
+   */
+  callStartWindowMs: number;
   /** Attempts before a retryable failure becomes permanent. */
   maxAttempts: number;
   retryBaseMs: number;
@@ -32,6 +40,7 @@ export const DEFAULT_TUNING: Tuning = {
   timeScale: 1,
   claimLeaseMs: 30_000,
   callLeaseMs: 90_000,
+  callStartWindowMs: 60_000,
   maxAttempts: 8,
   retryBaseMs: 5_000,
   retryMaxMs: 3_600_000,

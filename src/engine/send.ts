@@ -211,12 +211,13 @@ async function call(
   // Fresh profile: the address is the one in force now, not at enrollment.
   const customer = { ...run.customer, [step.kind === "sms" ? "phone" : "email"]: address };
   const message = buildMessage(engine, step, intent.key, customer, content);
+  const markedAt = engine.clock.now();
   const started = await markCallStarted(
     engine.db,
     intent.key,
     claim.token,
     engine.workerId,
-    engine.clock.now(),
+    markedAt,
     {
       address: message.to,
       ...(step.kind === "sms" && { contentHash: contentHash((message as SmsMessage).body) }),
@@ -230,9 +231,19 @@ async function call(
       why: "the claim was taken over, or outlived its lease: claim again",
     };
   }
+  await engine.failpoint?.("before_call", intent.key);
+  const windowMs = engine.tuning.callStartWindowMs;
+  const late = engine.clock.now().getTime() - markedAt.getTime() - windowMs;
   let outcome: Outcome;
   const began = Date.now();
   try {
+    // A worker that stalled since its mark (a long pause, a stopped machine) does not call late.
+    if (late > 0) {
+      throw new ChannelError(
+        `not called: due to begin within ${windowMs} ms of its call-started mark, ${late} ms late`,
+        "retryable",
+      );
+    }
     const delivery =
       step.kind === "email"
         ? await engine.channels.email.send(message as EmailMessage, intent.key)

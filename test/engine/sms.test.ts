@@ -4,10 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import twilioLib from "twilio";
 import { actionKey } from "../../src/engine/keys";
 import { handleInboundMessage } from "../../src/webhooks/twilio";
-import { settledAction, twilioEnv, useHarness } from "../support/harness";
+import { actionState, settledAction, twilioEnv, useHarness } from "../support/harness";
 import { OFFER_TEXTS, journeysDir } from "../support/journeys";
 import type { TwilioServer } from "../support/twilio";
 import { startTwilioServer } from "../support/twilio";
+import { startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
   "texts.yaml": OFFER_TEXTS,
@@ -216,5 +217,51 @@ describe("SMS through a Twilio-compatible API", () => {
     const action = await settled(key("c_500", "r1"), "sent");
     expect(action.reason).toBe("found_at_provider");
     expect(twilio.countByKey().get(key("c_500", "r1"))).toBe(1);
+  });
+});
+
+describe("a worker paused between its call-started mark and its call", () => {
+  let twilio: TwilioServer;
+  beforeAll(async () => {
+    twilio = await startTwilioServer();
+  });
+  afterAll(() => twilio.close());
+  const h = useHarness(JOURNEYS, {
+    workers: 0,
+    killWorkersAfterEach: true,
+    env: () => twilioEnv(twilio),
+  });
+
+  it("does not call once it wakes after another worker looked the SMS up and sent it", async () => {
+    // Stopped as a paused machine stops, right after the mark committed.
+    const paused = startWorker(h().env({ SENDONCE_FAILPOINT: "before_call" }));
+    h().workers.push(paused);
+    await paused.waitFor(/worker started/);
+    await h().deliver({
+      id: "evt_c_paused_r1",
+      type: "text.requested",
+      customerId: "c_paused",
+      occurredAt: "2026-11-02T10:00:00Z",
+      properties: { ref: "r1" },
+      customer: { phone: "+4915100077701", consents: { sms: { offers: "granted" } } },
+    });
+    await paused.waitFor(/failpoint before_call reached/);
+    const k = key("c_paused", "r1");
+    expect((await actionState(h(), k))?.state).toBe("calling");
+
+    // Past the call's lease, another worker takes the call as in doubt, finds no message at
+    // the provider and sends it.
+    const other = startWorker(h().env());
+    h().workers.push(other);
+    const sent = await settledAction(h(), k, "sent", 30_000);
+    expect(sent.attempt).toBe(2);
+    expect(twilio.countByKey().get(k)).toBe(1);
+
+    // The paused worker wakes: its call is long overdue, so it is not made.
+    paused.child.kill("SIGCONT");
+    await paused.waitFor(/outcome ignored: a newer attempt owns the action/);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(twilio.countByKey().get(k)).toBe(1);
+    expect((await actionState(h(), k))?.state).toBe("sent");
   });
 });
