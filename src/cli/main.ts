@@ -7,6 +7,7 @@ import { loadConfig, requireDatabaseUrl } from "../config";
 import { migrate } from "../db/migrate";
 import { redactUrl } from "../db/url";
 import type { BackfillFlags } from "./backfill";
+import type { ResolveFlags } from "./resolve";
 import { runValidate } from "./validate";
 
 const { version } = JSON.parse(
@@ -120,6 +121,31 @@ program
       process.exitCode = await runReconcile(opts);
     },
   );
+
+program
+  .command("resolve")
+  .description(
+    "settle an in-doubt send by hand, from what the provider says: it was sent, or it never was",
+  )
+  .argument("<key>", "the action key, or a unique start of it (reconcile and explain print it)")
+  .addOption(new Option("--sent", "the provider took the message: record it sent"))
+  .addOption(
+    new Option(
+      "--not-sent",
+      "the provider never took it: its run sends it again if still on the step; else failed_permanent(not_sent)",
+    ).conflicts("sent"),
+  )
+  .addOption(
+    new Option("--provider-id <id>", "with --sent: the provider's id of the message").conflicts(
+      "notSent",
+    ),
+  )
+  .option("--note <text>", "why, for the audit trail")
+  .action(async (key: string, opts: ResolveFlags, command: Command) => {
+    if (!opts.sent && !opts.notSent) command.error("error: give --sent or --not-sent");
+    const { runResolve } = await import("./resolve");
+    process.exitCode = await runResolve(key, opts);
+  });
 
 program
   .command("report")

@@ -163,7 +163,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
         kind: "sms_in_doubt_ambiguous",
         actionKey: a.key,
         customerId: a.customerId,
-        detail: `${candidates.length} messages to this number at the time of the call: resolve by hand`,
+        detail: `${candidates.length} messages to this number at the time of the call: find out which, then sendonce resolve --sent or --not-sent`,
       });
     } else if (opts.now.getTime() - a.updatedAt.getTime() > opts.graceMs) {
       const m: Mismatch = {
@@ -182,7 +182,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
         m.resolution =
           handed.count > 0
             ? "handed back to the workers for one retry"
-            : "none: its enrollment has ended or moved past the step, so nothing will retry it; resend by hand if it should go";
+            : "none: its enrollment has ended or moved past the step, so nothing will retry it; record it with sendonce resolve --not-sent, and resend by hand if it should go";
       }
       out.push(m);
     }
@@ -233,7 +233,7 @@ export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mi
         actionKey: a.key,
         customerId: a.customerId,
         detail:
-          "no delivery event for its Message-ID yet: check the provider's logs before resending by hand",
+          "no delivery event for its Message-ID yet: ask the provider's logs, then sendonce resolve --sent or --not-sent",
       });
     }
   }

@@ -1,0 +1,128 @@
+// An in-doubt send settled by a person who knows what the provider did (its logs, its support,
+// the customer): the last resort when neither the SMS look-up nor a delivery event settles it.
+import type { Db, Tx } from "../db/client";
+import { TX_OPTIONS } from "../db/client";
+import { recordAudit } from "../ledger/audit";
+
+/** What the person found out: the provider took the message, or it never did. */
+export type Finding = { sent: true; providerId?: string } | { sent: false };
+
+export type Resolved =
+  /** Recorded as sent. */
+  | { kind: "sent"; providerId: string | null }
+  /** Its run is still on the step: it sends it again, under the same key, when next due. */
+  | { kind: "retry"; at: Date | null }
+  /** No run is left to send it: failed_permanent(not_sent), for a person to resend by hand. */
+  | { kind: "not_sent" }
+  | { kind: "unknown" }
+  /** Only an in-doubt action is resolved by hand; anything else is the ledger's to settle. */
+  | { kind: "not_in_doubt"; state: string; reason: string | null };
+
+export interface ResolveOptions {
+  now: Date;
+  /** Who resolved it and why, for the audit trail. */
+  by: string;
+  note?: string;
+}
+
+export async function resolveByHand(
+  db: Db,
+  key: string,
+  finding: Finding,
+  opts: ResolveOptions,
+): Promise<Resolved> {
+  return db.$transaction(async (tx) => {
+    const [action] = await tx.$queryRaw<
+      {
+        state: string;
+        reason: string | null;
+        customerId: string;
+        journeyId: string;
+        stepId: string;
+        enrollmentId: bigint;
+        attempt: number;
+        providerId: string | null;
+        onStep: boolean;
+        nextRunAt: Date | null;
+      }[]
+    >`
+      SELECT a.state::text AS state, a.reason, a."customerId", a."journeyId", a."stepId", a."enrollmentId",
+        a.attempt, a."providerId", (n.status = 'active' AND n."currentStepId" = a."stepId") AS "onStep",
+        n."nextRunAt"
+      FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId"
+      WHERE a.key = ${key}
+      FOR UPDATE OF a`;
+    if (!action) return { kind: "unknown" };
+    if (action.state !== "in_doubt")
+      return { kind: "not_in_doubt", state: action.state, reason: action.reason };
+    const { now } = opts;
+    const audit = {
+      at: now,
+      customerId: action.customerId,
+      journeyId: action.journeyId,
+      stepId: action.stepId,
+      enrollmentId: action.enrollmentId,
+      actionKey: key,
+      rule: "resolved_by_hand",
+    };
+    const resolvedBy = `by hand: ${opts.by}${opts.note ? `, "${opts.note}"` : ""}`;
+    if (finding.sent) {
+      const providerId = finding.providerId ?? action.providerId;
+      await tx.$executeRaw`
+        UPDATE "Action" SET state = 'sent', reason = 'resolved_by_hand', "providerId" = ${providerId},
+          "completedAt" = ${now}, "updatedAt" = ${now}
+        WHERE key = ${key}`;
+      await attemptOutcome(tx, key, action.attempt, "sent", providerId, now);
+      await recordAudit(tx, {
+        ...audit,
+        kind: "sent",
+        detail: { providerId, attempt: action.attempt, resolvedBy },
+      });
+      return { kind: "sent", providerId };
+    }
+    if (action.onStep) {
+      // A retry like any other: claimed again under the same key, with consent and policies
+      // checked again, by the run that is still on the step, when it was to look the message up.
+      await tx.$executeRaw`
+        UPDATE "Action" SET state = 'failed_retryable', reason = 'resolved_by_hand', "nextAttemptAt" = ${now},
+          "updatedAt" = ${now}
+        WHERE key = ${key}`;
+      // Released, as after a look-up that found nothing: another in-doubt call is not released again.
+      await attemptOutcome(tx, key, action.attempt, "released", null, now);
+      await recordAudit(tx, {
+        ...audit,
+        kind: "released",
+        detail: { why: `not sent, ${resolvedBy}: sent again by its run` },
+      });
+      return { kind: "retry", at: action.nextRunAt };
+    }
+    await tx.$executeRaw`
+      UPDATE "Action" SET state = 'failed_permanent', reason = 'not_sent', "completedAt" = ${now},
+        "updatedAt" = ${now}
+      WHERE key = ${key}`;
+    await attemptOutcome(tx, key, action.attempt, "not_sent", null, now);
+    await recordAudit(tx, {
+      ...audit,
+      kind: "failed_permanent",
+      detail: {
+        why: `not sent, ${resolvedBy}: its enrollment has ended or moved past the step, so nothing sends it again`,
+      },
+    });
+    return { kind: "not_sent" };
+  }, TX_OPTIONS);
+}
+
+/** What the in-doubt attempt turned out to be; duplicate-send counts read the attempts. */
+async function attemptOutcome(
+  tx: Tx,
+  key: string,
+  attempt: number,
+  outcome: "sent" | "released" | "not_sent",
+  providerId: string | null,
+  now: Date,
+): Promise<void> {
+  await tx.$executeRaw`
+    UPDATE "ActionAttempt" SET outcome = ${outcome}, "providerId" = COALESCE(${providerId}, "providerId"),
+      "finishedAt" = COALESCE("finishedAt", ${now})
+    WHERE "actionKey" = ${key} AND attempt = ${attempt}`;
+}
