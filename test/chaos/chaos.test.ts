@@ -26,6 +26,9 @@ describe("the chaos run", () => {
       // A quiet-hours window is whole minutes: the full run has one, this one could not wait.
       quietHours: false,
       log: (line) => lines.push(line),
+    }).catch((error: unknown) => {
+      // A run that could not finish: its timeline says what went wrong.
+      throw new Error(`${(error as Error).message}\n${lines.join("\n")}`);
     });
     // The whole verdict at once, so a failure shows every broken invariant and the timeline.
     expect(report.violations, lines.join("\n")).toEqual([]);
@@ -114,6 +117,7 @@ describe("the chaos verdict", () => {
       expected,
       uniqueEvents: 1,
       inFlight: { kills: new Set<string>(), restart: new Set<string>() },
+      permanentFaults: 0,
     };
   }
 
@@ -128,6 +132,45 @@ describe("the chaos verdict", () => {
       "points balances ≠ points the journeys grant",
     ]);
     expect(verdict.violations[0]).toContain(email.slice(0, 16));
+  });
+
+  it("names a send given up too soon, and refusals beyond the faults armed", async () => {
+    const input = broken();
+    const gaveUp = [
+      {
+        key: email,
+        customerId: "c_1",
+        channel: "email",
+        state: "failed_permanent",
+        reason: "retries_exhausted",
+        attempt: 3,
+      },
+      {
+        key: sms,
+        customerId: "c_1",
+        channel: "sms",
+        state: "failed_permanent",
+        reason: "provider_refused",
+        attempt: 1,
+      },
+    ];
+    const query = <T extends pg.QueryResultRow>(sql: string) =>
+      sql.includes('FROM "Action"')
+        ? Promise.resolve(gaveUp as unknown as T[])
+        : input.query<T>(sql);
+    const given = async (permanentFaults: number) =>
+      (await verify({ ...input, query, permanentFaults })).invariants
+        .filter((i) => i.name.includes("failed_permanent") || i.name.startsWith("refused"))
+        .map((i) => [i.name, i.actual, i.ok]);
+    expect(await given(0)).toEqual([
+      ["failed_permanent that no fault explains", "1", false],
+      ["refused for good ≤ refusals the providers were told to give", "1", false],
+    ]);
+    // One refusal armed explains the SMS; the email, given up after 3 attempts, stays unexplained.
+    expect(await given(1)).toEqual([
+      ["failed_permanent that no fault explains", "1", false],
+      ["refused for good ≤ refusals the providers were told to give", "1", true],
+    ]);
   });
 
   it("accepts the same in_doubt when it was in flight at a kill", async () => {

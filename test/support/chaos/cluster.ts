@@ -48,7 +48,8 @@ export interface Cluster {
   /** Live worker processes by slot. */
   workers: WorkerProcess[];
   /** Running workers that died without being killed (and were restarted). */
-  unexpectedExits: { slot: number; code: number | null; tail: string }[];
+  /** Processes that died by themselves once running: `worker 0`, `api`. */
+  unexpectedExits: { who: string; code: number | null; tail: string }[];
   /** Workers that exited before they started (the database was down), and were started again. */
   startFailures: { count: number };
   query: <T extends pg.QueryResultRow>(sql: string, params?: unknown[]) => Promise<T[]>;
@@ -146,18 +147,13 @@ async function build(
     SENDONCE_INDOUBT_GRACE_MS: "1000",
   };
 
-  const apiPort = await freePort();
-  const startApi = () =>
-    startProcess("api", env, ["--port", String(apiPort), "--host", "127.0.0.1"]);
-  let api = startApi();
-  stopped.push(() => api.kill("SIGKILL"));
-  await api.waitFor(/api listening/, 30_000);
-
   const workers: WorkerProcess[] = [];
+  let api: WorkerProcess | undefined;
   // Whatever way this process ends (Ctrl-C, a crash, process.exit by a library's exit hook),
   // nothing it started may outlive it: only synchronous work is possible here.
   const onExit = () => {
-    for (const w of [...workers, api]) if (w.child.exitCode === null) w.child.kill("SIGKILL");
+    for (const w of [...workers, ...(api ? [api] : [])])
+      if (w.child.exitCode === null) w.child.kill("SIGKILL");
     try {
       process.kill(redisPid, "SIGKILL");
     } catch {
@@ -183,7 +179,11 @@ async function build(
         await new Promise((r) => setTimeout(r, 1_000));
       } else {
         // Once running, a worker must survive anything the chaos does to Postgres and Redis.
-        unexpectedExits.push({ slot, code, tail: w.output().split("\n").slice(-60).join("\n") });
+        unexpectedExits.push({
+          who: `worker ${slot}`,
+          code,
+          tail: w.output().split("\n").slice(-60).join("\n"),
+        });
         opts.log(`worker ${slot} (pid ${w.child.pid}) exited by itself with code ${code}`);
       }
       if (!closing) spawnWorker(slot);
@@ -194,6 +194,35 @@ async function build(
     closing = true;
     await Promise.all(workers.map((w) => w.kill("SIGKILL")));
   });
+  // The API, like a worker, may refuse to start while Redis or Postgres is down (a supervisor
+  // starts it again); once listening, it must survive whatever the chaos does.
+  const apiPort = await freePort();
+  const startApi = (): WorkerProcess => {
+    const a = startProcess("api", env, ["--port", String(apiPort), "--host", "127.0.0.1"]);
+    api = a;
+    void a.exited.then(async (code) => {
+      if (closing || killing.has(a) || api !== a) return;
+      if (!a.output().includes("api listening")) {
+        startFailures.count += 1;
+        opts.log(`api (pid ${a.child.pid}) could not start; again in 1 s`);
+        await new Promise((r) => setTimeout(r, 1_000));
+      } else {
+        unexpectedExits.push({
+          who: "api",
+          code,
+          tail: a.output().split("\n").slice(-60).join("\n"),
+        });
+        opts.log(`api (pid ${a.child.pid}) exited by itself with code ${code}`);
+      }
+      if (!closing) startApi();
+    });
+    return a;
+  };
+  stopped.push(async () => {
+    closing = true;
+    await api?.kill("SIGKILL");
+  });
+  await startApi().waitFor(/api listening/, 30_000);
   for (let slot = 0; slot < opts.workers; slot++) spawnWorker(slot);
   await Promise.all(workers.map((w) => w.waitFor(/worker started/, 60_000)));
   opts.log(`api on :${apiPort}, ${opts.workers} workers started`);
@@ -279,11 +308,12 @@ async function build(
       redisPid = await serverPid(redis.url);
     },
     async restartApi() {
-      const pid = api.child.pid!;
-      await api.kill("SIGKILL");
-      // Requests meanwhile fail and are posted again; one that never starts fails the run.
-      api = startApi();
-      return { pid };
+      const old = api!;
+      killing.add(old);
+      await old.kill("SIGKILL");
+      // Requests meanwhile fail and are posted again.
+      startApi();
+      return { pid: old.child.pid! };
     },
     async restartPostgres(downMs) {
       const measuredAt = new Date(Date.now() - 50);

@@ -8,9 +8,15 @@ import { random } from "./traffic";
  * ways that leave no doubt: refused for now (retried), refused for good (failed_permanent),
  * or — SMS — created but answered 500, which the look-up at the provider settles as sent.
  */
-export function injectFaults(cluster: Cluster, seed: number): { stop(): void; armed(): number } {
+export function injectFaults(
+  cluster: Cluster,
+  seed: number,
+): { stop(): void; armed(): number; permanent(): number } {
   const rand = random(seed * 17 + 3);
   let armed = 0;
+  // Refusals for good (SMTP 550, Twilio 21211), one send each: at most this many
+  // failed_permanent(provider_refused), if each was used.
+  let permanent = 0;
   const timer = setInterval(() => {
     armed += 1;
     switch (Math.floor(rand() * 5)) {
@@ -19,12 +25,14 @@ export function injectFaults(cluster: Cluster, seed: number): { stop(): void; ar
         break;
       case 1:
         cluster.sink.fail({ kind: "reply", stage: "rcpt", code: 550, message: "no such user" }, 1);
+        permanent += 1;
         break;
       case 2:
         cluster.twilio.fail({ kind: "error", status: 429, code: 20429 }, 3);
         break;
       case 3:
         cluster.twilio.fail({ kind: "error", status: 400, code: 21211 }, 1);
+        permanent += 1;
         break;
       case 4:
         cluster.twilio.fail({ kind: "error_after_create", status: 500 }, 1);
@@ -38,5 +46,6 @@ export function injectFaults(cluster: Cluster, seed: number): { stop(): void; ar
       cluster.twilio.fail(undefined);
     },
     armed: () => armed,
+    permanent: () => permanent,
   };
 }

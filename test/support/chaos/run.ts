@@ -143,6 +143,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       uniqueEvents: traffic.events.length,
       inFlight,
       ...(quiet && { quiet }),
+      permanentFaults: faults?.permanent() ?? 0,
     });
     const invariants: Invariant[] = [
       {
@@ -159,7 +160,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         ok: posted.notReplayed.length === 0,
       },
       {
-        name: "workers that died by themselves",
+        name: "workers and APIs that died by themselves",
         expected: "0",
         actual: String(cluster.unexpectedExits.length),
         ok: cluster.unexpectedExits.length === 0,
@@ -183,7 +184,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         ? []
         : [`requests posted again and not replayed: ${posted.notReplayed.slice(0, 5).join(", ")}`]),
       ...cluster.unexpectedExits.map(
-        (e) => `worker ${e.slot} exited by itself (code ${e.code}):\n${e.tail}`,
+        (e) => `${e.who} exited by itself (code ${e.code}):\n${e.tail}`,
       ),
       ...(invariants.at(-1)!.ok ? [] : ["the chaos did not happen as planned"]),
     ];
@@ -307,6 +308,8 @@ async function postBatch(
 ): Promise<Answer> {
   const body = JSON.stringify({ events });
   const deadline = Date.now() + 120_000;
+  // What the last attempt got, for the error if none gets through.
+  let last = "";
   for (let attempt = 1; ; attempt++) {
     let wait = Math.min(2_000, 100 * attempt);
     try {
@@ -339,11 +342,13 @@ async function postBatch(
         // key has one payload.
         throw new Error(`POST /v1/events answered ${res.status}: ${await res.text()}`);
       }
-      await res.body?.cancel();
+      last = `${res.status} ${(await res.text()).slice(0, 500)}`;
     } catch (error) {
       if ((error as Error).message.startsWith("POST /v1/events answered")) throw error;
+      last = (error as Error).message;
     }
-    if (Date.now() > deadline) throw new Error("POST /v1/events kept failing for 120 s");
+    if (Date.now() > deadline)
+      throw new Error(`POST /v1/events kept failing for 120 s; the last attempt: ${last}`);
     posted.retries += 1;
     await new Promise((r) => setTimeout(r, wait));
   }

@@ -1,6 +1,7 @@
 // The verdict of a chaos run: what the SMTP and SMS servers really received per action key,
 // against the ledger and against what the events and journeys ask for (DESIGN §3's guarantee).
 import type pg from "pg";
+import { DEFAULT_TUNING } from "../../../src/engine/engine";
 import type { SmtpSink } from "../smtp";
 import type { TwilioServer } from "../twilio";
 import type { InFlight } from "./cluster";
@@ -34,6 +35,19 @@ export interface VerifyInput {
   inFlight: { kills: Set<InFlight>; restart: Set<InFlight> };
   /** The run's quiet hours for marketing SMS, if it had any. */
   quiet?: QuietWindow;
+  /** How many refusals for good the providers were told to give (each for one send). */
+  permanentFaults: number;
+}
+
+/**
+ * Why an action may end failed_permanent in a chaos run: a provider's refusal; a "try later"
+ * that came back after another worker had taken the call as in doubt, with no run left to
+ * retry it; "try later" on every one of its attempts. Anything else (fewer attempts, an
+ * opt-out nobody sent) is the engine giving up.
+ */
+function explainedFailure(r: ActionRow): boolean {
+  if (r.reason === "retries_exhausted") return r.attempt >= DEFAULT_TUNING.maxAttempts;
+  return r.reason === "provider_refused" || r.reason === "retry_missed";
 }
 
 const FINAL = new Set(["sent", "skipped", "failed_permanent", "in_doubt"]);
@@ -107,6 +121,20 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     String(settled),
     settled === input.expected.length,
     [...missing.map((k) => `${k.slice(0, 12)}:missing`), ...unsettled],
+  );
+  // A wrong failed_permanent would pass as final: its reason and count must be the faults'.
+  const failed = rows.filter((r) => r.state === "failed_permanent");
+  zero(
+    "failed_permanent that no fault explains",
+    failed.filter((r) => !explainedFailure(r)).map((r) => `${r.key}:${r.reason}`),
+  );
+  const refused = failed.filter((r) => r.reason === "provider_refused");
+  check(
+    "refused for good ≤ refusals the providers were told to give",
+    `≤ ${input.permanentFaults}`,
+    String(refused.length),
+    refused.length <= input.permanentFaults,
+    refused.map((r) => r.key),
   );
   zero(
     "ledger actions no event asked for",
