@@ -57,6 +57,16 @@ export async function runResolve(keyOrPrefix: string, flags: ResolveFlags): Prom
           `${key}: not sent, recorded failed_permanent(not_sent); its enrollment has moved on, so nothing sends it again: resend by hand if it should go`,
         );
         return 0;
+      case "needs_provider_id":
+        console.error(
+          `sendonce: ${key} is an SMS: give the message's SID with --provider-id, so that it is not taken for another message`,
+        );
+        return 1;
+      case "reported":
+        console.error(
+          `sendonce: the provider reported "${resolved.status}" for ${key}: it took the message, so it is not resolved as never sent; use --sent`,
+        );
+        return 1;
       case "unknown":
         console.error(`sendonce: no action has the key ${key}`);
         return 1;

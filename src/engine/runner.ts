@@ -75,7 +75,7 @@ export async function runStep(
     const next = result.goto;
     if (!next) return end(run, "completed", finished(stepId));
     const at = result.at ?? engine.clock.now();
-    const moved = await advance(run, next, at);
+    const moved = await advance(run, stepId, next, at);
     if (!moved) return { kind: "idle" };
     if (at.getTime() > engine.clock.now().getTime()) {
       return { kind: "scheduled", enrollmentId, stepSeq: run.enrollment.seq, at };
@@ -195,13 +195,19 @@ function optionalGoto(run: Run, step: Step): { goto?: string } {
   return next === undefined ? {} : { goto: next };
 }
 
-/** Moves the enrollment to `stepId`, due at `at`; false when another run moved it first. */
-async function advance(run: Run, stepId: string, at: Date): Promise<boolean> {
+/**
+ * Moves the enrollment from step `from` to `to`, due at `at`; false when another run moved it
+ * first, or when `from`'s action was handed back for a retry after this run found it settled
+ * (`sendonce resolve --not-sent` in between): the next run of `from` sends it.
+ */
+async function advance(run: Run, from: string, to: string, at: Date): Promise<boolean> {
   const { db, clock } = run.engine;
   const rows = await poolOf(db).shared.run`
-    UPDATE "Enrollment" SET "currentStepId" = ${stepId}, "stepSeq" = "stepSeq" + 1, "nextRunAt" = ${at},
+    UPDATE "Enrollment" n SET "currentStepId" = ${to}, "stepSeq" = "stepSeq" + 1, "nextRunAt" = ${at},
       "updatedAt" = ${clock.now()}
-    WHERE id = ${run.enrollment.id} AND status = 'active' AND "stepSeq" = ${run.enrollment.seq}`;
+    WHERE id = ${run.enrollment.id} AND status = 'active' AND "stepSeq" = ${run.enrollment.seq}
+      AND NOT EXISTS (SELECT 1 FROM "Action" a WHERE a."enrollmentId" = n.id AND a."stepId" = ${from}
+                        AND a.state IN ('claimed', 'failed_retryable'))`;
   if (rows === 0) return false;
   run.enrollment.seq += 1;
   return true;

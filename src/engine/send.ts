@@ -138,17 +138,22 @@ export async function runSend(
       return { kind: "retry", at, why: "provider look-up failed" };
     }
     if (found) {
-      await resolveFound(engine.db, intent, claim.token, found, {
+      const settled = await resolveFound(engine.db, intent, claim.token, found, {
         now: engine.clock.now(),
         workerId: engine.workerId,
       });
-      engine.log.info("in-doubt send found at the provider", {
-        key: intent.key,
-        providerId: found,
-      });
-      return { kind: "done" };
+      if (settled) {
+        engine.log.info("in-doubt send found at the provider", {
+          key: intent.key,
+          providerId: found,
+        });
+        return { kind: "done" };
+      }
+      // Settled meanwhile (by hand, or by reconcile): claim again to see how, and go on from it.
+      claim = await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement);
+    } else {
+      claim = await releaseInDoubt(engine.db, intent, claim.token, claimOptions(engine), recheck);
     }
-    claim = await releaseInDoubt(engine.db, intent, claim.token, claimOptions(engine), recheck);
   }
   switch (claim.kind) {
     case "proceed":
@@ -212,6 +217,8 @@ async function call(
   const customer = { ...run.customer, [step.kind === "sms" ? "phone" : "email"]: address };
   const message = buildMessage(engine, step, intent.key, customer, content);
   const markedAt = engine.clock.now();
+  // The stall is measured on the monotonic clock: a wall clock set back meanwhile must not hide it.
+  const markedMono = performance.now();
   const started = await markCallStarted(
     engine.db,
     intent.key,
@@ -233,7 +240,7 @@ async function call(
   }
   await engine.failpoint?.("before_call", intent.key);
   const windowMs = engine.tuning.callStartWindowMs;
-  const late = engine.clock.now().getTime() - markedAt.getTime() - windowMs;
+  const late = Math.round(performance.now() - markedMono - windowMs);
   let outcome: Outcome;
   const began = Date.now();
   try {

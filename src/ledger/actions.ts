@@ -181,7 +181,9 @@ export async function claimAction(
           case "skipped":
           case "failed_permanent":
           case "in_doubt":
-            if (resolvable(existing, opts)) return resolveWhenDue(existing, opts);
+            // Only a call in doubt is looked up; a settled one is a duplicate, whatever its call.
+            if (existing.state === "in_doubt" && resolvable(existing, opts))
+              return resolveWhenDue(existing, opts);
             await recordAudit(tx, {
               ...audit,
               kind: "duplicate_suppressed",
@@ -337,7 +339,11 @@ function resolveWhenDue(row: ActionRow, opts: ClaimOptions): ClaimResult {
   };
 }
 
-/** The provider has the message: the in-doubt action was sent after all. */
+/**
+ * The provider has the message: the in-doubt action was sent after all. Also when a person
+ * released it as never sent (`sendonce resolve --not-sent`) while it was being looked up: the
+ * provider's list is the better witness, and a retry would send it twice.
+ */
 export async function resolveFound(
   db: Db,
   intent: ActionIntent,
@@ -350,7 +356,8 @@ export async function resolveFound(
       WITH a AS (
         UPDATE "Action" SET state = 'sent', reason = 'found_at_provider', "providerId" = ${providerId},
           "completedAt" = ${opts.now}, "updatedAt" = ${opts.now}
-        WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state = 'in_doubt'
+        WHERE key = ${intent.key} AND "fencingToken" = ${token}
+          AND (state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand'))
         RETURNING key, attempt)
       UPDATE "ActionAttempt" t SET outcome = 'sent', "providerId" = ${providerId}, "finishedAt" = COALESCE(t."finishedAt", ${opts.now})
       FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt

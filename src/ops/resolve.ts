@@ -15,8 +15,21 @@ export type Resolved =
   /** No run is left to send it: failed_permanent(not_sent), for a person to resend by hand. */
   | { kind: "not_sent" }
   | { kind: "unknown" }
+  /** An SMS recorded sent names its message (the SID), or it could be taken for another's. */
+  | { kind: "needs_provider_id" }
+  /** The provider reported on it (a delivery event, a status callback): it was sent. */
+  | { kind: "reported"; status: string }
   /** Only an in-doubt action is resolved by hand; anything else is the ledger's to settle. */
   | { kind: "not_in_doubt"; state: string; reason: string | null };
+
+/**
+ * Delivery statuses that say the provider took the message: an email provider's (`dropped`
+ * is not one), and Twilio's status callbacks (`failed` is not one: Twilio did not send it).
+ */
+const SENT_EVIDENCE = [
+  ...["delivered", "bounced", "complained", "deferred", "opened", "clicked"],
+  ...["queued", "sending", "sent", "delivered", "undelivered"],
+];
 
 export interface ResolveOptions {
   now: Date;
@@ -44,11 +57,15 @@ export async function resolveByHand(
         providerId: string | null;
         onStep: boolean;
         nextRunAt: Date | null;
+        channel: string;
+        reported: string | null;
       }[]
     >`
       SELECT a.state::text AS state, a.reason, a."customerId", a."journeyId", a."stepId", a."enrollmentId",
         a.attempt, a."providerId", (n.status = 'active' AND n."currentStepId" = a."stepId") AS "onStep",
-        n."nextRunAt"
+        n."nextRunAt", a.channel::text AS channel,
+        (SELECT d.rule FROM "AuditEntry" d WHERE d.kind = 'delivery_status' AND d."actionKey" = a.key
+           AND d.rule = ANY(${SENT_EVIDENCE}) ORDER BY d.at DESC LIMIT 1) AS reported
       FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId"
       WHERE a.key = ${key}
       FOR UPDATE OF a`;
@@ -68,9 +85,10 @@ export async function resolveByHand(
     const resolvedBy = `by hand: ${opts.by}${opts.note ? `, "${opts.note}"` : ""}`;
     if (finding.sent) {
       const providerId = finding.providerId ?? action.providerId;
+      if (action.channel === "sms" && !providerId) return { kind: "needs_provider_id" };
       await tx.$executeRaw`
         UPDATE "Action" SET state = 'sent', reason = 'resolved_by_hand', "providerId" = ${providerId},
-          "completedAt" = ${now}, "updatedAt" = ${now}
+          "completedAt" = COALESCE("callStartedAt", ${now}), "updatedAt" = ${now}
         WHERE key = ${key}`;
       await attemptOutcome(tx, key, action.attempt, "sent", providerId, now);
       await recordAudit(tx, {
@@ -80,6 +98,7 @@ export async function resolveByHand(
       });
       return { kind: "sent", providerId };
     }
+    if (action.reported) return { kind: "reported", status: action.reported };
     if (action.onStep) {
       // A retry like any other: claimed again under the same key, with consent and policies
       // checked again, by the run that is still on the step, when it was to look the message up.

@@ -95,9 +95,10 @@ export async function handleInboundMessage(
   if (!from || (!STOP.has(word) && !START.has(word))) return twiml;
   const now = deps.now();
   await deps.db.$transaction(async (tx) => {
-    // Locked in id order, as grants lock a customer before they look for an opt-out.
+    // Locked in id order, bytewise as group transactions sort them, as grants lock a customer
+    // before they look for an opt-out.
     const customers = await tx.$queryRaw<{ id: string }[]>`
-      SELECT id FROM "Customer" WHERE phone = ${from} ORDER BY id FOR NO KEY UPDATE`;
+      SELECT id FROM "Customer" WHERE phone = ${from} ORDER BY id COLLATE "C" FOR NO KEY UPDATE`;
     for (const { id } of customers) {
       // START undoes a STOP, and the opt-out a 21610 recorded (Twilio lifts its block on the
       // number when the person replies START); not what the person had refused before.

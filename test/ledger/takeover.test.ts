@@ -4,7 +4,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import type { ActionIntent, ClaimOptions } from "../../src/ledger/actions";
-import { claimAction, markCallStarted, recordOutcome } from "../../src/ledger/actions";
+import {
+  claimAction,
+  markCallStarted,
+  recordOutcome,
+  resolveFound,
+} from "../../src/ledger/actions";
+import { resolveByHand } from "../../src/ops/resolve";
 import { endEnrollment, settleEnded } from "../../src/ledger/enrollments";
 import { poolOf } from "../../src/db/sql";
 import { createTestSchema, holdRows } from "../support/db";
@@ -183,6 +189,35 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
     const sent = { state: "sent" as const, providerId: "<m@x>" };
     expect(await recordOutcome(t.db, a, claim, sent, worker("A"))).toBe(true);
     expect((await actionRow(a.key)).state).toBe("sent");
+    // Settled: a run still on the step (its worker died before moving on) finds a duplicate,
+    // not a call to look up at the provider, on a channel that has a look-up too.
+    const lookUp = { ...worker("C", 600_000), resolveAfterMs: 1_000 };
+    expect(await claimAction(t.db, a, lookUp, go)).toMatchObject({
+      kind: "settled",
+      state: "sent",
+      duplicate: true,
+    });
+  });
+
+  it("is found at the provider though a person released it as never sent during the look-up", async () => {
+    const { a } = await gaveUp("o_found_after_hand");
+    // The run's look-up begins: the action is to be resolved under its token.
+    const lookUp = { ...worker("C", 600_000), resolveAfterMs: 1_000 };
+    const resolving = await claimAction(t.db, a, lookUp, go);
+    expect(resolving.kind).toBe("resolve");
+    const token = resolving.kind === "resolve" ? resolving.token : 0;
+    // A person, meanwhile, releases it for a retry.
+    const hand = { now: new Date(), by: "ops" };
+    expect(await resolveByHand(t.db, a.key, { sent: false }, hand)).toMatchObject({
+      kind: "retry",
+    });
+    // The provider has it after all: sent, not retried into a second message.
+    expect(await resolveFound(t.db, a, token, "SM_found", lookUp)).toBe(true);
+    expect((await actionRow(a.key)).state).toBe("sent");
+    expect(await claimAction(t.db, a, lookUp, go)).toMatchObject({
+      kind: "settled",
+      state: "sent",
+    });
   });
 
   it("leaves a 'try later' in_doubt when the run that gave the call up will look it up", async () => {

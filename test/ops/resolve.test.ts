@@ -3,6 +3,7 @@
 // send it (failed_permanent), and anything not in doubt refused.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
+import { recordAudit } from "../../src/ledger/audit";
 import { runCli, runCliAsync } from "../support/cli";
 import { settledAction, signup, twilioEnv, useHarness } from "../support/harness";
 import { HELLO_EMAIL, OFFER_TEXTS, journeysDir } from "../support/journeys";
@@ -92,6 +93,12 @@ describe("sendonce resolve", () => {
     });
     await settledAction(h(), key, "in_doubt");
     expect(twilio.countByKey().get(key)).toBeUndefined();
+    // Sent without its SID, it could be taken for another message of the same text.
+    const noSid = await resolve(key, "--sent");
+    expect([noSid.code, noSid.stderr]).toEqual([
+      1,
+      expect.stringContaining("is an SMS: give the message's SID with --provider-id"),
+    ]);
     const out = await resolve(key, "--not-sent");
     // At its run's look-up, which now finds the action released for a retry and sends it.
     expect(out.stdout).toContain("its run is still on the step and sends it again when next due");
@@ -99,6 +106,26 @@ describe("sendonce resolve", () => {
     expect(action.attempt).toBe(2);
     expect(twilio.countByKey().get(key)).toBe(1);
     expect((await attempts(key)).map((a) => a.outcome)).toEqual(["released", "sent"]);
+  });
+
+  it("does not resolve as never sent what the provider reported on", async () => {
+    const key = await inDoubtEmail("c_bounced");
+    const action = await settledAction(h(), key, "in_doubt");
+    // As the email webhook records a provider's event for the Message-ID.
+    await recordAudit(h().schema.db, {
+      kind: "delivery_status",
+      at: new Date(),
+      customerId: "c_bounced",
+      actionKey: key,
+      rule: "bounced",
+      detail: { messageId: `<${key}@shop.example>` },
+    });
+    const out = await resolve(key, "--not-sent");
+    expect([out.code, out.stderr.trim()]).toEqual([
+      1,
+      `sendonce: the provider reported "bounced" for ${key}: it took the message, so it is not resolved as never sent; use --sent`,
+    ]);
+    expect((await settledAction(h(), key, "in_doubt")).attempt).toBe(action.attempt);
   });
 
   it("refuses what is not an action key, or not one of this ledger's", async () => {

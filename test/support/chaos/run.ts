@@ -7,7 +7,7 @@
 import type { Cluster, InFlight } from "./cluster";
 import { CHAOS_API_KEY, startCluster } from "./cluster";
 import { injectFaults } from "./faults";
-import type { ChaosEvent, Delivery } from "./traffic";
+import type { ChaosEvent, Delivery, QuietWindow } from "./traffic";
 import {
   CHAOS_JOURNEYS,
   makeTraffic,
@@ -89,6 +89,27 @@ export interface ChaosReport {
   violations: string[];
 }
 
+/**
+ * Whether the Redis flush and kill fell inside the quiet hours, so that the SMS held back were
+ * held through them: the window is placed before the cluster starts, on a guess of how long
+ * that takes.
+ */
+function heldThrough(quiet: QuietWindow, t0: number, disruptions: Disruption[]): Invariant {
+  const at = (kind: Disruption["kind"]) => {
+    const d = disruptions.find((x) => x.kind === kind);
+    return d ? new Date(t0 + d.atMs) : undefined;
+  };
+  const [flush, kill] = [at("redis_flush"), at("redis_kill")];
+  const inside = (d?: Date) => d !== undefined && d >= quiet.from && d <= quiet.until;
+  const time = (d?: Date) => d?.toISOString().slice(11, 19) ?? "none";
+  return {
+    name: "Redis flush and kill inside the quiet hours",
+    expected: `${time(quiet.from)}–${time(quiet.until)}`,
+    actual: `${time(flush)}, ${time(kill)}`,
+    ok: inside(flush) && inside(kill),
+  };
+}
+
 /** About how long starting the cluster takes, for placing the quiet-hours window. */
 const CLUSTER_START_MS = 8_000;
 
@@ -152,6 +173,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         actual: settled ? `${(settleMs / 1000).toFixed(1)} s` : "no",
         ok: settled,
       },
+      ...(quiet ? [heldThrough(quiet, t0, disruptions)] : []),
       ...verdict.invariants,
       {
         name: "repeated requests not answered by a replay of their first answer",
