@@ -245,7 +245,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
         "Redis keys flushed": chaos.keysFlushed,
         "API processes killed": chaos.apiKills,
         "Redis servers killed": chaos.redisKills,
-        "worker starts refused (database down)": cluster.startFailures.count,
+        "worker and API starts refused (Redis or Postgres down)": cluster.startFailures.count,
         "provider faults armed": faults?.armed() ?? 0,
         ...verdict.stats,
       },
