@@ -2,15 +2,14 @@
 // status callbacks are recorded only when Twilio's signature is right; unsubscribe links
 // revoke their topic only when the token is genuine.
 import twilio from "twilio";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import { signUnsubscribeToken } from "../../src/policies/unsubscribe";
 import { handleInboundMessage, handleStatusCallback } from "../../src/webhooks/twilio";
 import { confirmUnsubscribe, showUnsubscribe } from "../../src/webhooks/unsubscribe";
 import { SECRET, settledOutcome, twilioEnv, useHarness } from "../support/harness";
 import { OFFER_TEXTS, journeysDir } from "../support/journeys";
-import type { TwilioServer } from "../support/twilio";
-import { startTwilioServer } from "../support/twilio";
+import { useTwilioServer } from "../support/twilio";
 import { eventually } from "../support/workers";
 
 const PHONE = "+4915155555555";
@@ -18,27 +17,23 @@ const key = (ref: string) =>
   actionKey({ journeyId: "texts", stepId: "offer_sms", customerId: "c_stop", reference: ref });
 
 describe("opting out through Twilio webhooks and unsubscribe links", () => {
-  let twilioServer: TwilioServer;
-  beforeAll(async () => {
-    twilioServer = await startTwilioServer();
-  });
-  afterAll(() => twilioServer.close());
+  const twilioServer = useTwilioServer();
   const h = useHarness(
     journeysDir({
       "texts.yaml": OFFER_TEXTS,
     }),
-    { env: () => twilioEnv(twilioServer) },
+    { env: () => twilioEnv(twilioServer()) },
   );
 
   const deps = () => ({
     db: h().schema.db,
-    authToken: twilioServer.authToken,
+    authToken: twilioServer().authToken,
     now: () => new Date(),
   });
   const signed = (url: string, params: Record<string, string>) => ({
     url,
     params,
-    signature: twilio.getExpectedTwilioSignature(twilioServer.authToken, url, params),
+    signature: twilio.getExpectedTwilioSignature(twilioServer().authToken, url, params),
   });
   const request = (ref: string, withConsent: boolean) =>
     h().deliver({
@@ -74,10 +69,11 @@ describe("opting out through Twilio webhooks and unsubscribe links", () => {
     await handleInboundMessage(deps(), signed(inbound, { From: PHONE, Body: "START" }));
     await request("r3", false);
     expect(await settledState("r3")).toBe("sent");
-    expect(twilioServer.messages.filter((m) => m.to === PHONE).map((m) => m.body)).toEqual([
-      "Offer r1",
-      "Offer r3",
-    ]);
+    expect(
+      twilioServer()
+        .messages.filter((m) => m.to === PHONE)
+        .map((m) => m.body),
+    ).toEqual(["Offer r1", "Offer r3"]);
   });
 
   it("holds a STOP over a grant recorded later with an earlier date, for a topic it never saw", async () => {
@@ -105,9 +101,11 @@ describe("opting out through Twilio webhooks and unsubscribe links", () => {
     await handleInboundMessage(deps(), signed(inbound, { From: phone, Body: "START" }));
     await text("s3");
     expect(await settledOutcome(h(), keyOf("s3"))).toBe("sent");
-    expect(twilioServer.messages.filter((m) => m.to === phone).map((m) => m.body)).toEqual([
-      "Offer s3",
-    ]);
+    expect(
+      twilioServer()
+        .messages.filter((m) => m.to === phone)
+        .map((m) => m.body),
+    ).toEqual(["Offer s3"]);
   });
 
   it("gives back after START only what the STOP took: a topic refused before it stays refused", async () => {

@@ -1,13 +1,12 @@
 // SMS through the twilio library against a real HTTP server that speaks Twilio's Messages
 // API: each answer Twilio can give, and in-doubt sends resolved from the provider's list.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import twilioLib from "twilio";
 import { actionKey } from "../../src/engine/keys";
 import { handleInboundMessage } from "../../src/webhooks/twilio";
 import { actionState, settledAction, twilioEnv, useHarness } from "../support/harness";
-import { OFFER_TEXTS, journeysDir } from "../support/journeys";
-import type { TwilioServer } from "../support/twilio";
-import { startTwilioServer } from "../support/twilio";
+import { OFFER_TEXTS, journeysDir, textRequest } from "../support/journeys";
+import { useTwilioServer } from "../support/twilio";
 import { startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
@@ -34,13 +33,9 @@ const key = (customerId: string, ref: string) =>
   actionKey({ journeyId: "texts", stepId: "offer_sms", customerId, reference: ref });
 
 describe("SMS through a Twilio-compatible API", () => {
-  let twilio: TwilioServer;
-  beforeAll(async () => {
-    twilio = await startTwilioServer();
-  });
-  afterAll(() => twilio.close());
+  const twilio = useTwilioServer();
   const h = useHarness(JOURNEYS, {
-    env: () => ({ ...twilioEnv(twilio), SENDONCE_RETRY_BASE_MS: "300" }),
+    env: () => ({ ...twilioEnv(twilio()), SENDONCE_RETRY_BASE_MS: "300" }),
   });
 
   let n = 0;
@@ -49,21 +44,14 @@ describe("SMS through a Twilio-compatible API", () => {
     ref: string,
     phone = `+49151000${String(++n).padStart(5, "0")}`,
   ) {
-    await h().deliver({
-      id: `evt_${customerId}_${ref}`,
-      type: "text.requested",
-      customerId,
-      occurredAt: "2026-11-02T10:00:00Z",
-      properties: { ref },
-      customer: { phone, timezone: "UTC", consents: { sms: { offers: "granted" } } },
-    });
+    await h().deliver(textRequest(customerId, ref, phone));
   }
   const settled = (k: string, state: string) => settledAction(h(), k, state);
 
   it("sends once, with the action key in the status callback", async () => {
     await text("c_ok", "r1");
     const action = await settled(key("c_ok", "r1"), "sent");
-    const sent = twilio.messages.find((m) => m.actionKey === key("c_ok", "r1"))!;
+    const sent = twilio().messages.find((m) => m.actionKey === key("c_ok", "r1"))!;
     expect(action.providerId).toBe(sent.sid);
     expect(sent.statusCallback).toBe(
       `https://hooks.shop.example/v1/webhooks/twilio/status?key=${key("c_ok", "r1")}`,
@@ -72,26 +60,26 @@ describe("SMS through a Twilio-compatible API", () => {
   });
 
   it("retries 429 and 503 with backoff, then sends once", async () => {
-    twilio.fail({ kind: "error", status: 429, code: 20429 }, 1);
+    twilio().fail({ kind: "error", status: 429, code: 20429 }, 1);
     await text("c_busy", "r1");
     await settled(key("c_busy", "r1"), "sent");
-    twilio.fail({ kind: "error", status: 503, code: 20503 }, 1);
+    twilio().fail({ kind: "error", status: 503, code: 20503 }, 1);
     await text("c_busy", "r2");
     const action = await settled(key("c_busy", "r2"), "sent");
     expect(action.attempt).toBe(2);
-    expect(twilio.countByKey().get(key("c_busy", "r2"))).toBe(1);
+    expect(twilio().countByKey().get(key("c_busy", "r2"))).toBe(1);
   });
 
   it("gives up on an invalid number (21211)", async () => {
-    twilio.fail({ kind: "error", status: 400, code: 21211 }, 1);
+    twilio().fail({ kind: "error", status: 400, code: 21211 }, 1);
     await text("c_invalid", "r1");
     const action = await settled(key("c_invalid", "r1"), "failed_permanent");
     expect(action.lastError).toMatch(/21211/);
-    expect(twilio.countByKey().get(key("c_invalid", "r1"))).toBeUndefined();
+    expect(twilio().countByKey().get(key("c_invalid", "r1"))).toBeUndefined();
   });
 
   it("revokes SMS consent on 21610 (the recipient replied STOP), so later texts are skipped", async () => {
-    twilio.fail({ kind: "error", status: 400, code: 21610 }, 1);
+    twilio().fail({ kind: "error", status: 400, code: 21610 }, 1);
     await text("c_stopped", "r1", "+4915199999999");
     const action = await settled(key("c_stopped", "r1"), "failed_permanent");
     expect(action.reason).toBe("recipient_opted_out");
@@ -115,8 +103,8 @@ describe("SMS through a Twilio-compatible API", () => {
     expect((await settled(key("c_stopped", "r3"), "skipped")).reason).toBe("no_consent");
     // The person replies START: Twilio lifts its block, and so does sendonce.
     const started = await handleInboundMessage(
-      { db: h().schema.db, authToken: twilio.authToken, now: () => new Date() },
-      signedInbound(twilio.authToken, { From: "+4915199999999", Body: "START" }),
+      { db: h().schema.db, authToken: twilio().authToken, now: () => new Date() },
+      signedInbound(twilio().authToken, { From: "+4915199999999", Body: "START" }),
     );
     expect(started.status).toBe(200);
     await h().deliver({
@@ -130,23 +118,23 @@ describe("SMS through a Twilio-compatible API", () => {
   });
 
   it("resolves an in-doubt send from the provider's list: the message was created → sent, not resent", async () => {
-    twilio.fail({ kind: "drop_after_create" }, 1);
+    twilio().fail({ kind: "drop_after_create" }, 1);
     await text("c_lost_answer", "r1");
     await settled(key("c_lost_answer", "r1"), "in_doubt");
     const action = await settled(key("c_lost_answer", "r1"), "sent");
     expect(action.reason).toBe("found_at_provider");
-    const created = twilio.messages.filter((m) => m.actionKey === key("c_lost_answer", "r1"));
+    const created = twilio().messages.filter((m) => m.actionKey === key("c_lost_answer", "r1"));
     expect(created).toHaveLength(1);
     expect(action.providerId).toBe(created[0]!.sid);
   });
 
   it("releases an in-doubt send the provider never created for one retry: sent once", async () => {
-    twilio.fail({ kind: "drop" }, 1);
+    twilio().fail({ kind: "drop" }, 1);
     await text("c_never_made", "r1");
     await settled(key("c_never_made", "r1"), "in_doubt");
     const action = await settled(key("c_never_made", "r1"), "sent");
     expect(action.attempt).toBe(2);
-    expect(twilio.countByKey().get(key("c_never_made", "r1"))).toBe(1);
+    expect(twilio().countByKey().get(key("c_never_made", "r1"))).toBe(1);
     const attempts = await h().schema.db.actionAttempt.findMany({
       where: { actionKey: key("c_never_made", "r1") },
       orderBy: { attempt: "asc" },
@@ -155,13 +143,13 @@ describe("SMS through a Twilio-compatible API", () => {
   });
 
   it("treats an answer slower than the timeout as in doubt, then finds the message", async () => {
-    twilio.fail({ kind: "slow", ms: 2_500 }, 1);
+    twilio().fail({ kind: "slow", ms: 2_500 }, 1);
     await text("c_slow", "r1");
     await settled(key("c_slow", "r1"), "in_doubt");
     const action = await settled(key("c_slow", "r1"), "sent");
     expect(action.reason).toBe("found_at_provider");
     expect(action.lastError).toMatch(/no answer from the SMS provider/);
-    expect(twilio.countByKey().get(key("c_slow", "r1"))).toBe(1);
+    expect(twilio().countByKey().get(key("c_slow", "r1"))).toBe(1);
   });
 
   it("does not take an earlier text alike to the same number for an in-doubt one", async () => {
@@ -186,18 +174,18 @@ describe("SMS through a Twilio-compatible API", () => {
     const first = await settled(reminder("r1"), "sent");
     // The second reminder, the same body to the same number, never reaches Twilio: the message
     // of the first is in the list, but it is the first's.
-    twilio.fail({ kind: "drop" }, 1);
+    twilio().fail({ kind: "drop" }, 1);
     await remind("r2");
     await settled(reminder("r2"), "in_doubt");
     const second = await settled(reminder("r2"), "sent");
     expect(second.attempt).toBe(2);
     expect(second.providerId).not.toBe(first.providerId);
-    expect(twilio.messages.filter((m) => m.to === phone)).toHaveLength(2);
-    expect(twilio.countByKey().get(reminder("r2"))).toBe(1);
+    expect(twilio().messages.filter((m) => m.to === phone)).toHaveLength(2);
+    expect(twilio().countByKey().get(reminder("r2"))).toBe(1);
   });
 
   it("looks an in-doubt text up by the number it went to, after the customer's number changed", async () => {
-    twilio.fail({ kind: "error_after_create", status: 500 }, 1);
+    twilio().fail({ kind: "error_after_create", status: 500 }, 1);
     await text("c_moved", "r1", "+4915100099911");
     await settled(key("c_moved", "r1"), "in_doubt");
     // A profile update moves the customer to a new number before the look-up.
@@ -207,29 +195,25 @@ describe("SMS through a Twilio-compatible API", () => {
     });
     const action = await settled(key("c_moved", "r1"), "sent");
     expect(action.reason).toBe("found_at_provider");
-    expect(twilio.messages.filter((m) => m.to === "+4915100099912")).toHaveLength(0);
-    expect(twilio.countByKey().get(key("c_moved", "r1"))).toBe(1);
+    expect(twilio().messages.filter((m) => m.to === "+4915100099912")).toHaveLength(0);
+    expect(twilio().countByKey().get(key("c_moved", "r1"))).toBe(1);
   });
 
   it("treats a 500 as in doubt and finds the message it did create", async () => {
-    twilio.fail({ kind: "error_after_create", status: 500 }, 1);
+    twilio().fail({ kind: "error_after_create", status: 500 }, 1);
     await text("c_500", "r1");
     const action = await settled(key("c_500", "r1"), "sent");
     expect(action.reason).toBe("found_at_provider");
-    expect(twilio.countByKey().get(key("c_500", "r1"))).toBe(1);
+    expect(twilio().countByKey().get(key("c_500", "r1"))).toBe(1);
   });
 });
 
 describe("a worker paused between its call-started mark and its call", () => {
-  let twilio: TwilioServer;
-  beforeAll(async () => {
-    twilio = await startTwilioServer();
-  });
-  afterAll(() => twilio.close());
+  const twilio = useTwilioServer();
   const h = useHarness(JOURNEYS, {
     workers: 0,
     killWorkersAfterEach: true,
-    env: () => twilioEnv(twilio),
+    env: () => twilioEnv(twilio()),
   });
 
   it("does not call once it wakes after another worker looked the SMS up and sent it", async () => {
@@ -237,14 +221,7 @@ describe("a worker paused between its call-started mark and its call", () => {
     const paused = startWorker(h().env({ SENDONCE_FAILPOINT: "before_call" }));
     h().workers.push(paused);
     await paused.waitFor(/worker started/);
-    await h().deliver({
-      id: "evt_c_paused_r1",
-      type: "text.requested",
-      customerId: "c_paused",
-      occurredAt: "2026-11-02T10:00:00Z",
-      properties: { ref: "r1" },
-      customer: { phone: "+4915100077701", consents: { sms: { offers: "granted" } } },
-    });
+    await h().deliver(textRequest("c_paused", "r1", "+4915100077701"));
     await paused.waitFor(/failpoint before_call reached/);
     const k = key("c_paused", "r1");
     expect((await actionState(h(), k))?.state).toBe("calling");
@@ -255,13 +232,13 @@ describe("a worker paused between its call-started mark and its call", () => {
     h().workers.push(other);
     const sent = await settledAction(h(), k, "sent", 30_000);
     expect(sent.attempt).toBe(2);
-    expect(twilio.countByKey().get(k)).toBe(1);
+    expect(twilio().countByKey().get(k)).toBe(1);
 
     // The paused worker wakes: its call is long overdue, so it is not made.
     paused.child.kill("SIGCONT");
     await paused.waitFor(/outcome ignored: a newer attempt owns the action/);
     await new Promise((r) => setTimeout(r, 500));
-    expect(twilio.countByKey().get(k)).toBe(1);
+    expect(twilio().countByKey().get(k)).toBe(1);
     expect((await actionState(h(), k))?.state).toBe("sent");
   });
 });

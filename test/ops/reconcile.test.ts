@@ -13,8 +13,7 @@ import { runCli, runCliAsync } from "../support/cli";
 import { settledAction, signup, twilioEnv, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
 import { eventually } from "../support/workers";
-import type { TwilioServer } from "../support/twilio";
-import { startTwilioServer } from "../support/twilio";
+import { useTwilioServer } from "../support/twilio";
 
 const JOURNEYS = journeysDir({
   "hello.yaml": `
@@ -43,14 +42,10 @@ steps:
 const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => existsSync(p));
 
 describe("reconcile and report", () => {
-  let twilio: TwilioServer;
-  beforeAll(async () => {
-    twilio = await startTwilioServer();
-  });
-  afterAll(() => twilio.close());
+  const twilio = useTwilioServer();
   // Workers wait long before looking an in-doubt SMS up, so reconcile gets to it first.
   const h = useHarness(JOURNEYS, {
-    env: () => ({ ...twilioEnv(twilio), SENDONCE_INDOUBT_GRACE_MS: "600000" }),
+    env: () => ({ ...twilioEnv(twilio()), SENDONCE_INDOUBT_GRACE_MS: "600000" }),
   });
   let api: RunningApi;
   beforeAll(async () => {
@@ -89,14 +84,14 @@ describe("reconcile and report", () => {
     });
     expect(await delivered.json()).toEqual({ received: 2, matched: 1 });
     // SMS created at the provider whose answer was lost.
-    twilio.fail({ kind: "drop_after_create" }, 1);
+    twilio().fail({ kind: "drop_after_create" }, 1);
     await text("c_sms", "a");
     await settledAction(h(), key("texts", "note", "c_sms", "a"), "in_doubt");
     // SMS the ledger calls sent but the provider's list lacks.
     await text("c_gone", "b");
     const gone = await settledAction(h(), key("texts", "note", "c_gone", "b"), "sent");
-    twilio.messages.splice(
-      twilio.messages.findIndex((m) => m.sid === gone.providerId),
+    twilio().messages.splice(
+      twilio().messages.findIndex((m) => m.sid === gone.providerId),
       1,
     );
     // A balance that drifted from its ledger; a grant whose entry vanished; an entry no action made.
@@ -142,7 +137,7 @@ describe("reconcile and report", () => {
     });
     expect([sms.state, sms.providerId]).toEqual([
       "sent",
-      twilio.messages.find((m) => m.actionKey === sms.key)!.sid,
+      twilio().messages.find((m) => m.actionKey === sms.key)!.sid,
     ]);
     expect(
       (await db.action.findUniqueOrThrow({ where: { key: key("hello", "hello_email", "c_mail") } }))
@@ -266,7 +261,7 @@ describe("reconcile and report", () => {
   it("does not settle an in-doubt SMS with another message to the same number", async () => {
     // The first text never reaches Twilio; a second one, with another body, goes to the same
     // number right after it.
-    twilio.fail({ kind: "drop" }, 1);
+    twilio().fail({ kind: "drop" }, 1);
     await text("c_pair", "x");
     const lost = key("texts", "note", "c_pair", "x");
     await settledAction(h(), lost, "in_doubt");

@@ -1,26 +1,21 @@
 // `sendonce resolve`: an in-doubt send settled by a person who asked the provider. Sent, never
 // sent with its run still on the step (sent again, once), never sent with nothing left to
 // send it (failed_permanent), and anything not in doubt refused.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
 import { recordAudit } from "../../src/ledger/audit";
 import { runCli, runCliAsync } from "../support/cli";
 import { settledAction, signup, twilioEnv, useHarness } from "../support/harness";
-import { HELLO_EMAIL, OFFER_TEXTS, journeysDir } from "../support/journeys";
-import type { TwilioServer } from "../support/twilio";
-import { startTwilioServer } from "../support/twilio";
+import { HELLO_EMAIL, OFFER_TEXTS, journeysDir, textRequest } from "../support/journeys";
+import { useTwilioServer } from "../support/twilio";
 
 const JOURNEYS = journeysDir({ "hello.yaml": HELLO_EMAIL, "texts.yaml": OFFER_TEXTS });
 
 describe("sendonce resolve", () => {
-  let twilio: TwilioServer;
-  beforeAll(async () => {
-    twilio = await startTwilioServer();
-  });
-  afterAll(() => twilio.close());
+  const twilio = useTwilioServer();
   // An in-doubt SMS waits for its look-up long enough for a person to get to it first.
   const h = useHarness(JOURNEYS, {
-    env: () => ({ ...twilioEnv(twilio), SENDONCE_INDOUBT_GRACE_MS: "8000" }),
+    env: () => ({ ...twilioEnv(twilio()), SENDONCE_INDOUBT_GRACE_MS: "8000" }),
   });
   const resolve = (...args: string[]) => runCliAsync(["resolve", ...args], h().env());
   const attempts = (key: string) =>
@@ -72,19 +67,8 @@ describe("sendonce resolve", () => {
   });
 
   it("has a run still on the step send an in-doubt SMS that was never sent again, once", async () => {
-    twilio.fail({ kind: "drop" }, 1);
-    await h().deliver({
-      id: "evt_c_text_r1",
-      type: "text.requested",
-      customerId: "c_text",
-      occurredAt: "2026-11-02T10:00:00Z",
-      properties: { ref: "r1" },
-      customer: {
-        phone: "+4915100088801",
-        timezone: "UTC",
-        consents: { sms: { offers: "granted" } },
-      },
-    });
+    twilio().fail({ kind: "drop" }, 1);
+    await h().deliver(textRequest("c_text", "r1", "+4915100088801"));
     const key = actionKey({
       journeyId: "texts",
       stepId: "offer_sms",
@@ -92,7 +76,7 @@ describe("sendonce resolve", () => {
       reference: "r1",
     });
     await settledAction(h(), key, "in_doubt");
-    expect(twilio.countByKey().get(key)).toBeUndefined();
+    expect(twilio().countByKey().get(key)).toBeUndefined();
     // Sent without its SID, it could be taken for another message of the same text.
     const noSid = await resolve(key, "--sent");
     expect([noSid.code, noSid.stderr]).toEqual([
@@ -104,7 +88,7 @@ describe("sendonce resolve", () => {
     expect(out.stdout).toContain("its run is still on the step and sends it again when next due");
     const action = await settledAction(h(), key, "sent");
     expect(action.attempt).toBe(2);
-    expect(twilio.countByKey().get(key)).toBe(1);
+    expect(twilio().countByKey().get(key)).toBe(1);
     expect((await attempts(key)).map((a) => a.outcome)).toEqual(["released", "sent"]);
   });
 

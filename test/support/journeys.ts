@@ -21,6 +21,18 @@ steps:
     points: { amount: 10, reason: welcome }
 `;
 
+/** An OFFER_TEXTS trigger: customer `customerId` at `phone` (in UTC), "offers" granted. */
+export function textRequest(customerId: string, ref: string, phone: string) {
+  return {
+    id: `evt_${customerId}_${ref}`,
+    type: "text.requested",
+    customerId,
+    occurredAt: "2026-11-02T10:00:00Z",
+    properties: { ref },
+    customer: { phone, timezone: "UTC", consents: { sms: { offers: "granted" } } },
+  };
+}
+
 /** A marketing text per reference, for customers who granted SMS consent to "offers". */
 export const OFFER_TEXTS = `
 id: texts

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import { afterAll, beforeAll } from "vitest";
 
 export interface TwilioMessage {
   sid: string;
@@ -38,6 +39,16 @@ export interface TwilioServer {
   /** Fail the next `times` create calls (default: until changed). */
   fail(failure: TwilioFailure | undefined, times?: number): void;
   close(): Promise<void>;
+}
+
+/** Registers the hooks that run a server for a describe block; call the getter in tests. */
+export function useTwilioServer(): () => TwilioServer {
+  let server: TwilioServer | undefined;
+  beforeAll(async () => {
+    server = await startTwilioServer();
+  });
+  afterAll(() => server?.close());
+  return () => server!;
 }
 
 export async function startTwilioServer(): Promise<TwilioServer> {
