@@ -12,7 +12,7 @@ import {
   markCallStarted,
   recordOutcome,
   releaseInDoubt,
-  resolveFound,
+  recordFoundSent,
 } from "../ledger/actions";
 import type { FactsQuery } from "../ledger/facts";
 import type { EnrollmentEnd } from "../ledger/enrollments";
@@ -20,6 +20,7 @@ import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
 import {
   CLOCK_SLACK_MS,
   contentHash,
+  reportedMessage,
   sentContent,
   unclaimedMatches,
 } from "../ledger/provider-match";
@@ -125,7 +126,7 @@ export async function runSend(
     claimed?.claim ??
     (await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement));
   if (claim.kind === "resolve") {
-    let found: string | undefined;
+    let found: { providerId: string; via: string } | undefined;
     try {
       found = await findAtProvider(run, step, prepared.content!, intent.key, claim);
     } catch (error) {
@@ -138,14 +139,20 @@ export async function runSend(
       return { kind: "retry", at, why: "provider look-up failed" };
     }
     if (found) {
-      const settled = await resolveFound(engine.db, intent, claim.token, found, {
+      const settled = await recordFoundSent(engine.db, {
+        key: intent.key,
+        token: claim.token,
+        providerId: found.providerId,
+        reason: "found_at_provider",
+        resolvedBy: found.via,
         now: engine.clock.now(),
         workerId: engine.workerId,
       });
       if (settled) {
         engine.log.info("in-doubt send found at the provider", {
           key: intent.key,
-          providerId: found,
+          providerId: found.providerId,
+          via: found.via,
         });
         return { kind: "done" };
       }
@@ -174,7 +181,8 @@ export async function runSend(
 }
 
 /**
- * The provider's id of an in-doubt attempt's message, if the provider took it: looked up by the
+ * The provider's id of an in-doubt attempt's message, if the provider took it, and how that is
+ * known: a status callback that reported it, or else a look-up in the provider's list by the
  * number and body the attempt recorded (attempts from before they were recorded: by the
  * message as it would be built now).
  */
@@ -184,8 +192,10 @@ async function findAtProvider(
   content: Content,
   key: string,
   claim: { attempt: number; callStartedAt: Date },
-): Promise<string | undefined> {
+): Promise<{ providerId: string; via: string } | undefined> {
   const { engine } = run;
+  const reported = await reportedMessage(engine.db, key);
+  if (reported) return { providerId: reported, via: "status callback" };
   let sent = await sentContent(engine.db, key, claim.attempt);
   if (!sent) {
     const customer = await loadCustomer(engine.db, run.enrollment.customerId);
@@ -199,7 +209,7 @@ async function findAtProvider(
   const [match] = await unclaimedMatches(engine.db, key, listed, sent.contentHash, {
     from: claim.callStartedAt,
   });
-  return match?.sid;
+  return match && { providerId: match.sid, via: "provider message list" };
 }
 
 async function call(

@@ -339,38 +339,69 @@ function resolveWhenDue(row: ActionRow, opts: ClaimOptions): ClaimResult {
   };
 }
 
+/** An in-doubt send found to have been sent, and by whom: what its action and audit entry say. */
+export interface FoundSent {
+  key: string;
+  /** The token of the attempt found out: a newer attempt, or another outcome, makes it stale. */
+  token: number;
+  /** The provider's id of the message; null keeps the one the action has. */
+  providerId: string | null;
+  /** `found_at_provider` (a look-up, a delivery event) or `resolved_by_hand`. */
+  reason: "found_at_provider" | "resolved_by_hand";
+  /** Who or what found it out, as explain shows it. */
+  resolvedBy: string;
+  now: Date;
+  workerId?: string;
+}
+
 /**
- * The provider has the message: the in-doubt action was sent after all. Also when a person
- * released it as never sent (`sendonce resolve --not-sent`) while it was being looked up: the
- * provider's list is the better witness, and a retry would send it twice.
+ * Records an in-doubt send as sent, whoever found it out (a worker's look-up, reconcile, a
+ * person): the action, dated when its call started (when the provider took it, which resend
+ * policies count from); its attempt, as a provider call confirmed (what duplicate-send counts
+ * read); and one audit entry. An action a person released as never sent (`sendonce resolve
+ * --not-sent`) that no run has claimed again is taken too: the provider is the better witness,
+ * and a retry would send it twice. False when the action has moved on. In a transaction of its
+ * own, or in the caller's when given one.
  */
-export async function resolveFound(
-  db: Db,
-  intent: ActionIntent,
-  token: number,
-  providerId: string,
-  opts: Pick<ClaimOptions, "now" | "workerId">,
-): Promise<boolean> {
-  return poolOf(db).tx(async (tx) => {
-    const rows = await tx<{ attempt: number }>`
-      WITH a AS (
-        UPDATE "Action" SET state = 'sent', reason = 'found_at_provider', "providerId" = ${providerId},
-          "completedAt" = ${opts.now}, "updatedAt" = ${opts.now}
-        WHERE key = ${intent.key} AND "fencingToken" = ${token}
-          AND (state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand'))
-        RETURNING key, attempt)
-      UPDATE "ActionAttempt" t SET outcome = 'sent', "providerId" = ${providerId}, "finishedAt" = COALESCE(t."finishedAt", ${opts.now})
-      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt
-      RETURNING t.attempt`;
-    if (rows.length === 0) return false;
-    await recordAudit(tx, {
-      ...auditBase(intent, opts),
-      kind: "sent",
-      rule: "found_at_provider",
-      detail: { attempt: rows[0]!.attempt, providerId, resolvedBy: "provider message list" },
-    });
-    return true;
+export async function recordFoundSent(on: Db | Sql, f: FoundSent): Promise<boolean> {
+  return typeof on === "function" ? foundSent(on, f) : poolOf(on).tx((tx) => foundSent(tx, f));
+}
+
+async function foundSent(tx: Sql, f: FoundSent): Promise<boolean> {
+  const [found] = await tx<{
+    attempt: number;
+    providerId: string | null;
+    customerId: string;
+    journeyId: string;
+    stepId: string;
+    enrollmentId: bigint;
+  }>`
+    WITH a AS (
+      UPDATE "Action" SET state = 'sent', reason = ${f.reason},
+        "providerId" = COALESCE(${f.providerId}::text, "providerId"),
+        "completedAt" = COALESCE("callStartedAt", ${f.now}), "updatedAt" = ${f.now}
+      WHERE key = ${f.key} AND "fencingToken" = ${f.token}
+        AND (state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand'))
+      RETURNING key, attempt, "providerId", "customerId", "journeyId", "stepId", "enrollmentId"),
+    t AS (
+      UPDATE "ActionAttempt" t SET outcome = 'sent', "providerId" = COALESCE(a."providerId", t."providerId"),
+        "finishedAt" = COALESCE(t."finishedAt", ${f.now})
+      FROM a WHERE t."actionKey" = a.key AND t.attempt = a.attempt)
+    SELECT attempt, "providerId", "customerId", "journeyId", "stepId", "enrollmentId" FROM a`;
+  if (!found) return false;
+  await recordAudit(tx, {
+    kind: "sent",
+    at: f.now,
+    customerId: found.customerId,
+    journeyId: found.journeyId,
+    stepId: found.stepId,
+    enrollmentId: found.enrollmentId,
+    actionKey: f.key,
+    rule: f.reason,
+    ...(f.workerId && { workerId: f.workerId }),
+    detail: { attempt: found.attempt, providerId: found.providerId, resolvedBy: f.resolvedBy },
   });
+  return true;
 }
 
 /**

@@ -7,6 +7,16 @@ import type { ProviderMessage } from "../channels/channel";
 import type { Db } from "../db/client";
 import { poolOf } from "../db/sql";
 
+/**
+ * Delivery statuses that say the provider took the message: an email provider's (`deferred`
+ * too: it holds the message and keeps trying; `dropped` is not one), and Twilio's status
+ * callbacks (`failed` and `canceled` are not: Twilio did not send it).
+ */
+export const PROVIDER_TOOK_IT: readonly string[] = [
+  ...["delivered", "bounced", "complained", "deferred", "opened", "clicked"],
+  ...["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "read"],
+];
+
 /** The slack on the provider's clock, before the call started. */
 export const CLOCK_SLACK_MS = 60_000;
 
@@ -16,8 +26,41 @@ export interface SentContent {
   contentHash: string;
 }
 
+/**
+ * What Twilio's Smart Encoding (on by default for a new Messaging Service) may have made of a
+ * body: typographic quotes, apostrophes, dashes, angle quotes, slashes and spaces as their GSM-7
+ * look-alikes, and compatibility forms (fullwidth letters, `…`) as NFKC has them. A body is
+ * hashed and compared in this form, so a message Twilio rewrote that way is still found; folding
+ * more than Twilio does only makes two texts that differ in a quote's shape look alike, and two
+ * alike are already told apart by whose provider id each is.
+ */
+const SMART_FOLDS: [RegExp, string][] = [
+  [/[«»“”„‟″‶ʺˮ❝❞〝〞]/g, '"'],
+  [/[‘’‚‛′‵ʹʻʼʽˈˊˋ´`❛❜]/g, "'"],
+  [/[‐‑‒–—―⁃﹘﹣−]/g, "-"],
+  [/[‹˂﹤]/g, "<"],
+  [/[›˃﹥]/g, ">"],
+  [/[⁄∕]/g, "/"],
+  [/[\u200B-\u200D\u2060\uFEFF]/g, ""],
+  [/\s/g, " "],
+];
+
+export function foldForMatch(body: string): string {
+  let folded = body.normalize("NFKC");
+  for (const [chars, to] of SMART_FOLDS) folded = folded.replace(chars, to);
+  return folded;
+}
+
+const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
+
+/** The hash an attempt records of the body it sent, folded as the look-up compares it. */
 export function contentHash(body: string): string {
-  return createHash("sha256").update(body).digest("hex");
+  return sha256(foldForMatch(body));
+}
+
+/** Whether a listed body is the one hashed; as sent, for attempts recorded before folding. */
+function sameContent(body: string, hash: string): boolean {
+  return contentHash(body) === hash || sha256(body) === hash;
 }
 
 /** The attempt's recorded address and body hash; null for attempts made before they were kept. */
@@ -52,7 +95,7 @@ export async function unclaimedMatches(
     (m) =>
       m.dateCreated.getTime() >= from &&
       m.dateCreated.getTime() <= to &&
-      (hash === null || contentHash(m.body) === hash),
+      (hash === null || sameContent(m.body, hash)),
   );
   if (alike.length === 0) return [];
   const taken = await poolOf(db).sql<{ providerId: string }>`
@@ -62,4 +105,18 @@ export async function unclaimedMatches(
   return alike
     .filter((m) => !other.has(m.sid))
     .sort((a, b) => a.dateCreated.getTime() - b.dateCreated.getTime());
+}
+
+/**
+ * The message a Twilio status callback reported for this action, if one said Twilio took it:
+ * the callback's URL carries the action key and its request is signed, so it names this
+ * action's message whatever Twilio did to the body. The earliest such report.
+ */
+export async function reportedMessage(db: Db, key: string): Promise<string | undefined> {
+  const [row] = await poolOf(db).sql<{ sid: string }>`
+    SELECT detail->>'providerId' AS sid FROM "AuditEntry"
+    WHERE kind = 'delivery_status' AND "actionKey" = ${key} AND rule = ANY(${PROVIDER_TOOK_IT})
+      AND detail->>'providerId' IS NOT NULL
+    ORDER BY at, id LIMIT 1`;
+  return row?.sid;
 }

@@ -5,9 +5,9 @@
 import type { ProviderMessage } from "../channels/channel";
 import type { TwilioSmsChannel } from "../channels/sms-twilio";
 import type { Db } from "../db/client";
-import { TX_OPTIONS } from "../db/client";
 import { recordAudit } from "../ledger/audit";
-import { unclaimedMatches } from "../ledger/provider-match";
+import { recordFoundSent } from "../ledger/actions";
+import { PROVIDER_TOOK_IT, reportedMessage, unclaimedMatches } from "../ledger/provider-match";
 
 export interface Mismatch {
   kind: string;
@@ -133,29 +133,35 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       continue;
     }
     const started = a.callStartedAt ?? a.updatedAt;
-    // Messages with the attempt's body, created around the call (up to two minutes after it),
-    // that no other action has as its own.
-    const candidates = await unclaimedMatches(db, a.key, list, a.contentHash, {
-      from: started,
-      to: new Date(started.getTime() + 120_000),
-    });
+    // A status callback that reported its message; else messages with the attempt's body,
+    // created around the call (up to two minutes after it), that no other action has as its own.
+    const reported = await reportedMessage(db, a.key);
+    const candidates = reported
+      ? [{ sid: reported }]
+      : await unclaimedMatches(db, a.key, list, a.contentHash, {
+          from: started,
+          to: new Date(started.getTime() + 120_000),
+        });
     if (candidates.length === 1) {
+      const { sid } = candidates[0]!;
       const m: Mismatch = {
         kind: "sms_in_doubt_found",
         actionKey: a.key,
         customerId: a.customerId,
-        detail: `the provider has ${candidates[0]!.sid} from the time of the call`,
+        detail: reported
+          ? `Twilio reported ${sid} for it in a status callback`
+          : `the provider has ${sid} from the time of the call`,
       };
       if (opts.resolve) {
-        await settleSent(
-          db,
-          a.key,
-          a.fencingToken,
-          candidates[0]!.sid,
-          opts.now,
-          "provider message list",
-        );
-        m.resolution = `sent as ${candidates[0]!.sid}`;
+        await recordFoundSent(db, {
+          key: a.key,
+          token: a.fencingToken,
+          providerId: sid,
+          reason: "found_at_provider",
+          resolvedBy: `reconcile: ${reported ? "status callback" : "provider message list"}`,
+          now: opts.now,
+        });
+        m.resolution = `sent as ${sid}`;
       }
       out.push(m);
     } else if (candidates.length > 1) {
@@ -192,6 +198,8 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
 
 export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mismatch[]> {
   const out: Mismatch[] = [];
+  // Each in-doubt email with the latest delivery event that says the provider took it, and the
+  // Message-ID that event named.
   const doubtful = await db.$queryRaw<
     {
       key: string;
@@ -199,16 +207,18 @@ export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mi
       fencingToken: number;
       updatedAt: Date;
       status: string | null;
+      messageId: string | null;
     }[]
   >`
-    SELECT a.key, a."customerId", a."fencingToken", a."updatedAt",
-      (SELECT d.rule FROM "AuditEntry" d WHERE d.kind = 'delivery_status' AND d."actionKey" = a.key ORDER BY d.at DESC LIMIT 1) AS status
-    FROM "Action" a WHERE a.channel = 'email' AND a.state = 'in_doubt' AND a."claimedAt" >= ${opts.since}`;
+    SELECT a.key, a."customerId", a."fencingToken", a."updatedAt", d.rule AS status, d.detail->>'messageId' AS "messageId"
+    FROM "Action" a
+    LEFT JOIN LATERAL (
+      SELECT rule, detail FROM "AuditEntry"
+      WHERE kind = 'delivery_status' AND "actionKey" = a.key AND rule = ANY(${PROVIDER_TOOK_IT})
+      ORDER BY at DESC LIMIT 1) d ON true
+    WHERE a.channel = 'email' AND a.state = 'in_doubt' AND a."claimedAt" >= ${opts.since}`;
   for (const a of doubtful) {
-    if (
-      a.status &&
-      ["delivered", "bounced", "complained", "opened", "clicked"].includes(a.status)
-    ) {
+    if (a.status) {
       const m: Mismatch = {
         kind: "email_in_doubt_delivered",
         actionKey: a.key,
@@ -216,14 +226,14 @@ export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mi
         detail: `the provider reported "${a.status}" for its Message-ID`,
       };
       if (opts.resolve) {
-        await settleSent(
-          db,
-          a.key,
-          a.fencingToken,
-          `<${a.key}>`,
-          opts.now,
-          `delivery event ${a.status}`,
-        );
+        await recordFoundSent(db, {
+          key: a.key,
+          token: a.fencingToken,
+          providerId: a.messageId,
+          reason: "found_at_provider",
+          resolvedBy: `reconcile: delivery event ${a.status}`,
+          now: opts.now,
+        });
         m.resolution = "sent";
       }
       out.push(m);
@@ -250,36 +260,6 @@ export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mi
     });
   }
   return out;
-}
-
-/** An in-doubt action confirmed by the provider: sent, under its current token. */
-async function settleSent(
-  db: Db,
-  key: string,
-  token: number,
-  providerId: string,
-  now: Date,
-  by: string,
-): Promise<void> {
-  await db.$transaction(async (tx) => {
-    const rows = await tx.$executeRaw`
-      UPDATE "Action" SET state = 'sent', reason = 'found_at_provider', "providerId" = ${providerId},
-        "completedAt" = ${now}, "updatedAt" = ${now}
-      WHERE key = ${key} AND "fencingToken" = ${token} AND state = 'in_doubt'`;
-    if (rows === 0) return;
-    const action = await tx.action.findUniqueOrThrow({ where: { key } });
-    await recordAudit(tx, {
-      kind: "sent",
-      at: now,
-      customerId: action.customerId,
-      journeyId: action.journeyId,
-      stepId: action.stepId,
-      enrollmentId: action.enrollmentId,
-      actionKey: key,
-      rule: "found_at_provider",
-      detail: { providerId, resolvedBy: `reconcile: ${by}` },
-    });
-  }, TX_OPTIONS);
 }
 
 /** Audits every mismatch, so reports and /metrics count them. */

@@ -2,7 +2,10 @@
 // the customer): the last resort when neither the SMS look-up nor a delivery event settles it.
 import type { Db, Tx } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
+import { sqlOf } from "../db/sql";
+import { recordFoundSent } from "../ledger/actions";
 import { recordAudit } from "../ledger/audit";
+import { PROVIDER_TOOK_IT } from "../ledger/provider-match";
 
 /** What the person found out: the provider took the message, or it never did. */
 export type Finding = { sent: true; providerId?: string } | { sent: false };
@@ -21,15 +24,6 @@ export type Resolved =
   | { kind: "reported"; status: string }
   /** Only an in-doubt action is resolved by hand; anything else is the ledger's to settle. */
   | { kind: "not_in_doubt"; state: string; reason: string | null };
-
-/**
- * Delivery statuses that say the provider took the message: an email provider's (`dropped`
- * is not one), and Twilio's status callbacks (`failed` is not one: Twilio did not send it).
- */
-const SENT_EVIDENCE = [
-  ...["delivered", "bounced", "complained", "deferred", "opened", "clicked"],
-  ...["queued", "sending", "sent", "delivered", "undelivered"],
-];
 
 export interface ResolveOptions {
   now: Date;
@@ -54,6 +48,7 @@ export async function resolveByHand(
         stepId: string;
         enrollmentId: bigint;
         attempt: number;
+        fencingToken: number;
         providerId: string | null;
         onStep: boolean;
         nextRunAt: Date | null;
@@ -62,10 +57,10 @@ export async function resolveByHand(
       }[]
     >`
       SELECT a.state::text AS state, a.reason, a."customerId", a."journeyId", a."stepId", a."enrollmentId",
-        a.attempt, a."providerId", (n.status = 'active' AND n."currentStepId" = a."stepId") AS "onStep",
+        a.attempt, a."fencingToken", a."providerId", (n.status = 'active' AND n."currentStepId" = a."stepId") AS "onStep",
         n."nextRunAt", a.channel::text AS channel,
         (SELECT d.rule FROM "AuditEntry" d WHERE d.kind = 'delivery_status' AND d."actionKey" = a.key
-           AND d.rule = ANY(${SENT_EVIDENCE}) ORDER BY d.at DESC LIMIT 1) AS reported
+           AND d.rule = ANY(${PROVIDER_TOOK_IT}) ORDER BY d.at DESC LIMIT 1) AS reported
       FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId"
       WHERE a.key = ${key}
       FOR UPDATE OF a`;
@@ -86,15 +81,13 @@ export async function resolveByHand(
     if (finding.sent) {
       const providerId = finding.providerId ?? action.providerId;
       if (action.channel === "sms" && !providerId) return { kind: "needs_provider_id" };
-      await tx.$executeRaw`
-        UPDATE "Action" SET state = 'sent', reason = 'resolved_by_hand', "providerId" = ${providerId},
-          "completedAt" = COALESCE("callStartedAt", ${now}), "updatedAt" = ${now}
-        WHERE key = ${key}`;
-      await attemptOutcome(tx, key, action.attempt, "sent", providerId, now);
-      await recordAudit(tx, {
-        ...audit,
-        kind: "sent",
-        detail: { providerId, attempt: action.attempt, resolvedBy },
+      await recordFoundSent(sqlOf(tx), {
+        key,
+        token: action.fencingToken,
+        providerId,
+        reason: "resolved_by_hand",
+        resolvedBy,
+        now,
       });
       return { kind: "sent", providerId };
     }

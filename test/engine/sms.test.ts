@@ -1,12 +1,11 @@
 // SMS through the twilio library against a real HTTP server that speaks Twilio's Messages
 // API: each answer Twilio can give, and in-doubt sends resolved from the provider's list.
 import { describe, expect, it } from "vitest";
-import twilioLib from "twilio";
 import { actionKey } from "../../src/engine/keys";
-import { handleInboundMessage } from "../../src/webhooks/twilio";
+import { handleInboundMessage, handleStatusCallback } from "../../src/webhooks/twilio";
 import { actionState, settledAction, twilioEnv, useHarness } from "../support/harness";
 import { OFFER_TEXTS, journeysDir, textRequest } from "../support/journeys";
-import { useTwilioServer } from "../support/twilio";
+import { signedRequest, smartEncode, useTwilioServer } from "../support/twilio";
 import { startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
@@ -24,10 +23,8 @@ steps:
 });
 
 /** An inbound message as Twilio posts it, signed with the account's auth token. */
-function signedInbound(authToken: string, params: Record<string, string>) {
-  const url = "https://hooks.shop.example/v1/webhooks/twilio/inbound";
-  return { url, params, signature: twilioLib.getExpectedTwilioSignature(authToken, url, params) };
-}
+const signedInbound = (authToken: string, params: Record<string, string>) =>
+  signedRequest(authToken, "https://hooks.shop.example/v1/webhooks/twilio/inbound", params);
 
 const key = (customerId: string, ref: string) =>
   actionKey({ journeyId: "texts", stepId: "offer_sms", customerId, reference: ref });
@@ -197,6 +194,57 @@ describe("SMS through a Twilio-compatible API", () => {
     expect(action.reason).toBe("found_at_provider");
     expect(twilio().messages.filter((m) => m.to === "+4915100099912")).toHaveLength(0);
     expect(twilio().countByKey().get(key("c_moved", "r1"))).toBe(1);
+  });
+
+  it("finds an in-doubt text that Twilio's Smart Encoding rewrote: sent, not resent", async () => {
+    // The reference goes into the body: typographic quotes, an apostrophe, a dash, an ellipsis.
+    const ref = "r1 \u201Cwe\u2019re open\u201D \u2014 see you\u2026";
+    twilio().rewriteBodies(smartEncode);
+    twilio().fail({ kind: "drop_after_create" }, 1);
+    try {
+      await text("c_smart", ref);
+      await settled(key("c_smart", ref), "in_doubt");
+      const action = await settled(key("c_smart", ref), "sent");
+      const created = twilio().messages.filter((m) => m.actionKey === key("c_smart", ref));
+      expect(created.map((m) => m.body)).toEqual([`Offer r1 "we're open" - see you...`]);
+      expect([action.reason, action.providerId]).toEqual(["found_at_provider", created[0]!.sid]);
+    } finally {
+      twilio().rewriteBodies(undefined);
+    }
+  });
+
+  it("takes a signed status callback's word for an in-doubt text its look-up cannot match", async () => {
+    // Twilio changed the body beyond typography; its status callback, whose URL carries the
+    // action key, still names the message.
+    const authToken = twilio().authToken;
+    const answers: number[] = [];
+    twilio().rewriteBodies((body) => `${body} (changed)`);
+    twilio().onCreate(async (m) => {
+      const params = { MessageSid: m.sid, MessageStatus: "queued" };
+      const deps = { db: h().schema.db, authToken, now: () => new Date() };
+      const answer = await handleStatusCallback(
+        deps,
+        signedRequest(authToken, m.statusCallback!, params),
+      );
+      answers.push(answer.status);
+    });
+    twilio().fail({ kind: "drop_after_create" }, 1);
+    try {
+      await text("c_changed", "r1");
+      await settled(key("c_changed", "r1"), "in_doubt");
+      const action = await settled(key("c_changed", "r1"), "sent");
+      expect(answers).toEqual([204]);
+      const created = twilio().messages.filter((m) => m.actionKey === key("c_changed", "r1"));
+      expect(created).toHaveLength(1);
+      expect([action.reason, action.providerId]).toEqual(["found_at_provider", created[0]!.sid]);
+      const audit = await h().schema.db.auditEntry.findFirstOrThrow({
+        where: { actionKey: key("c_changed", "r1"), kind: "sent" },
+      });
+      expect(audit.detail).toMatchObject({ resolvedBy: "status callback" });
+    } finally {
+      twilio().rewriteBodies(undefined);
+      twilio().onCreate(undefined);
+    }
   });
 
   it("treats a 500 as in doubt and finds the message it did create", async () => {

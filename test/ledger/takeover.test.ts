@@ -8,7 +8,7 @@ import {
   claimAction,
   markCallStarted,
   recordOutcome,
-  resolveFound,
+  recordFoundSent,
 } from "../../src/ledger/actions";
 import { resolveByHand } from "../../src/ops/resolve";
 import { endEnrollment, settleEnded } from "../../src/ledger/enrollments";
@@ -212,8 +212,23 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
       kind: "retry",
     });
     // The provider has it after all: sent, not retried into a second message.
-    expect(await resolveFound(t.db, a, token, "SM_found", lookUp)).toBe(true);
-    expect((await actionRow(a.key)).state).toBe("sent");
+    const found = {
+      key: a.key,
+      token,
+      providerId: "SM_found",
+      reason: "found_at_provider" as const,
+      resolvedBy: "provider message list",
+      now: new Date(),
+    };
+    expect(await recordFoundSent(t.db, found)).toBe(true);
+    const action = await t.db.action.findUniqueOrThrow({ where: { key: a.key } });
+    expect([action.state, action.providerId]).toEqual(["sent", "SM_found"]);
+    // Dated when its call started, and its attempt, released by hand, now a confirmed call.
+    expect(action.completedAt).toEqual(action.callStartedAt);
+    const attempt = await t.db.actionAttempt.findFirstOrThrow({ where: { actionKey: a.key } });
+    expect([attempt.outcome, attempt.providerId]).toEqual(["sent", "SM_found"]);
+    // Found out once: a second finding under the same token changes nothing.
+    expect(await recordFoundSent(t.db, { ...found, providerId: "SM_other" })).toBe(false);
     expect(await claimAction(t.db, a, lookUp, go)).toMatchObject({
       kind: "settled",
       state: "sent",

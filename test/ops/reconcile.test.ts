@@ -13,7 +13,8 @@ import { runCli, runCliAsync } from "../support/cli";
 import { settledAction, signup, twilioEnv, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
 import { eventually } from "../support/workers";
-import { useTwilioServer } from "../support/twilio";
+import { signedRequest, useTwilioServer } from "../support/twilio";
+import { handleStatusCallback } from "../../src/webhooks/twilio";
 
 const JOURNEYS = journeysDir({
   "hello.yaml": `
@@ -83,10 +84,35 @@ describe("reconcile and report", () => {
       ],
     });
     expect(await delivered.json()).toEqual({ received: 2, matched: 1 });
+    // Another, only deferred so far: the provider holds it, so it was sent.
+    h().sink.fail({ kind: "drop_after_data" }, 1);
+    await h().deliver(signup("c_defer"));
+    await settledAction(h(), key("hello", "hello_email", "c_defer"), "in_doubt");
+    await api.post("/v1/webhooks/email", {
+      messageId: `<${key("hello", "hello_email", "c_defer")}@shop.example>`,
+      event: "deferred",
+    });
     // SMS created at the provider whose answer was lost.
     twilio().fail({ kind: "drop_after_create" }, 1);
     await text("c_sms", "a");
     await settledAction(h(), key("texts", "note", "c_sms", "a"), "in_doubt");
+    // SMS whose body Twilio changed, so that only its signed status callback names it.
+    twilio().rewriteBodies((body) => `${body} (changed)`);
+    twilio().fail({ kind: "drop_after_create" }, 1);
+    await text("c_called", "c");
+    await settledAction(h(), key("texts", "note", "c_called", "c"), "in_doubt");
+    twilio().rewriteBodies(undefined);
+    const called = twilio().messages.find(
+      (m) => m.actionKey === key("texts", "note", "c_called", "c"),
+    )!;
+    const callback = await handleStatusCallback(
+      { db, authToken: twilio().authToken, now: () => new Date() },
+      signedRequest(twilio().authToken, called.statusCallback!, {
+        MessageSid: called.sid,
+        MessageStatus: "delivered",
+      }),
+    );
+    expect(callback.status).toBe(204);
     // SMS the ledger calls sent but the provider's list lacks.
     await text("c_gone", "b");
     const gone = await settledAction(h(), key("texts", "note", "c_gone", "b"), "sent");
@@ -132,6 +158,10 @@ describe("reconcile and report", () => {
 
     const resolved = await reconcile("--since", "1d", "--resolve");
     expect(resolved.stdout).toMatch(/sms_in_doubt_found .*→ resolved: sent as SM/);
+    expect(resolved.stdout).toContain(`Twilio reported ${called.sid} for it in a status callback`);
+    expect(
+      (await db.action.findUniqueOrThrow({ where: { key: called.actionKey! } })).providerId,
+    ).toBe(called.sid);
     const sms = await db.action.findUniqueOrThrow({
       where: { key: key("texts", "note", "c_sms", "a") },
     });
@@ -140,9 +170,22 @@ describe("reconcile and report", () => {
       twilio().messages.find((m) => m.actionKey === sms.key)!.sid,
     ]);
     expect(
-      (await db.action.findUniqueOrThrow({ where: { key: key("hello", "hello_email", "c_mail") } }))
-        .state,
+      (await db.actionAttempt.findFirstOrThrow({ where: { actionKey: sms.key } })).outcome,
     ).toBe("sent");
+    // Each email sent as the Message-ID the provider reported, dated when its call started, and
+    // its attempt counted as a provider call confirmed.
+    for (const customer of ["c_mail", "c_defer"]) {
+      const k = key("hello", "hello_email", customer);
+      const mail = await db.action.findUniqueOrThrow({ where: { key: k } });
+      expect([mail.state, mail.reason, mail.providerId]).toEqual([
+        "sent",
+        "found_at_provider",
+        `<${k}@shop.example>`,
+      ]);
+      expect(mail.completedAt).toEqual(mail.callStartedAt);
+      const attempt = await db.actionAttempt.findFirstOrThrow({ where: { actionKey: k } });
+      expect(attempt.outcome).toBe("sent");
+    }
     expect(
       (await db.pointsBalance.findUniqueOrThrow({ where: { customerId: "c_mail" } })).balance,
     ).toBe(10);

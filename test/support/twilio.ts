@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import twilio from "twilio";
 import { afterAll, beforeAll } from "vitest";
 
 export interface TwilioMessage {
@@ -36,6 +37,10 @@ export interface TwilioServer {
   authToken: string;
   messages: TwilioMessage[];
   countByKey(): Map<string, number>;
+  /** Store each body as `fn` makes it, as Twilio's Smart Encoding does (until changed). */
+  rewriteBodies(fn: ((body: string) => string) | undefined): void;
+  /** Run `fn` on each message created, before anything is answered (until changed). */
+  onCreate(fn: ((m: TwilioMessage) => Promise<void>) | undefined): void;
   /** Fail the next `times` create calls (default: until changed). */
   fail(failure: TwilioFailure | undefined, times?: number): void;
   close(): Promise<void>;
@@ -58,6 +63,8 @@ export async function startTwilioServer(): Promise<TwilioServer> {
   const sockets = new Set<Socket>();
   let failure: TwilioFailure | undefined;
   let remaining = Infinity;
+  let rewrite: ((body: string) => string) | undefined;
+  let created: ((m: TwilioMessage) => Promise<void>) | undefined;
 
   const json = (res: ServerResponse, status: number, body: unknown) => {
     res.writeHead(status, { "content-type": "application/json" });
@@ -113,12 +120,13 @@ export async function startTwilioServer(): Promise<TwilioServer> {
       sid: `SM${randomBytes(16).toString("hex")}`,
       to: form.get("To") ?? "",
       from: form.get("From"),
-      body: form.get("Body") ?? "",
+      body: (rewrite ?? String)(form.get("Body") ?? ""),
       statusCallback: callback,
       actionKey: callback ? new URL(callback).searchParams.get("key") : null,
       dateCreated: new Date(),
     };
     messages.push(message);
+    await created?.(message);
     if (f?.kind === "drop_after_create") return req.socket.destroy();
     if (f?.kind === "error_after_create")
       return json(res, f.status, { code: 20500, message: "Internal", status: f.status });
@@ -150,6 +158,12 @@ export async function startTwilioServer(): Promise<TwilioServer> {
         if (m.actionKey) counts.set(m.actionKey, (counts.get(m.actionKey) ?? 0) + 1);
       return counts;
     },
+    rewriteBodies(fn) {
+      rewrite = fn;
+    },
+    onCreate(fn) {
+      created = fn;
+    },
     fail(f, times = Infinity) {
       failure = f;
       remaining = times;
@@ -159,4 +173,27 @@ export async function startTwilioServer(): Promise<TwilioServer> {
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * A few of the replacements Twilio's Smart Encoding makes, from its published list: curly
+ * quotes and apostrophes, en and em dashes, the ellipsis and the no-break space.
+ */
+export function smartEncode(body: string): string {
+  const to: Record<string, string> = {
+    "\u201C": '"',
+    "\u201D": '"',
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2026": "...",
+    "\u00A0": " ",
+  };
+  return [...body].map((c) => to[c] ?? c).join("");
+}
+
+/** A webhook request as Twilio makes it: form fields, signed with the account's auth token. */
+export function signedRequest(authToken: string, url: string, params: Record<string, string>) {
+  return { url, params, signature: twilio.getExpectedTwilioSignature(authToken, url, params) };
 }
