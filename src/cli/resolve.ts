@@ -49,7 +49,7 @@ export async function runResolve(keyOrPrefix: string, flags: ResolveFlags): Prom
         return 0;
       case "retry":
         console.log(
-          `${key}: not sent; its run is still on the step and sends it again${resolved.at ? ` when next due, at ${resolved.at.toISOString()}` : ""}`,
+          `${key}: not sent; its run is still on the step and sends it again, under the same key, once the workers' sweep picks it up (within two sweep intervals)`,
         );
         return 0;
       case "not_sent":

@@ -75,7 +75,7 @@ export async function runStep(
     const next = result.goto;
     if (!next) return end(run, "completed", finished(stepId));
     const at = result.at ?? engine.clock.now();
-    const moved = await advance(run, stepId, next, at);
+    const moved = await advance(run, next, at);
     if (!moved) return { kind: "idle" };
     if (at.getTime() > engine.clock.now().getTime()) {
       return { kind: "scheduled", enrollmentId, stepSeq: run.enrollment.seq, at };
@@ -196,18 +196,16 @@ function optionalGoto(run: Run, step: Step): { goto?: string } {
 }
 
 /**
- * Moves the enrollment from step `from` to `to`, due at `at`; false when another run moved it
- * first, or when `from`'s action was handed back for a retry after this run found it settled
- * (`sendonce resolve --not-sent` in between): the next run of `from` sends it.
+ * Moves the enrollment to step `to`, due at `at`; false when something else moved it first:
+ * another run, or a person who handed the step's action back for a retry after this run found
+ * it settled (`sendonce resolve --not-sent`, which moves the enrollment to a new position).
  */
-async function advance(run: Run, from: string, to: string, at: Date): Promise<boolean> {
+async function advance(run: Run, to: string, at: Date): Promise<boolean> {
   const { db, clock } = run.engine;
   const rows = await poolOf(db).shared.run`
-    UPDATE "Enrollment" n SET "currentStepId" = ${to}, "stepSeq" = "stepSeq" + 1, "nextRunAt" = ${at},
+    UPDATE "Enrollment" SET "currentStepId" = ${to}, "stepSeq" = "stepSeq" + 1, "nextRunAt" = ${at},
       "updatedAt" = ${clock.now()}
-    WHERE id = ${run.enrollment.id} AND status = 'active' AND "stepSeq" = ${run.enrollment.seq}
-      AND NOT EXISTS (SELECT 1 FROM "Action" a WHERE a."enrollmentId" = n.id AND a."stepId" = ${from}
-                        AND a.state IN ('claimed', 'failed_retryable'))`;
+    WHERE id = ${run.enrollment.id} AND status = 'active' AND "stepSeq" = ${run.enrollment.seq}`;
   if (rows === 0) return false;
   run.enrollment.seq += 1;
   return true;

@@ -13,8 +13,8 @@ export type Finding = { sent: true; providerId?: string } | { sent: false };
 export type Resolved =
   /** Recorded as sent. */
   | { kind: "sent"; providerId: string | null }
-  /** Its run is still on the step: it sends it again, under the same key, when next due. */
-  | { kind: "retry"; at: Date | null }
+  /** Its run is still on the step: the next run sends it again, under the same key. */
+  | { kind: "retry" }
   /** No run is left to send it: failed_permanent(not_sent), for a person to resend by hand. */
   | { kind: "not_sent" }
   | { kind: "unknown" }
@@ -50,20 +50,17 @@ export async function resolveByHand(
         attempt: number;
         fencingToken: number;
         providerId: string | null;
-        onStep: boolean;
-        nextRunAt: Date | null;
         channel: string;
         reported: string | null;
       }[]
     >`
       SELECT a.state::text AS state, a.reason, a."customerId", a."journeyId", a."stepId", a."enrollmentId",
-        a.attempt, a."fencingToken", a."providerId", (n.status = 'active' AND n."currentStepId" = a."stepId") AS "onStep",
-        n."nextRunAt", a.channel::text AS channel,
+        a.attempt, a."fencingToken", a."providerId", a.channel::text AS channel,
         (SELECT d.rule FROM "AuditEntry" d WHERE d.kind = 'delivery_status' AND d."actionKey" = a.key
            AND d.rule = ANY(${PROVIDER_TOOK_IT}) ORDER BY d.at DESC LIMIT 1) AS reported
-      FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId"
+      FROM "Action" a
       WHERE a.key = ${key}
-      FOR UPDATE OF a`;
+      FOR UPDATE`;
     if (!action) return { kind: "unknown" };
     if (action.state !== "in_doubt")
       return { kind: "not_in_doubt", state: action.state, reason: action.reason };
@@ -92,9 +89,17 @@ export async function resolveByHand(
       return { kind: "sent", providerId };
     }
     if (action.reported) return { kind: "reported", status: action.reported };
-    if (action.onStep) {
+    // Still on the step: the enrollment moves to a new position, due now. A run that found the
+    // action settled before this holds the old one, so it can neither move past the step nor
+    // end the enrollment; the sweep brings the next run. The update waits for a run's end or
+    // advance under way, and finds nothing if that moved the enrollment on.
+    const [onStep] = await tx.$queryRaw<{ id: bigint }[]>`
+      UPDATE "Enrollment" SET "stepSeq" = "stepSeq" + 1, "nextRunAt" = ${now}, "updatedAt" = ${now}
+      WHERE id = ${action.enrollmentId} AND status = 'active' AND "currentStepId" = ${action.stepId}
+      RETURNING id`;
+    if (onStep) {
       // A retry like any other: claimed again under the same key, with consent and policies
-      // checked again, by the run that is still on the step, when it was to look the message up.
+      // checked again.
       await tx.$executeRaw`
         UPDATE "Action" SET state = 'failed_retryable', reason = 'resolved_by_hand', "nextAttemptAt" = ${now},
           "updatedAt" = ${now}
@@ -106,7 +111,7 @@ export async function resolveByHand(
         kind: "released",
         detail: { why: `not sent, ${resolvedBy}: sent again by its run` },
       });
-      return { kind: "retry", at: action.nextRunAt };
+      return { kind: "retry" };
     }
     await tx.$executeRaw`
       UPDATE "Action" SET state = 'failed_permanent', reason = 'not_sent', "completedAt" = ${now},

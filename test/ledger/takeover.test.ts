@@ -81,8 +81,13 @@ async function queuedBehind<A, B>(
   key: string,
   first: () => Promise<A>,
   second: () => Promise<B>,
+  /** The row held instead: an enrollment's. */
+  enrollment?: bigint,
 ): Promise<[A, B]> {
-  const held = await holdRows(t.url, `SELECT 1 FROM "Action" WHERE key = $1 FOR UPDATE`, [key]);
+  const held =
+    enrollment === undefined
+      ? await holdRows(t.url, `SELECT 1 FROM "Action" WHERE key = $1 FOR UPDATE`, [key])
+      : await holdRows(t.url, `SELECT 1 FROM "Enrollment" WHERE id = $1 FOR UPDATE`, [enrollment]);
   try {
     const one = first();
     await held.waiting(1, "the first write waiting");
@@ -170,8 +175,8 @@ describe("a claim that outlived its lease before its call", () => {
 });
 
 describe("an answer that comes in after the call was given up (in_doubt)", () => {
-  const gaveUp = async (reference: string) => {
-    const a = intent(reference);
+  const gaveUp = async (reference: string, enrollment = enrollmentId) => {
+    const a = intent(reference, enrollment);
     const claimA = await claimAction(t.db, a, worker("A"), go);
     const token = claimA.kind === "proceed" ? claimA.token : 0;
     expect(await markCallStarted(t.db, a.key, token, "A", new Date())).toBe(true);
@@ -200,7 +205,7 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
   });
 
   it("is found at the provider though a person released it as never sent during the look-up", async () => {
-    const { a } = await gaveUp("o_found_after_hand");
+    const { a } = await gaveUp("o_found_after_hand", await newEnrollment("evt_found_after_hand"));
     // The run's look-up begins: the action is to be resolved under its token.
     const lookUp = { ...worker("C", 600_000), resolveAfterMs: 1_000 };
     const resolving = await claimAction(t.db, a, lookUp, go);
@@ -229,9 +234,56 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
     expect([attempt.outcome, attempt.providerId]).toEqual(["sent", "SM_found"]);
     // Found out once: a second finding under the same token changes nothing.
     expect(await recordFoundSent(t.db, { ...found, providerId: "SM_other" })).toBe(false);
-    expect(await claimAction(t.db, a, lookUp, go)).toMatchObject({
+    // Its next run, at the position the person moved the enrollment to, finds it sent.
+    expect(await claimAction(t.db, { ...a, stepSeq: 1 }, lookUp, go)).toMatchObject({
       kind: "settled",
       state: "sent",
+    });
+  });
+
+  describe("a person's resolve --not-sent and its run ending on the step", () => {
+    // The run found the action settled (in_doubt) at position 0 and ends its enrollment there.
+    const runEnds = (enrollment: bigint) =>
+      endEnrollment(poolOf(t.db).sql, {
+        enrollmentId: enrollment,
+        status: "completed",
+        reason: "finished",
+        now: new Date(),
+        expectedSeq: 0,
+      });
+    const notSent = (key: string) =>
+      resolveByHand(t.db, key, { sent: false }, { now: new Date(), by: "ops" });
+
+    it("the run first: nothing is left to send it, and the person is told so", async () => {
+      const enrollment = await newEnrollment("evt_end_first");
+      const { a } = await gaveUp("o_end_first", enrollment);
+      const [ended, resolved] = await queuedBehind(
+        a.key,
+        () => runEnds(enrollment),
+        () => notSent(a.key),
+        enrollment,
+      );
+      expect([ended, resolved]).toEqual([true, { kind: "not_sent" }]);
+      expect((await actionRow(a.key)).state).toBe("failed_permanent");
+    });
+
+    it("the person first: the run does not end past the action handed back, the next run sends it", async () => {
+      const enrollment = await newEnrollment("evt_hand_first");
+      const { a } = await gaveUp("o_hand_first", enrollment);
+      const [resolved, ended] = await queuedBehind(
+        a.key,
+        () => notSent(a.key),
+        () => runEnds(enrollment),
+        enrollment,
+      );
+      expect([resolved, ended]).toEqual([{ kind: "retry" }, false]);
+      const row = await t.db.enrollment.findUniqueOrThrow({ where: { id: enrollment } });
+      expect([row.status, row.currentStepId, row.stepSeq]).toEqual(["active", "hello_email", 1]);
+      // The next run, at the new position, claims the action again under the same key.
+      expect(await claimAction(t.db, { ...a, stepSeq: 1 }, worker("C"), go)).toMatchObject({
+        kind: "proceed",
+        attempt: 2,
+      });
     });
   });
 

@@ -84,8 +84,10 @@ describe("sendonce resolve", () => {
       expect.stringContaining("is an SMS: give the message's SID with --provider-id"),
     ]);
     const out = await resolve(key, "--not-sent");
-    // At its run's look-up, which now finds the action released for a retry and sends it.
-    expect(out.stdout).toContain("its run is still on the step and sends it again when next due");
+    // By its run's next pass, which the sweep brings: the action released for a retry.
+    expect(out.stdout).toContain(
+      "its run is still on the step and sends it again, under the same key",
+    );
     const action = await settledAction(h(), key, "sent");
     expect(action.attempt).toBe(2);
     expect(twilio().countByKey().get(key)).toBe(1);
