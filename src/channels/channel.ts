@@ -42,11 +42,14 @@ export interface ProviderMessage {
   sid: string;
   body: string;
   dateCreated: Date;
+  /** The provider's status; `failed` and `canceled` say it never sent the message. */
+  status?: string;
 }
 
 /** A channel sends one message for one action key. */
 export interface Channel<M> {
-  send(message: M, actionKey: string): Promise<Delivery>;
+  /** `attempt` numbers the action's attempts, for the provider's reports on this one. */
+  send(message: M, actionKey: string, attempt?: number): Promise<Delivery>;
   /**
    * Where the provider can list what it took: its messages to `to` created since `since`.
    * In-doubt sends are looked up there (src/ledger/provider-match.ts); absent on channels that

@@ -54,14 +54,14 @@ export function createTwilioChannel(opts: TwilioOptions): TwilioSmsChannel {
     ? { messagingServiceSid: opts.messagingServiceSid }
     : { from: opts.from! };
   return {
-    async send(message, actionKey): Promise<Delivery> {
+    async send(message, actionKey, attempt): Promise<Delivery> {
       try {
         const created = await client.messages.create({
           to: message.to,
           body: message.body,
           ...sender,
           ...(opts.publicBaseUrl && {
-            statusCallback: `${opts.publicBaseUrl.replace(/\/$/, "")}/v1/webhooks/twilio/status?key=${actionKey}`,
+            statusCallback: `${opts.publicBaseUrl.replace(/\/$/, "")}/v1/webhooks/twilio/status?key=${actionKey}${attempt ? `&attempt=${attempt}` : ""}`,
           }),
         });
         return { providerId: created.sid };
@@ -76,7 +76,7 @@ export function createTwilioChannel(opts: TwilioOptions): TwilioSmsChannel {
         const found = await client.messages.list({ to, limit: 1000 });
         return found
           .filter((m) => m.dateCreated.getTime() >= since.getTime())
-          .map((m) => ({ sid: m.sid, body: m.body, dateCreated: m.dateCreated }));
+          .map((m) => ({ sid: m.sid, body: m.body, dateCreated: m.dateCreated, status: m.status }));
       } catch (error) {
         throw classifyTwilioError(error);
       }

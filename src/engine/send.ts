@@ -194,7 +194,7 @@ async function findAtProvider(
   claim: { attempt: number; callStartedAt: Date },
 ): Promise<{ providerId: string; via: string } | undefined> {
   const { engine } = run;
-  const reported = await reportedMessage(engine.db, key);
+  const reported = await reportedMessage(engine.db, key, claim.attempt);
   if (reported) return { providerId: reported, via: "status callback" };
   let sent = await sentContent(engine.db, key, claim.attempt);
   if (!sent) {
@@ -263,8 +263,8 @@ async function call(
     }
     const delivery =
       step.kind === "email"
-        ? await engine.channels.email.send(message as EmailMessage, intent.key)
-        : await engine.channels.sms.send(message as SmsMessage, intent.key);
+        ? await engine.channels.email.send(message as EmailMessage, intent.key, claim.attempt)
+        : await engine.channels.sms.send(message as SmsMessage, intent.key, claim.attempt);
     outcome = { state: "sent", providerId: delivery.providerId };
   } catch (error) {
     outcome = classify(engine, error, claim.attempt);

@@ -233,6 +233,10 @@ export async function claimAction(
           case "failed_retryable": {
             const due = existing.nextAttemptAt?.getTime() ?? now;
             if (due > now) return { kind: "wait", until: new Date(due), why: "retry backoff" };
+            // Handed back by a person as never sent, while its run may have been looking it up:
+            // looked up again before it is sent, so a message that look-up found is not sent twice.
+            if (handedBack(existing) && opts.resolveAfterMs !== undefined)
+              return resolveWhenDue(existing, { ...opts, resolveAfterMs: 0 });
             break;
           }
         }
@@ -322,6 +326,12 @@ export function claimWritten(
     : { kind: "settled", state: "skipped", reason, duplicate: false };
 }
 
+/** In doubt, then released by `sendonce resolve --not-sent`, and not claimed again since. */
+const handedBack = (row: Pick<ActionRow, "state" | "reason" | "callStartedAt">) =>
+  row.state === "failed_retryable" &&
+  row.reason === "resolved_by_hand" &&
+  row.callStartedAt !== null;
+
 function resolvable(row: ActionRow, opts: ClaimOptions): boolean {
   return opts.resolveAfterMs !== undefined && !row.released && row.callStartedAt !== null;
 }
@@ -405,8 +415,9 @@ async function foundSent(tx: Sql, f: FoundSent): Promise<boolean> {
 }
 
 /**
- * The provider does not have the message: release the in-doubt action for one more attempt,
- * re-checking consent and policies first, as any retry does.
+ * The provider does not have the message: release the in-doubt action (or the one a person
+ * handed back as never sent) for one more attempt, re-checking consent and policies first, as
+ * any retry does.
  */
 export async function releaseInDoubt(
   db: Db,
@@ -419,7 +430,8 @@ export async function releaseInDoubt(
     const [row] = await tx<ActionRow>`
       SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
         "updatedAt", false AS released
-      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND state = 'in_doubt'
+      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token}
+        AND (state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand'))
       FOR NO KEY UPDATE`;
     if (!row) return { kind: "stale" };
     await tx.run`

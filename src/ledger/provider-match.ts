@@ -17,6 +17,9 @@ export const PROVIDER_TOOK_IT: readonly string[] = [
   ...["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "read"],
 ];
 
+/** Twilio's statuses for a message it took and then did not send. */
+const NOT_SENT = ["failed", "canceled"];
+
 /** The slack on the provider's clock, before the call started. */
 export const CLOCK_SLACK_MS = 60_000;
 
@@ -29,7 +32,9 @@ export interface SentContent {
 /**
  * What Twilio's Smart Encoding (on by default for a new Messaging Service) may have made of a
  * body: typographic quotes, apostrophes, dashes, angle quotes, slashes and spaces as their GSM-7
- * look-alikes, and compatibility forms (fullwidth letters, `…`) as NFKC has them. A body is
+ * look-alikes, and compatibility forms (fullwidth letters, `…`) as NFKC has them. Twilio
+ * publishes its list (docs/messaging/services/smart-encoding-char-list); test/ledger/fold.test.ts
+ * holds a body against it. A body is
  * hashed and compared in this form, so a message Twilio rewrote that way is still found; folding
  * more than Twilio does only makes two texts that differ in a quote's shape look alike, and two
  * alike are already told apart by whose provider id each is.
@@ -46,9 +51,10 @@ const SMART_FOLDS: [RegExp, string][] = [
 ];
 
 export function foldForMatch(body: string): string {
-  let folded = body.normalize("NFKC");
-  for (const [chars, to] of SMART_FOLDS) folded = folded.replace(chars, to);
-  return folded;
+  const fold = (text: string) =>
+    SMART_FOLDS.reduce((folded, [chars, to]) => folded.replace(chars, to), text);
+  // Before NFKC too, which would take some apart first (´ to a space and a combining accent).
+  return fold(fold(body).normalize("NFKC"));
 }
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
@@ -95,6 +101,7 @@ export async function unclaimedMatches(
     (m) =>
       m.dateCreated.getTime() >= from &&
       m.dateCreated.getTime() <= to &&
+      !NOT_SENT.includes(m.status ?? "") &&
       (hash === null || sameContent(m.body, hash)),
   );
   if (alike.length === 0) return [];
@@ -108,15 +115,26 @@ export async function unclaimedMatches(
 }
 
 /**
- * The message a Twilio status callback reported for this action, if one said Twilio took it:
- * the callback's URL carries the action key and its request is signed, so it names this
- * action's message whatever Twilio did to the body. The earliest such report.
+ * The message a Twilio status callback reported for this attempt of the action, if one said
+ * Twilio took it and none said Twilio gave it up: the callback's URL carries the action key and
+ * the attempt, and its request is signed, so it names this attempt's message whatever Twilio
+ * did to the body. (A callback URL without the attempt, from before it was added, counts for
+ * any.) The earliest such report.
  */
-export async function reportedMessage(db: Db, key: string): Promise<string | undefined> {
+export async function reportedMessage(
+  db: Db,
+  key: string,
+  attempt: number,
+): Promise<string | undefined> {
   const [row] = await poolOf(db).sql<{ sid: string }>`
-    SELECT detail->>'providerId' AS sid FROM "AuditEntry"
-    WHERE kind = 'delivery_status' AND "actionKey" = ${key} AND rule = ANY(${PROVIDER_TOOK_IT})
-      AND detail->>'providerId' IS NOT NULL
-    ORDER BY at, id LIMIT 1`;
+    SELECT d.detail->>'providerId' AS sid FROM "AuditEntry" d
+    WHERE d.kind = 'delivery_status' AND d."actionKey" = ${key} AND d.rule = ANY(${PROVIDER_TOOK_IT})
+      AND d.detail->>'providerId' IS NOT NULL
+      AND COALESCE((d.detail->>'attempt')::int, ${attempt}) = ${attempt}
+      AND NOT EXISTS (
+        SELECT 1 FROM "AuditEntry" f
+        WHERE f.kind = 'delivery_status' AND f."actionKey" = ${key} AND f.rule = ANY(${NOT_SENT})
+          AND f.detail->>'providerId' = d.detail->>'providerId')
+    ORDER BY d.at, d.id LIMIT 1`;
   return row?.sid;
 }

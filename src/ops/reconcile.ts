@@ -27,6 +27,9 @@ export interface ReconcileOptions {
   sms?: TwilioSmsChannel;
 }
 
+/** What --resolve says when the action was settled by someone else while it was looked at. */
+const MOVED_ON = "none: the action moved on meanwhile (a worker or a person settled it)";
+
 export async function reconcilePoints(db: Db, opts: ReconcileOptions): Promise<Mismatch[]> {
   const out: Mismatch[] = [];
   const balances = await db.$queryRaw<
@@ -102,9 +105,10 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       enrollmentId: bigint;
       fencingToken: number;
       stepId: string;
+      attempt: number;
     }[]
   >`
-    SELECT a.key, a."customerId", a."stepId", a.state::text AS state, a."providerId", a."callStartedAt", a."updatedAt",
+    SELECT a.key, a."customerId", a."stepId", a.attempt, a.state::text AS state, a."providerId", a."callStartedAt", a."updatedAt",
       COALESCE(t.address, c.phone) AS phone, t."contentHash", a."enrollmentId", a."fencingToken"
     FROM "Action" a JOIN "Customer" c ON c.id = a."customerId"
     LEFT JOIN "ActionAttempt" t ON t."actionKey" = a.key AND t.attempt = a.attempt
@@ -135,7 +139,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
     const started = a.callStartedAt ?? a.updatedAt;
     // A status callback that reported its message; else messages with the attempt's body,
     // created around the call (up to two minutes after it), that no other action has as its own.
-    const reported = await reportedMessage(db, a.key);
+    const reported = await reportedMessage(db, a.key, a.attempt);
     const candidates = reported
       ? [{ sid: reported }]
       : await unclaimedMatches(db, a.key, list, a.contentHash, {
@@ -153,7 +157,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
           : `the provider has ${sid} from the time of the call`,
       };
       if (opts.resolve) {
-        await recordFoundSent(db, {
+        const recorded = await recordFoundSent(db, {
           key: a.key,
           token: a.fencingToken,
           providerId: sid,
@@ -161,7 +165,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
           resolvedBy: `reconcile: ${reported ? "status callback" : "provider message list"}`,
           now: opts.now,
         });
-        m.resolution = `sent as ${sid}`;
+        m.resolution = recorded ? `sent as ${sid}` : MOVED_ON;
       }
       out.push(m);
     } else if (candidates.length > 1) {
@@ -226,7 +230,7 @@ export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mi
         detail: `the provider reported "${a.status}" for its Message-ID`,
       };
       if (opts.resolve) {
-        await recordFoundSent(db, {
+        const recorded = await recordFoundSent(db, {
           key: a.key,
           token: a.fencingToken,
           providerId: a.messageId,
@@ -234,7 +238,7 @@ export async function reconcileEmail(db: Db, opts: ReconcileOptions): Promise<Mi
           resolvedBy: `reconcile: delivery event ${a.status}`,
           now: opts.now,
         });
-        m.resolution = "sent";
+        m.resolution = recorded ? "sent" : MOVED_ON;
       }
       out.push(m);
     } else if (opts.now.getTime() - a.updatedAt.getTime() > opts.graceMs) {

@@ -50,7 +50,10 @@ export async function handleStatusCallback(
   req: TwilioWebhookRequest,
 ): Promise<WebhookResult> {
   if (!verified(deps, req)) return { status: 403, body: "invalid X-Twilio-Signature" };
-  const key = new URL(req.url).searchParams.get("key");
+  const query = new URL(req.url).searchParams;
+  const key = query.get("key");
+  // Which attempt's message it is; callback URLs of messages sent before it was added lack it.
+  const attempt = Number(query.get("attempt")) || undefined;
   const status = req.params.MessageStatus;
   if (!key || !status) return { status: 400, body: "key and MessageStatus are required" };
   const action = await deps.db.action.findUnique({
@@ -71,6 +74,7 @@ export async function handleStatusCallback(
     detail: {
       providerId: req.params.MessageSid,
       status,
+      ...(attempt && { attempt }),
       ...(req.params.ErrorCode && { errorCode: req.params.ErrorCode }),
     },
   });

@@ -51,7 +51,7 @@ describe("SMS through a Twilio-compatible API", () => {
     const sent = twilio().messages.find((m) => m.actionKey === key("c_ok", "r1"))!;
     expect(action.providerId).toBe(sent.sid);
     expect(sent.statusCallback).toBe(
-      `https://hooks.shop.example/v1/webhooks/twilio/status?key=${key("c_ok", "r1")}`,
+      `https://hooks.shop.example/v1/webhooks/twilio/status?key=${key("c_ok", "r1")}&attempt=1`,
     );
     expect(sent.body).toBe("Offer r1");
   });
@@ -243,6 +243,35 @@ describe("SMS through a Twilio-compatible API", () => {
       expect(audit.detail).toMatchObject({ resolvedBy: "status callback" });
     } finally {
       twilio().rewriteBodies(undefined);
+      twilio().onCreate(undefined);
+    }
+  });
+
+  it("sends an in-doubt text again when Twilio took its message and then reported it failed", async () => {
+    // Twilio queued the message, then gave it up (say 30034, through a Messaging Service): its
+    // callbacks say so, and so does its list.
+    const authToken = twilio().authToken;
+    const deps = () => ({ db: h().schema.db, authToken, now: () => new Date() });
+    let first = true;
+    twilio().onCreate(async (m) => {
+      if (!first) return;
+      first = false;
+      for (const MessageStatus of ["queued", "failed"]) {
+        const params = { MessageSid: m.sid, MessageStatus };
+        await handleStatusCallback(deps(), signedRequest(authToken, m.statusCallback!, params));
+      }
+      m.status = "failed";
+    });
+    twilio().fail({ kind: "drop_after_create" }, 1);
+    try {
+      await text("c_failed", "r1");
+      await settled(key("c_failed", "r1"), "in_doubt");
+      const action = await settled(key("c_failed", "r1"), "sent");
+      const created = twilio().messages.filter((m) => m.actionKey === key("c_failed", "r1"));
+      expect(created.map((m) => m.status)).toEqual(["failed", "queued"]);
+      expect([action.attempt, action.providerId]).toEqual([2, created[1]!.sid]);
+      expect(created[1]!.statusCallback).toMatch(/&attempt=2$/);
+    } finally {
       twilio().onCreate(undefined);
     }
   });

@@ -9,6 +9,7 @@ import {
   markCallStarted,
   recordOutcome,
   recordFoundSent,
+  releaseInDoubt,
 } from "../../src/ledger/actions";
 import { resolveByHand } from "../../src/ops/resolve";
 import { endEnrollment, settleEnded } from "../../src/ledger/enrollments";
@@ -238,6 +239,51 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
     expect(await claimAction(t.db, { ...a, stepSeq: 1 }, lookUp, go)).toMatchObject({
       kind: "settled",
       state: "sent",
+    });
+  });
+
+  it("is looked up again before it is sent, once a person handed it back during a look-up", async () => {
+    const enrollment = await newEnrollment("evt_hand_during_look_up");
+    const { a } = await gaveUp("o_hand_during_look_up", enrollment);
+    const lookUp = { ...worker("C", 600_000), resolveAfterMs: 1_000 };
+    // The run's look-up begins (its list call is slow) ...
+    const first = await claimAction(t.db, a, lookUp, go);
+    expect(first.kind).toBe("resolve");
+    const token = first.kind === "resolve" ? first.token : 0;
+    // ... a person hands the action back, and the next run comes at the new position: it looks
+    // the message up too, under the same token, instead of sending.
+    const hand = { now: new Date(), by: "ops" };
+    expect(await resolveByHand(t.db, a.key, { sent: false }, hand)).toEqual({ kind: "retry" });
+    const next = { ...a, stepSeq: 1 };
+    expect(await claimAction(t.db, next, lookUp, go)).toMatchObject({ kind: "resolve", token });
+    // Both find the message: it is recorded once, and nothing is sent.
+    const found = {
+      key: a.key,
+      token,
+      providerId: "SM_slow_look_up",
+      reason: "found_at_provider" as const,
+      resolvedBy: "provider message list",
+      now: new Date(),
+    };
+    expect(await recordFoundSent(t.db, found)).toBe(true);
+    expect(await recordFoundSent(t.db, found)).toBe(false);
+    expect(await claimAction(t.db, next, lookUp, go)).toMatchObject({
+      kind: "settled",
+      state: "sent",
+    });
+  });
+
+  it("is sent again after a person handed it back and the look-up before sending finds nothing", async () => {
+    const enrollment = await newEnrollment("evt_hand_not_found");
+    const { a, claim } = await gaveUp("o_hand_not_found", enrollment);
+    const hand = { now: new Date(), by: "ops" };
+    expect(await resolveByHand(t.db, a.key, { sent: false }, hand)).toEqual({ kind: "retry" });
+    const next = { ...a, stepSeq: 1 };
+    const lookUp = { ...worker("C"), resolveAfterMs: 1_000 };
+    expect(await claimAction(t.db, next, lookUp, go)).toMatchObject({ kind: "resolve" });
+    expect(await releaseInDoubt(t.db, next, claim.token, lookUp, go)).toMatchObject({
+      kind: "proceed",
+      attempt: 2,
     });
   });
 

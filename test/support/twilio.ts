@@ -17,6 +17,8 @@ export interface TwilioMessage {
   /** The `key` query parameter of the status callback. */
   actionKey: string | null;
   dateCreated: Date;
+  /** What the list says of it: `queued` until a test changes it. */
+  status: string;
 }
 
 export type TwilioFailure =
@@ -76,7 +78,7 @@ export async function startTwilioServer(): Promise<TwilioServer> {
     to: m.to,
     from: m.from,
     body: m.body,
-    status: "queued",
+    status: m.status,
     date_created: m.dateCreated.toUTCString(),
     date_updated: m.dateCreated.toUTCString(),
     date_sent: null,
@@ -124,6 +126,7 @@ export async function startTwilioServer(): Promise<TwilioServer> {
       statusCallback: callback,
       actionKey: callback ? new URL(callback).searchParams.get("key") : null,
       dateCreated: new Date(),
+      status: "queued",
     };
     messages.push(message);
     await created?.(message);
