@@ -195,7 +195,7 @@ async function findAtProvider(
 ): Promise<{ providerId: string; via: string } | undefined> {
   const { engine } = run;
   const reported = await reportedMessage(engine.db, key, claim.attempt);
-  if (reported) return { providerId: reported, via: "status callback" };
+  if (reported) return { providerId: reported.sid, via: "status callback" };
   let sent = await sentContent(engine.db, key, claim.attempt);
   if (!sent) {
     const customer = await loadCustomer(engine.db, run.enrollment.customerId);

@@ -125,9 +125,9 @@ export async function reportedMessage(
   db: Db,
   key: string,
   attempt: number,
-): Promise<string | undefined> {
-  const [row] = await poolOf(db).sql<{ sid: string }>`
-    SELECT d.detail->>'providerId' AS sid FROM "AuditEntry" d
+): Promise<{ sid: string; status: string } | undefined> {
+  const [row] = await poolOf(db).sql<{ sid: string; status: string }>`
+    SELECT d.detail->>'providerId' AS sid, d.rule AS status FROM "AuditEntry" d
     WHERE d.kind = 'delivery_status' AND d."actionKey" = ${key} AND d.rule = ANY(${PROVIDER_TOOK_IT})
       AND d.detail->>'providerId' IS NOT NULL
       AND COALESCE((d.detail->>'attempt')::int, ${attempt}) = ${attempt}
@@ -136,5 +136,5 @@ export async function reportedMessage(
         WHERE f.kind = 'delivery_status' AND f."actionKey" = ${key} AND f.rule = ANY(${NOT_SENT})
           AND f.detail->>'providerId' = d.detail->>'providerId')
     ORDER BY d.at, d.id LIMIT 1`;
-  return row?.sid;
+  return row;
 }

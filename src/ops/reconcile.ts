@@ -141,7 +141,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
     // created around the call (up to two minutes after it), that no other action has as its own.
     const reported = await reportedMessage(db, a.key, a.attempt);
     const candidates = reported
-      ? [{ sid: reported }]
+      ? [{ sid: reported.sid }]
       : await unclaimedMatches(db, a.key, list, a.contentHash, {
           from: started,
           to: new Date(started.getTime() + 120_000),

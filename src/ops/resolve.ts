@@ -5,7 +5,7 @@ import { TX_OPTIONS } from "../db/client";
 import { sqlOf } from "../db/sql";
 import { recordFoundSent } from "../ledger/actions";
 import { recordAudit } from "../ledger/audit";
-import { PROVIDER_TOOK_IT } from "../ledger/provider-match";
+import { PROVIDER_TOOK_IT, reportedMessage } from "../ledger/provider-match";
 
 /** What the person found out: the provider took the message, or it never did. */
 export type Finding = { sent: true; providerId?: string } | { sent: false };
@@ -56,8 +56,8 @@ export async function resolveByHand(
     >`
       SELECT a.state::text AS state, a.reason, a."customerId", a."journeyId", a."stepId", a."enrollmentId",
         a.attempt, a."fencingToken", a."providerId", a.channel::text AS channel,
-        (SELECT d.rule FROM "AuditEntry" d WHERE d.kind = 'delivery_status' AND d."actionKey" = a.key
-           AND d.rule = ANY(${PROVIDER_TOOK_IT}) ORDER BY d.at DESC LIMIT 1) AS reported
+        (SELECT d.rule FROM "AuditEntry" d WHERE a.channel = 'email' AND d.kind = 'delivery_status'
+           AND d."actionKey" = a.key AND d.rule = ANY(${PROVIDER_TOOK_IT}) ORDER BY d.at DESC LIMIT 1) AS reported
       FROM "Action" a
       WHERE a.key = ${key}
       FOR UPDATE`;
@@ -88,7 +88,13 @@ export async function resolveByHand(
       });
       return { kind: "sent", providerId };
     }
-    if (action.reported) return { kind: "reported", status: action.reported };
+    // An email's events name the key's Message-ID; Twilio's callbacks name the attempt's message,
+    // and one it reported failed or canceled was not sent.
+    const reported =
+      action.channel === "sms"
+        ? (await reportedMessage(db, key, action.attempt))?.status
+        : action.reported;
+    if (reported) return { kind: "reported", status: reported };
     // Still on the step: the enrollment moves to a new position, due now. A run that found the
     // action settled before this holds the old one, so it can neither move past the step nor
     // end the enrollment; the sweep brings the next run. The update waits for a run's end or

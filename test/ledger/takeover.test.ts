@@ -12,6 +12,7 @@ import {
   releaseInDoubt,
 } from "../../src/ledger/actions";
 import { resolveByHand } from "../../src/ops/resolve";
+import { recordAudit } from "../../src/ledger/audit";
 import { endEnrollment, settleEnded } from "../../src/ledger/enrollments";
 import { poolOf } from "../../src/db/sql";
 import { createTestSchema, holdRows } from "../support/db";
@@ -285,6 +286,42 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
       kind: "proceed",
       attempt: 2,
     });
+  });
+
+  it("is refused as never sent only when Twilio reported this attempt's message, and not failed", async () => {
+    const sms = async (reference: string, reports: [number, string, string][]) => {
+      const a: ActionIntent = {
+        ...intent(reference, await newEnrollment(`evt_${reference}`)),
+        channel: "sms",
+      };
+      const claim = await claimAction(t.db, a, worker("A"), go);
+      expect(await markCallStarted(t.db, a.key, tokenOf(claim), "A", new Date())).toBe(true);
+      expect(await claimAction(t.db, a, worker("B", 120_000), go)).toMatchObject({
+        state: "in_doubt",
+      });
+      // Signed status callbacks, as the webhook records them: [attempt, status, SID].
+      for (const [attempt, status, sid] of reports)
+        await recordAudit(t.db, {
+          kind: "delivery_status",
+          at: new Date(),
+          actionKey: a.key,
+          rule: status,
+          detail: { providerId: sid, status, attempt },
+        });
+      return resolveByHand(t.db, a.key, { sent: false }, { now: new Date(), by: "ops" });
+    };
+    expect(await sms("o_sms_took", [[1, "queued", "SM_1"]])).toEqual({
+      kind: "reported",
+      status: "queued",
+    });
+    // Queued, then given up: Twilio never sent it.
+    const failed: [number, string, string][] = [
+      [1, "queued", "SM_2"],
+      [1, "failed", "SM_2"],
+    ];
+    expect(await sms("o_sms_failed", failed)).toEqual({ kind: "retry" });
+    // Another attempt's message says nothing of this one.
+    expect(await sms("o_sms_other", [[2, "delivered", "SM_3"]])).toEqual({ kind: "retry" });
   });
 
   describe("a person's resolve --not-sent and its run ending on the step", () => {
