@@ -73,6 +73,20 @@ const dbUrl = urlOf(schema);
 const BOUNDED_HEAP = "--max-old-space-size=128 --max-semi-space-size=4";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Full-page images in the WAL so far, server-wide (pg_stat_wal, Postgres 14 on); 0 before. */
+async function walImages(): Promise<number> {
+  const client = new pg.Client({ connectionString: SERVER });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ n: string }>("SELECT wal_fpi AS n FROM pg_stat_wal");
+    return Number(rows[0]?.n ?? 0);
+  } catch {
+    return 0;
+  } finally {
+    await client.end();
+  }
+}
+
 // ---- the table ----
 const results: Record<string, number> = {};
 const rows: [string, string, string][] = [];
@@ -310,14 +324,22 @@ try {
     );
     let atBase = 0;
     let atSize = 0;
+    // Full-page images per send: the first change to a page after a checkpoint logs the whole
+    // page, and a send's random key lands on a page of its own in a large index, not in a small.
+    const fpi = { base: 0, grown: 0 };
     const onBase = async (i: number) => {
       await emptyLedger(baseUrl, baseSchema);
       await growLedgerTo(baseUrl, baseSchema, 10_000);
+      const before = await walImages();
       const run = await pipeline(`b${k}${i}`, GROWTH_WORKERS, "record", undefined, baseSetup);
+      fpi.base += ((await walImages()) - before) / run.expected;
       atBase += run.perSecond;
     };
     const onGrown = async (i: number) => {
-      atSize += (await pipeline(`g${k}${i}`, GROWTH_WORKERS, "record")).perSecond;
+      const before = await walImages();
+      const run = await pipeline(`g${k}${i}`, GROWTH_WORKERS, "record");
+      fpi.grown += ((await walImages()) - before) / run.expected;
+      atSize += run.perSecond;
     };
     for (let i = 0; i < GROWTH_RUNS; i++) {
       if (i % 2 === 0) {
@@ -342,6 +364,13 @@ try {
       atBase,
       "sends/s",
     );
+    if (fpi.base + fpi.grown > 0) {
+      const label = `WAL full-page images per send, ledger ${k} / 10k (paired runs)`;
+      const per = (n: number) => Math.round((n / GROWTH_RUNS) * 100) / 100;
+      rows.push([label, `${per(fpi.grown)} / ${per(fpi.base)}`, ""]);
+      results[final ? "wal_fpi_per_send_large" : `wal_fpi_per_send_${k}`] = per(fpi.grown);
+      results[final ? "wal_fpi_per_send_small" : `wal_fpi_per_send_${k}_small`] = per(fpi.base);
+    }
     record(
       `throughput at ${k} / at 10k, paired runs`,
       final ? "large_vs_small_pct" : `at_${k}_vs_small_pct`,
