@@ -15,6 +15,7 @@ import { journeysDir } from "../support/journeys";
 import { eventually } from "../support/workers";
 import { signedRequest, useTwilioServer } from "../support/twilio";
 import { handleStatusCallback } from "../../src/webhooks/twilio";
+import { recordAudit } from "../../src/ledger/audit";
 
 const JOURNEYS = journeysDir({
   "hello.yaml": `
@@ -84,13 +85,26 @@ describe("reconcile and report", () => {
       ],
     });
     expect(await delivered.json()).toEqual({ received: 2, matched: 1 });
-    // Another, only deferred so far: the provider holds it, so it was sent.
+    // The event settles the in-doubt email as it comes in.
+    const mail = await settledAction(h(), key("hello", "hello_email", "c_mail"), "sent");
+    expect(
+      await db.auditEntry.findFirstOrThrow({ where: { actionKey: mail.key, kind: "sent" } }),
+    ).toMatchObject({
+      rule: "found_at_provider",
+      detail: { resolvedBy: "delivery event delivered" },
+    });
+    // Another, only deferred (the provider holds it, so it was sent), whose event came in before
+    // the doubt (the worker was slow to record it): reconcile settles that one.
     h().sink.fail({ kind: "drop_after_data" }, 1);
     await h().deliver(signup("c_defer"));
     await settledAction(h(), key("hello", "hello_email", "c_defer"), "in_doubt");
-    await api.post("/v1/webhooks/email", {
-      messageId: `<${key("hello", "hello_email", "c_defer")}@shop.example>`,
-      event: "deferred",
+    await recordAudit(db, {
+      kind: "delivery_status",
+      at: new Date(),
+      customerId: "c_defer",
+      actionKey: key("hello", "hello_email", "c_defer"),
+      rule: "deferred",
+      detail: { messageId: `<${key("hello", "hello_email", "c_defer")}@shop.example>` },
     });
     // SMS created at the provider whose answer was lost.
     twilio().fail({ kind: "drop_after_create" }, 1);

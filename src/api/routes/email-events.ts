@@ -1,10 +1,13 @@
 // POST /v1/webhooks/email: delivery events from any email provider, in a generic shape, by
-// Message-ID (ours are <actionKey@domain>). Reconciliation reads them to settle in-doubt sends.
+// Message-ID (ours are <actionKey@domain>). One that says the provider took the message settles
+// an in-doubt send as sent; reconciliation reads them too, for events that came before the doubt.
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { occurredAtSchema } from "../../ingest/event";
 import { refineStorable } from "../../ingest/storable";
+import { recordFoundSent } from "../../ledger/actions";
 import { recordAudit } from "../../ledger/audit";
+import { PROVIDER_TOOK_IT } from "../../ledger/provider-match";
 import type { ApiDeps } from "../app";
 import { fieldErrorsOf, problem, sendProblem } from "../problem";
 
@@ -46,7 +49,14 @@ export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): v
       const key = /^<?([0-9a-f]{64})@/.exec(e.messageId)?.[1] ?? e.messageId.replace(/^<|>$/g, "");
       const action = await deps.db.action.findUnique({
         where: { key },
-        select: { customerId: true, journeyId: true, stepId: true, enrollmentId: true },
+        select: {
+          customerId: true,
+          journeyId: true,
+          stepId: true,
+          enrollmentId: true,
+          state: true,
+          fencingToken: true,
+        },
       });
       if (action) matched += 1;
       await recordAudit(deps.db, {
@@ -62,6 +72,15 @@ export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): v
         }),
         detail: { messageId: e.messageId, ...(e.provider && { provider: e.provider }) },
       });
+      if (action?.state === "in_doubt" && PROVIDER_TOOK_IT.includes(e.event))
+        await recordFoundSent(deps.db, {
+          key,
+          token: action.fencingToken,
+          providerId: e.messageId,
+          reason: "found_at_provider",
+          resolvedBy: `delivery event ${e.event}`,
+          now: deps.clock.now(),
+        });
     }
     return reply.code(202).send({ received: events.length, matched });
   });
