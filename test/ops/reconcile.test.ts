@@ -110,6 +110,26 @@ describe("reconcile and report", () => {
     twilio().fail({ kind: "drop_after_create" }, 1);
     await text("c_sms", "a");
     await settledAction(h(), key("texts", "note", "c_sms", "a"), "in_doubt");
+    // An email event naming it settles nothing: it is no email.
+    await api.post("/v1/webhooks/email", {
+      messageId: `<${key("texts", "note", "c_sms", "a")}@shop.example>`,
+      event: "delivered",
+    });
+    // An email a person handed back as never sent (resolve --not-sent), not sent again yet: the
+    // provider's event wins.
+    h().sink.fail({ kind: "drop_after_data" }, 1);
+    await h().deliver(signup("c_handed"));
+    const handed = key("hello", "hello_email", "c_handed");
+    await settledAction(h(), handed, "in_doubt");
+    await db.action.update({
+      where: { key: handed },
+      data: { state: "failed_retryable", reason: "resolved_by_hand" },
+    });
+    await api.post("/v1/webhooks/email", {
+      messageId: `<${handed}@shop.example>`,
+      event: "opened",
+    });
+    expect((await db.action.findUniqueOrThrow({ where: { key: handed } })).state).toBe("sent");
     // SMS whose body Twilio changed, so that only its signed status callback names it.
     twilio().rewriteBodies((body) => `${body} (changed)`);
     twilio().fail({ kind: "drop_after_create" }, 1);

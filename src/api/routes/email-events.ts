@@ -54,7 +54,9 @@ export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): v
           journeyId: true,
           stepId: true,
           enrollmentId: true,
+          channel: true,
           state: true,
+          reason: true,
           fencingToken: true,
         },
       });
@@ -72,7 +74,12 @@ export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): v
         }),
         detail: { messageId: e.messageId, ...(e.provider && { provider: e.provider }) },
       });
-      if (action?.state === "in_doubt" && PROVIDER_TOOK_IT.includes(e.event))
+      // In doubt, or handed back by a person as never sent and not sent again yet: the
+      // provider is the better witness.
+      const open =
+        action?.state === "in_doubt" ||
+        (action?.state === "failed_retryable" && action.reason === "resolved_by_hand");
+      if (action?.channel === "email" && open && PROVIDER_TOOK_IT.includes(e.event))
         await recordFoundSent(deps.db, {
           key,
           token: action.fencingToken,
