@@ -332,6 +332,10 @@ const handedBack = (row: Pick<ActionRow, "state" | "reason" | "callStartedAt">) 
   row.reason === "resolved_by_hand" &&
   row.callStartedAt !== null;
 
+/** What recordFoundSent takes: an action in doubt, or one handed back and not claimed again. */
+export const openToFinding = (a: { state: string; reason: string | null }) =>
+  a.state === "in_doubt" || (a.state === "failed_retryable" && a.reason === "resolved_by_hand");
+
 function resolvable(row: ActionRow, opts: ClaimOptions): boolean {
   return opts.resolveAfterMs !== undefined && !row.released && row.callStartedAt !== null;
 }

@@ -17,6 +17,12 @@ export const PROVIDER_TOOK_IT: readonly string[] = [
   ...["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "read"],
 ];
 
+/**
+ * Twilio's statuses for a message it handed on to the carrier: sent, whatever comes after
+ * (`failed` comes before, if at all).
+ */
+export const HANDED_ON = ["sent", "delivered", "undelivered", "read"];
+
 /** Twilio's statuses for a message it took and then did not send. */
 const NOT_SENT = ["failed", "canceled"];
 

@@ -5,7 +5,9 @@ import { sqlOf } from "../db/sql";
 import twilio from "twilio";
 import type { Db } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
+import { openToFinding, recordFoundSent } from "../ledger/actions";
 import { recordAudit } from "../ledger/audit";
+import { HANDED_ON } from "../ledger/provider-match";
 import { STOP_OPT_OUT, optIn, optOut } from "../policies/consent";
 
 export interface TwilioWebhookRequest {
@@ -44,7 +46,12 @@ function verified(deps: WebhookDeps, req: TwilioWebhookRequest): boolean {
   );
 }
 
-/** Records a delivery status (queued, sent, delivered, undelivered, failed) for an action. */
+/**
+ * Records a delivery status (queued, sent, delivered, undelivered, failed) for an action. One
+ * that says Twilio handed the attempt's message on settles the action if it is in doubt, or was
+ * handed back by a person and not sent again: it was sent. An earlier status (`queued`) is left
+ * to the look-up, by which time a `failed` would have come.
+ */
 export async function handleStatusCallback(
   deps: WebhookDeps,
   req: TwilioWebhookRequest,
@@ -58,7 +65,17 @@ export async function handleStatusCallback(
   if (!key || !status) return { status: 400, body: "key and MessageStatus are required" };
   const action = await deps.db.action.findUnique({
     where: { key },
-    select: { customerId: true, journeyId: true, stepId: true, enrollmentId: true },
+    select: {
+      customerId: true,
+      journeyId: true,
+      stepId: true,
+      enrollmentId: true,
+      channel: true,
+      state: true,
+      reason: true,
+      attempt: true,
+      fencingToken: true,
+    },
   });
   // An unknown key is acknowledged (Twilio would retry otherwise) but records nothing.
   if (!action) return { status: 204 };
@@ -78,6 +95,22 @@ export async function handleStatusCallback(
       ...(req.params.ErrorCode && { errorCode: req.params.ErrorCode }),
     },
   });
+  const sid = req.params.MessageSid;
+  if (
+    sid &&
+    action.channel === "sms" &&
+    HANDED_ON.includes(status) &&
+    (attempt === undefined || attempt === action.attempt) &&
+    openToFinding(action)
+  )
+    await recordFoundSent(deps.db, {
+      key,
+      token: action.fencingToken,
+      providerId: sid,
+      reason: "found_at_provider",
+      resolvedBy: `status callback ${status}`,
+      now: deps.now(),
+    });
   return { status: 204 };
 }
 

@@ -139,14 +139,31 @@ describe("reconcile and report", () => {
     const called = twilio().messages.find(
       (m) => m.actionKey === key("texts", "note", "c_called", "c"),
     )!;
-    const callback = await handleStatusCallback(
-      { db, authToken: twilio().authToken, now: () => new Date() },
-      signedRequest(twilio().authToken, called.statusCallback!, {
-        MessageSid: called.sid,
-        MessageStatus: "delivered",
-      }),
+    const callback = (url: string, MessageSid: string, MessageStatus: string) =>
+      handleStatusCallback(
+        { db, authToken: twilio().authToken, now: () => new Date() },
+        signedRequest(twilio().authToken, url, { MessageSid, MessageStatus }),
+      );
+    // Queued only: Twilio may yet fail it, so the callback is kept for the look-up.
+    expect((await callback(called.statusCallback!, called.sid, "queued")).status).toBe(204);
+    expect((await db.action.findUniqueOrThrow({ where: { key: called.actionKey! } })).state).toBe(
+      "in_doubt",
     );
-    expect(callback.status).toBe(204);
+    // SMS whose callback says Twilio handed it on: sent there and then; not by a callback that
+    // names another attempt.
+    twilio().fail({ kind: "drop_after_create" }, 1);
+    await text("c_handed_on", "d");
+    const handedOn = key("texts", "note", "c_handed_on", "d");
+    await settledAction(h(), handedOn, "in_doubt");
+    const onward = twilio().messages.find((m) => m.actionKey === handedOn)!;
+    const otherAttempt = onward.statusCallback!.replace(/&attempt=1$/, "&attempt=2");
+    await callback(otherAttempt, onward.sid, "delivered");
+    expect((await db.action.findUniqueOrThrow({ where: { key: handedOn } })).state).toBe(
+      "in_doubt",
+    );
+    await callback(onward.statusCallback!, onward.sid, "sent");
+    const onwardAction = await db.action.findUniqueOrThrow({ where: { key: handedOn } });
+    expect([onwardAction.state, onwardAction.providerId]).toEqual(["sent", onward.sid]);
     // SMS the ledger calls sent but the provider's list lacks.
     await text("c_gone", "b");
     const gone = await settledAction(h(), key("texts", "note", "c_gone", "b"), "sent");

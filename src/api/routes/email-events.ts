@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { occurredAtSchema } from "../../ingest/event";
 import { refineStorable } from "../../ingest/storable";
-import { recordFoundSent } from "../../ledger/actions";
+import { openToFinding, recordFoundSent } from "../../ledger/actions";
 import { recordAudit } from "../../ledger/audit";
 import { PROVIDER_TOOK_IT } from "../../ledger/provider-match";
 import type { ApiDeps } from "../app";
@@ -76,10 +76,11 @@ export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): v
       });
       // In doubt, or handed back by a person as never sent and not sent again yet: the
       // provider is the better witness.
-      const open =
-        action?.state === "in_doubt" ||
-        (action?.state === "failed_retryable" && action.reason === "resolved_by_hand");
-      if (action?.channel === "email" && open && PROVIDER_TOOK_IT.includes(e.event))
+      if (
+        action?.channel === "email" &&
+        openToFinding(action) &&
+        PROVIDER_TOOK_IT.includes(e.event)
+      )
         await recordFoundSent(deps.db, {
           key,
           token: action.fencingToken,
