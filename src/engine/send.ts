@@ -160,6 +160,9 @@ export async function runSend(
       claim = await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement);
     } else {
       claim = await releaseInDoubt(engine.db, intent, claim.token, claimOptions(engine), recheck);
+      // Settled meanwhile (a status callback, reconcile, a person): claim again, as above.
+      if (claim.kind === "stale")
+        claim = await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement);
     }
   }
   switch (claim.kind) {

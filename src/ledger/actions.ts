@@ -332,9 +332,14 @@ const handedBack = (row: Pick<ActionRow, "state" | "reason" | "callStartedAt">) 
   row.reason === "resolved_by_hand" &&
   row.callStartedAt !== null;
 
-/** What recordFoundSent takes: an action in doubt, or one handed back and not claimed again. */
+/**
+ * What recordFoundSent takes: an action in doubt, or one a person settled as never sent
+ * (handed back and not claimed again, or ended not_sent): the provider is the better witness.
+ */
 export const openToFinding = (a: { state: string; reason: string | null }) =>
-  a.state === "in_doubt" || (a.state === "failed_retryable" && a.reason === "resolved_by_hand");
+  a.state === "in_doubt" ||
+  (a.state === "failed_retryable" && a.reason === "resolved_by_hand") ||
+  (a.state === "failed_permanent" && a.reason === "not_sent");
 
 function resolvable(row: ActionRow, opts: ClaimOptions): boolean {
   return opts.resolveAfterMs !== undefined && !row.released && row.callStartedAt !== null;
@@ -372,10 +377,10 @@ export interface FoundSent {
  * Records an in-doubt send as sent, whoever found it out (a worker's look-up, reconcile, a
  * person): the action, dated when its call started (when the provider took it, which resend
  * policies count from); its attempt, as a provider call confirmed (what duplicate-send counts
- * read); and one audit entry. An action a person released as never sent (`sendonce resolve
- * --not-sent`) that no run has claimed again is taken too: the provider is the better witness,
- * and a retry would send it twice. False when the action has moved on. In a transaction of its
- * own, or in the caller's when given one.
+ * read); and one audit entry. An action a person settled as never sent (`sendonce resolve
+ * --not-sent`: handed back and not claimed again, or ended not_sent) is taken too: the provider
+ * is the better witness, and a retry or a resend by hand would send it twice. False when the
+ * action has moved on. In a transaction of its own, or in the caller's when given one.
  */
 export async function recordFoundSent(on: Db | Sql, f: FoundSent): Promise<boolean> {
   return typeof on === "function" ? foundSent(on, f) : poolOf(on).tx((tx) => foundSent(tx, f));
@@ -395,7 +400,8 @@ async function foundSent(tx: Sql, f: FoundSent): Promise<boolean> {
         "providerId" = COALESCE(${f.providerId}::text, "providerId"),
         "completedAt" = COALESCE("callStartedAt", ${f.now}), "updatedAt" = ${f.now}
       WHERE key = ${f.key} AND "fencingToken" = ${f.token}
-        AND (state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand'))
+        AND (state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand')
+             OR (state = 'failed_permanent' AND reason = 'not_sent'))
       RETURNING key, attempt, "providerId", "customerId", "journeyId", "stepId", "enrollmentId"),
     t AS (
       UPDATE "ActionAttempt" t SET outcome = 'sent', "providerId" = COALESCE(a."providerId", t."providerId"),

@@ -14,14 +14,15 @@ import { poolOf } from "../db/sql";
  */
 export const PROVIDER_TOOK_IT: readonly string[] = [
   ...["delivered", "bounced", "complained", "deferred", "opened", "clicked"],
-  ...["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "read"],
+  ...["accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered"],
+  ...["partially_delivered", "read"],
 ];
 
 /**
  * Twilio's statuses for a message it handed on to the carrier: sent, whatever comes after
  * (`failed` comes before, if at all).
  */
-export const HANDED_ON = ["sent", "delivered", "undelivered", "read"];
+export const HANDED_ON = ["sent", "delivered", "undelivered", "partially_delivered", "read"];
 
 /** Twilio's statuses for a message it took and then did not send. */
 const NOT_SENT = ["failed", "canceled"];

@@ -48,9 +48,10 @@ function verified(deps: WebhookDeps, req: TwilioWebhookRequest): boolean {
 
 /**
  * Records a delivery status (queued, sent, delivered, undelivered, failed) for an action. One
- * that says Twilio handed the attempt's message on settles the action if it is in doubt, or was
- * handed back by a person and not sent again: it was sent. An earlier status (`queued`) is left
- * to the look-up, by which time a `failed` would have come.
+ * that says Twilio handed the attempt's message on settles the action if it is in doubt, or a
+ * person settled it as never sent: it was sent. An earlier status (`queued`), and a callback
+ * URL without the attempt (from before it was added), are left to the look-up, by which time a
+ * `failed` would have come.
  */
 export async function handleStatusCallback(
   deps: WebhookDeps,
@@ -100,7 +101,7 @@ export async function handleStatusCallback(
     sid &&
     action.channel === "sms" &&
     HANDED_ON.includes(status) &&
-    (attempt === undefined || attempt === action.attempt) &&
+    attempt === action.attempt &&
     openToFinding(action)
   )
     await recordFoundSent(deps.db, {

@@ -347,7 +347,20 @@ describe("an answer that comes in after the call was given up (in_doubt)", () =>
         enrollment,
       );
       expect([ended, resolved]).toEqual([true, { kind: "not_sent" }]);
-      expect((await actionRow(a.key)).state).toBe("failed_permanent");
+      const { state, fencingToken } = await actionRow(a.key);
+      expect(state).toBe("failed_permanent");
+      // The provider then reports it (a status callback that waited on the row): it was sent,
+      // and nobody resends it by hand.
+      const found = {
+        key: a.key,
+        token: fencingToken,
+        providerId: "SM_after_hand",
+        reason: "found_at_provider" as const,
+        resolvedBy: "status callback sent",
+        now: new Date(),
+      };
+      expect(await recordFoundSent(t.db, found)).toBe(true);
+      expect((await actionRow(a.key)).state).toBe("sent");
     });
 
     it("the person first: the run does not end past the action handed back, the next run sends it", async () => {
