@@ -332,6 +332,19 @@ const handedBack = (row: Pick<ActionRow, "state" | "reason" | "callStartedAt">) 
   row.reason === "resolved_by_hand" &&
   row.callStartedAt !== null;
 
+/** What a provider's report needs of its action: whose it is, and whether a finder may settle it. */
+export const REPORTED_ACTION = {
+  customerId: true,
+  journeyId: true,
+  stepId: true,
+  enrollmentId: true,
+  channel: true,
+  state: true,
+  reason: true,
+  attempt: true,
+  fencingToken: true,
+} as const;
+
 /**
  * What recordFoundSent takes: an action in doubt, or one a person settled as never sent
  * (handed back and not claimed again, or ended not_sent): the provider is the better witness.

@@ -5,7 +5,7 @@ import { sqlOf } from "../db/sql";
 import twilio from "twilio";
 import type { Db } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
-import { openToFinding, recordFoundSent } from "../ledger/actions";
+import { REPORTED_ACTION, openToFinding, recordFoundSent } from "../ledger/actions";
 import { recordAudit } from "../ledger/audit";
 import { HANDED_ON } from "../ledger/provider-match";
 import { STOP_OPT_OUT, optIn, optOut } from "../policies/consent";
@@ -64,20 +64,7 @@ export async function handleStatusCallback(
   const attempt = Number(query.get("attempt")) || undefined;
   const status = req.params.MessageStatus;
   if (!key || !status) return { status: 400, body: "key and MessageStatus are required" };
-  const action = await deps.db.action.findUnique({
-    where: { key },
-    select: {
-      customerId: true,
-      journeyId: true,
-      stepId: true,
-      enrollmentId: true,
-      channel: true,
-      state: true,
-      reason: true,
-      attempt: true,
-      fencingToken: true,
-    },
-  });
+  const action = await deps.db.action.findUnique({ where: { key }, select: REPORTED_ACTION });
   // An unknown key is acknowledged (Twilio would retry otherwise) but records nothing.
   if (!action) return { status: 204 };
   await recordAudit(deps.db, {

@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { occurredAtSchema } from "../../ingest/event";
 import { refineStorable } from "../../ingest/storable";
-import { openToFinding, recordFoundSent } from "../../ledger/actions";
+import { REPORTED_ACTION, openToFinding, recordFoundSent } from "../../ledger/actions";
 import { recordAudit } from "../../ledger/audit";
 import { PROVIDER_TOOK_IT } from "../../ledger/provider-match";
 import type { ApiDeps } from "../app";
@@ -47,19 +47,7 @@ export function registerEmailEventRoutes(app: FastifyInstance, deps: ApiDeps): v
     let matched = 0;
     for (const e of events) {
       const key = /^<?([0-9a-f]{64})@/.exec(e.messageId)?.[1] ?? e.messageId.replace(/^<|>$/g, "");
-      const action = await deps.db.action.findUnique({
-        where: { key },
-        select: {
-          customerId: true,
-          journeyId: true,
-          stepId: true,
-          enrollmentId: true,
-          channel: true,
-          state: true,
-          reason: true,
-          fencingToken: true,
-        },
-      });
+      const action = await deps.db.action.findUnique({ where: { key }, select: REPORTED_ACTION });
       if (action) matched += 1;
       await recordAudit(deps.db, {
         kind: "delivery_status",
