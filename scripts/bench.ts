@@ -75,15 +75,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Full-page images in the WAL so far, server-wide (pg_stat_wal, Postgres 14 on); 0 before. */
 async function walImages(): Promise<number> {
-  const client = new pg.Client({ connectionString: SERVER });
-  await client.connect();
   try {
-    const { rows } = await client.query<{ n: string }>("SELECT wal_fpi AS n FROM pg_stat_wal");
-    return Number(rows[0]?.n ?? 0);
+    const [row] = await db.$queryRaw<{ n: bigint }[]>`SELECT wal_fpi AS n FROM pg_stat_wal`;
+    return Number(row?.n ?? 0);
   } catch {
     return 0;
-  } finally {
-    await client.end();
   }
 }
 

@@ -122,9 +122,8 @@ export async function runSend(
     ...claimOptions(engine),
     ...(channel.list && { resolveAfterMs: engine.tuning.inDoubtGraceMs }),
   };
-  let claim: ClaimResult =
-    claimed?.claim ??
-    (await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement));
+  const claimNow = () => claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement);
+  let claim: ClaimResult = claimed?.claim ?? (await claimNow());
   if (claim.kind === "resolve") {
     let found: { providerId: string; via: string } | undefined;
     try {
@@ -157,12 +156,11 @@ export async function runSend(
         return { kind: "done" };
       }
       // Settled meanwhile (by hand, or by reconcile): claim again to see how, and go on from it.
-      claim = await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement);
+      claim = await claimNow();
     } else {
       claim = await releaseInDoubt(engine.db, intent, claim.token, claimOptions(engine), recheck);
       // Settled meanwhile (a status callback, reconcile, a person): claim again, as above.
-      if (claim.kind === "stale")
-        claim = await claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement);
+      if (claim.kind === "stale") claim = await claimNow();
     }
   }
   switch (claim.kind) {

@@ -326,6 +326,12 @@ export function claimWritten(
     : { kind: "settled", state: "skipped", reason, duplicate: false };
 }
 
+/**
+ * What a look-up settles or releases: an action in doubt, or one a person handed back
+ * (`sendonce resolve --not-sent`) that no run has claimed again (in SQL; handedBack below).
+ */
+const LOOKED_UP = stmt`(state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand'))`;
+
 /** In doubt, then released by `sendonce resolve --not-sent`, and not claimed again since. */
 const handedBack = (row: Pick<ActionRow, "state" | "reason" | "callStartedAt">) =>
   row.state === "failed_retryable" &&
@@ -413,8 +419,7 @@ async function foundSent(tx: Sql, f: FoundSent): Promise<boolean> {
         "providerId" = COALESCE(${f.providerId}::text, "providerId"),
         "completedAt" = COALESCE("callStartedAt", ${f.now}), "updatedAt" = ${f.now}
       WHERE key = ${f.key} AND "fencingToken" = ${f.token}
-        AND (state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand')
-             OR (state = 'failed_permanent' AND reason = 'not_sent'))
+        AND (${LOOKED_UP} OR (state = 'failed_permanent' AND reason = 'not_sent'))
       RETURNING key, attempt, "providerId", "customerId", "journeyId", "stepId", "enrollmentId"),
     t AS (
       UPDATE "ActionAttempt" t SET outcome = 'sent', "providerId" = COALESCE(a."providerId", t."providerId"),
@@ -453,8 +458,7 @@ export async function releaseInDoubt(
     const [row] = await tx<ActionRow>`
       SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
         "updatedAt", false AS released
-      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token}
-        AND (state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand'))
+      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND ${LOOKED_UP}
       FOR NO KEY UPDATE`;
     if (!row) return { kind: "stale" };
     await tx.run`
