@@ -22,6 +22,7 @@ export async function runReconcile(opts: {
       resolve: opts.resolve,
       now: new Date(),
       graceMs: config.inDoubtGraceMs,
+      callWindowMs: config.leaseMs + config.sendTimeoutMs,
       ...(config.twilio && {
         sms: createTwilioChannel({
           ...config.twilio,

@@ -1,14 +1,16 @@
 // A send step (email or SMS) through the ledger protocol: claim, mark the call started, call
 // the provider, record the outcome. An in-doubt SMS is looked up in the provider's message
-// list after a grace period: found → sent with its SID; absent → released for one retry.
+// list after a grace period: found → sent with its SID; absent → released for one retry; a
+// message from the time of the call with another body → held in doubt for a person.
 import type { Sql } from "../db/sql";
 import { ChannelError } from "../channels/channel";
-import type { EmailMessage, SmsMessage } from "../channels/channel";
+import type { EmailMessage, ProviderMessage, SmsMessage } from "../channels/channel";
 import type { CompiledStep } from "../journeys/compile";
 import type { Step } from "../journeys/types";
 import type { ActionIntent, ClaimResult, Outcome, Recheck } from "../ledger/actions";
 import {
   claimAction,
+  holdInDoubt,
   markCallStarted,
   recordOutcome,
   releaseInDoubt,
@@ -19,10 +21,13 @@ import type { EnrollmentEnd } from "../ledger/enrollments";
 import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
 import {
   CLOCK_SLACK_MS,
+  UNMATCHED,
   contentHash,
+  earlierWord,
   reportedMessage,
   sentContent,
   unclaimedMatches,
+  unexplainedMessages,
 } from "../ledger/provider-match";
 import { PROVIDER_OPT_OUT, revokeChannel } from "../policies/consent";
 import { evaluateSend } from "../policies/evaluate";
@@ -125,9 +130,9 @@ export async function runSend(
   const claimNow = () => claimAction(engine.db, intent, opts, recheck, prepared.ahead.statement);
   let claim: ClaimResult = claimed?.claim ?? (await claimNow());
   if (claim.kind === "resolve") {
-    let found: { providerId: string; via: string } | undefined;
+    let lookUp: LookUp;
     try {
-      found = await findAtProvider(run, step, prepared.content!, intent.key, claim);
+      lookUp = await findAtProvider(run, step, prepared.content!, intent, claim);
     } catch (error) {
       const at = new Date(engine.clock.now().getTime() + engine.tuning.inDoubtGraceMs);
       engine.log.warn("look-up at the provider failed; will try again", {
@@ -137,7 +142,8 @@ export async function runSend(
       await setNextRun(run, at);
       return { kind: "retry", at, why: "provider look-up failed" };
     }
-    if (found) {
+    if (lookUp.kind === "found") {
+      const found = lookUp;
       const settled = await recordFoundSent(engine.db, {
         key: intent.key,
         token: claim.token,
@@ -156,6 +162,21 @@ export async function runSend(
         return { kind: "done" };
       }
       // Settled meanwhile (by hand, or by reconcile): claim again to see how, and go on from it.
+      claim = await claimNow();
+    } else if (lookUp.kind === "unmatched") {
+      const candidates = lookUp.messages.map((m) => m.sid);
+      const held = await holdInDoubt(engine.db, intent, claim.token, candidates, {
+        now: engine.clock.now(),
+        workerId: engine.workerId,
+      });
+      if (held) {
+        engine.log.warn(
+          "in-doubt send held for a person: the provider has a message to its number from the time of the call, with another body",
+          { key: intent.key, candidates: candidates.join(" ") },
+        );
+        trace(run, "in_doubt", { step: intent.stepId, reason: UNMATCHED });
+        return { kind: "done" };
+      }
       claim = await claimNow();
     } else {
       claim = await releaseInDoubt(engine.db, intent, claim.token, claimOptions(engine), recheck);
@@ -181,22 +202,31 @@ export async function runSend(
   }
 }
 
+/** What a look-up at the provider found of an in-doubt attempt's message. */
+type LookUp =
+  | { kind: "found"; providerId: string; via: string }
+  /** No message with its body, but these to its number from the time of the call. */
+  | { kind: "unmatched"; messages: ProviderMessage[] }
+  | { kind: "absent" };
+
 /**
  * The provider's id of an in-doubt attempt's message, if the provider took it, and how that is
  * known: a status callback that reported it, or else a look-up in the provider's list by the
  * number and body the attempt recorded (attempts from before they were recorded: by the
- * message as it would be built now).
+ * message as it would be built now). Found nowhere, the list's messages that may be it with a
+ * body Twilio changed (unexplainedMessages), within the call's lease of its mark.
  */
 async function findAtProvider(
   run: Run,
   step: SendStep,
   content: Content,
-  key: string,
-  claim: { attempt: number; callStartedAt: Date },
-): Promise<{ providerId: string; via: string } | undefined> {
+  intent: ActionIntent,
+  claim: { token: number; attempt: number; callStartedAt: Date },
+): Promise<LookUp> {
   const { engine } = run;
+  const { key } = intent;
   const reported = await reportedMessage(engine.db, key, claim.attempt);
-  if (reported) return { providerId: reported.sid, via: "status callback" };
+  if (reported) return { kind: "found", providerId: reported.sid, via: "status callback" };
   let sent = await sentContent(engine.db, key, claim.attempt);
   if (!sent) {
     const customer = await loadCustomer(engine.db, run.enrollment.customerId);
@@ -210,7 +240,19 @@ async function findAtProvider(
   const [match] = await unclaimedMatches(engine.db, key, listed, sent.contentHash, {
     from: claim.callStartedAt,
   });
-  return match && { providerId: match.sid, via: "provider message list" };
+  if (match) return { kind: "found", providerId: match.sid, via: "provider message list" };
+  const unexplained = await unexplainedMessages(engine.db, intent, listed, sent, {
+    from: claim.callStartedAt,
+    to: new Date(claim.callStartedAt.getTime() + engine.tuning.callLeaseMs),
+  });
+  if (unexplained.length === 0) return { kind: "absent" };
+  // Twilio said "try later" to the call after all: it made nothing. A person who handed the
+  // action back was shown the messages an earlier hold named.
+  const word = await earlierWord(engine.db, intent, claim);
+  const messages = unexplained.filter((m) => !word.shown.has(m.sid));
+  return messages.length > 0 && !word.triedLater
+    ? { kind: "unmatched", messages }
+    : { kind: "absent" };
 }
 
 async function call(

@@ -11,6 +11,7 @@ import type { AuditRecord } from "./audit";
 import { auditInsert, recordAudit } from "./audit";
 import type { EnrollmentEnd } from "./enrollments";
 import { enrollmentEnd } from "./enrollments";
+import { UNMATCHED } from "./provider-match";
 
 /** One intent: the action key and what it is about. */
 export interface ActionIntent {
@@ -360,8 +361,14 @@ export const openToFinding = (a: { state: string; reason: string | null }) =>
   (a.state === "failed_retryable" && a.reason === "resolved_by_hand") ||
   (a.state === "failed_permanent" && a.reason === "not_sent");
 
+/** Due a look-up: in doubt, not looked up and released before, nor held for a person. */
 function resolvable(row: ActionRow, opts: ClaimOptions): boolean {
-  return opts.resolveAfterMs !== undefined && !row.released && row.callStartedAt !== null;
+  return (
+    opts.resolveAfterMs !== undefined &&
+    !row.released &&
+    row.callStartedAt !== null &&
+    row.reason !== UNMATCHED
+  );
 }
 
 function resolveWhenDue(row: ActionRow, opts: ClaimOptions): ClaimResult {
@@ -443,6 +450,45 @@ async function foundSent(tx: Sql, f: FoundSent): Promise<boolean> {
 }
 
 /**
+ * The provider's list has no message with the attempt's body, but has one to that number from
+ * the time of the call that nothing else explains (see unexplainedMessages): Twilio may have
+ * changed the body. Releasing the action could send the text twice, so it stays in doubt, held
+ * for a person (`sendonce resolve --sent` or `--not-sent`), with the messages' SIDs in its
+ * audit entry; no run looks it up or releases it again. A status callback still settles it.
+ * One a person handed back as never sent goes back in doubt so, for messages they were not
+ * shown (the caller leaves out those an earlier hold named). False when the action has moved
+ * on.
+ */
+export async function holdInDoubt(
+  db: Db,
+  intent: ActionIntent,
+  token: number,
+  candidates: string[],
+  opts: Pick<ClaimOptions, "now" | "workerId">,
+): Promise<boolean> {
+  return poolOf(db).tx(async (tx) => {
+    const [row] = await tx<{ attempt: number }>`
+      UPDATE "Action" SET state = 'in_doubt', reason = ${UNMATCHED}, "nextAttemptAt" = NULL,
+        "updatedAt" = ${opts.now}
+      WHERE key = ${intent.key} AND "fencingToken" = ${token} AND ${LOOKED_UP}
+        AND reason IS DISTINCT FROM ${UNMATCHED}
+      RETURNING attempt`;
+    if (!row) return false;
+    await recordAudit(tx, {
+      ...auditBase(intent, opts),
+      kind: "in_doubt",
+      rule: UNMATCHED,
+      detail: {
+        attempt: row.attempt,
+        candidates,
+        why: `no message with its body, but ${candidates.join(", ")} to its number from the time of the call (Twilio may have changed the body): sendonce resolve --sent --provider-id SID, or --not-sent`,
+      },
+    });
+    return true;
+  });
+}
+
+/**
  * The provider does not have the message: release the in-doubt action (or the one a person
  * handed back as never sent) for one more attempt, re-checking consent and policies first, as
  * any retry does.
@@ -459,6 +505,7 @@ export async function releaseInDoubt(
       SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
         "updatedAt", false AS released
       FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND ${LOOKED_UP}
+        AND reason IS DISTINCT FROM ${UNMATCHED}
       FOR NO KEY UPDATE`;
     if (!row) return { kind: "stale" };
     await tx.run`
@@ -687,7 +734,7 @@ function retryCtes(
   ]);
   // The run that gave the call up looks the message up later, and releases it for a retry.
   const lookedUp = opts.lookUp
-    ? stmt`(e.status = 'active' AND e."currentStepId" = x."stepId"
+    ? stmt`(e.status = 'active' AND e."currentStepId" = x."stepId" AND x.reason IS DISTINCT FROM ${UNMATCHED}
         AND NOT EXISTS (SELECT 1 FROM "ActionAttempt" r WHERE r."actionKey" = x.key AND r.outcome = 'released'))`
     : stmt`FALSE`;
   return [

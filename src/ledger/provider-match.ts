@@ -7,6 +7,9 @@ import type { ProviderMessage } from "../channels/channel";
 import type { Db } from "../db/client";
 import { poolOf } from "../db/sql";
 
+/** Why a look-up held an in-doubt action for a person instead of releasing it (holdInDoubt). */
+export const UNMATCHED = "unmatched_at_provider";
+
 /**
  * Delivery statuses that say the provider took the message: an email provider's (`deferred`
  * too: it holds the message and keeps trying; `dropped` is not one), and Twilio's status
@@ -111,14 +114,62 @@ export async function unclaimedMatches(
       !NOT_SENT.includes(m.status ?? "") &&
       (hash === null || sameContent(m.body, hash)),
   );
-  if (alike.length === 0) return [];
-  const taken = await poolOf(db).sql<{ providerId: string }>`
-    SELECT "providerId" FROM "Action"
-    WHERE "providerId" = ANY(${alike.map((m) => m.sid)}) AND key <> ${key}`;
-  const other = new Set(taken.map((t) => t.providerId));
+  const other = await takenByOthers(db, key, alike);
   return alike
     .filter((m) => !other.has(m.sid))
     .sort((a, b) => a.dateCreated.getTime() - b.dateCreated.getTime());
+}
+
+/** Which of the messages are another action's, by their provider id. */
+async function takenByOthers(
+  db: Db,
+  key: string,
+  messages: ProviderMessage[],
+): Promise<Set<string>> {
+  if (messages.length === 0) return new Set();
+  const taken = await poolOf(db).sql<{ providerId: string }>`
+    SELECT "providerId" FROM "Action"
+    WHERE "providerId" = ANY(${messages.map((m) => m.sid)}) AND key <> ${key}`;
+  return new Set(taken.map((t) => t.providerId));
+}
+
+/**
+ * The provider's messages to the attempt's number, from the time of its call, that may be its
+ * send with a body Twilio changed (Link Shortening, say, which rewrites every link): created
+ * between `from` less the clock slack and `to` plus it, not given up by Twilio, with another
+ * body than the attempt's, not another action's, and not explained as another of the
+ * customer's texts to that number (a body an attempt of theirs from the last day recorded).
+ * None for an attempt that did not record its body (any body matches it then). A look-up that
+ * finds none with the attempt's body releases it for another attempt only when this is empty.
+ */
+export async function unexplainedMessages(
+  db: Db,
+  action: { key: string; customerId: string },
+  messages: ProviderMessage[],
+  sent: SentContent | null,
+  window: { from: Date; to: Date },
+): Promise<ProviderMessage[]> {
+  if (!sent) return [];
+  const from = window.from.getTime() - CLOCK_SLACK_MS;
+  const to = window.to.getTime() + CLOCK_SLACK_MS;
+  const near = messages.filter(
+    (m) =>
+      m.dateCreated.getTime() >= from &&
+      m.dateCreated.getTime() <= to &&
+      !NOT_SENT.includes(m.status ?? "") &&
+      !sameContent(m.body, sent.contentHash),
+  );
+  if (near.length === 0) return [];
+  const other = await takenByOthers(db, action.key, near);
+  const theirs = await poolOf(db).sql<{ contentHash: string }>`
+    SELECT DISTINCT t."contentHash" FROM "Action" a
+    JOIN "ActionAttempt" t ON t."actionKey" = a.key
+    WHERE a."customerId" = ${action.customerId} AND a.channel = 'sms' AND a.key <> ${action.key}
+      AND a."claimedAt" >= ${new Date(from - 86_400_000)} AND t.address = ${sent.address}
+      AND t."contentHash" IS NOT NULL`;
+  return near.filter(
+    (m) => !other.has(m.sid) && !theirs.some((t) => sameContent(m.body, t.contentHash)),
+  );
 }
 
 /**
@@ -144,4 +195,30 @@ export async function reportedMessage(
           AND f.detail->>'providerId' = d.detail->>'providerId')
     ORDER BY d.at, d.id LIMIT 1`;
   return row;
+}
+
+/**
+ * What was said of an in-doubt attempt before its look-up: the messages an earlier look-up held
+ * it for (a person who handed it back since was shown them), and whether its call's own answer,
+ * come in late, said "try later" (Twilio made nothing). From the customer's audit trail since
+ * the call.
+ */
+export async function earlierWord(
+  db: Db,
+  action: { key: string; customerId: string },
+  claim: { token: number; attempt: number; callStartedAt: Date },
+): Promise<{ shown: Set<string>; triedLater: boolean }> {
+  const rows = await poolOf(db).sql<{ kind: string; detail: Record<string, unknown> | null }>`
+    SELECT kind::text AS kind, detail FROM "AuditEntry"
+    WHERE "customerId" = ${action.customerId} AND "actionKey" = ${action.key}
+      AND at >= ${new Date(claim.callStartedAt.getTime() - 3_600_000)}
+      AND ((kind = 'in_doubt' AND rule = ${UNMATCHED}) OR kind = 'stale_outcome_ignored')`;
+  const shown = new Set<string>();
+  let triedLater = false;
+  for (const { kind, detail } of rows) {
+    if (kind === "in_doubt" && detail?.attempt === claim.attempt)
+      for (const sid of (detail.candidates as string[] | undefined) ?? []) shown.add(sid);
+    if (detail?.token === claim.token && detail.outcome === "failed_retryable") triedLater = true;
+  }
+  return { shown, triedLater };
 }

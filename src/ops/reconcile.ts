@@ -7,7 +7,13 @@ import type { TwilioSmsChannel } from "../channels/sms-twilio";
 import type { Db } from "../db/client";
 import { recordAudit } from "../ledger/audit";
 import { recordFoundSent } from "../ledger/actions";
-import { PROVIDER_TOOK_IT, reportedMessage, unclaimedMatches } from "../ledger/provider-match";
+import {
+  PROVIDER_TOOK_IT,
+  UNMATCHED,
+  reportedMessage,
+  unclaimedMatches,
+  unexplainedMessages,
+} from "../ledger/provider-match";
 
 export interface Mismatch {
   kind: string;
@@ -24,6 +30,11 @@ export interface ReconcileOptions {
   now: Date;
   /** An in-doubt send younger than this may still be resolved by its worker. */
   graceMs: number;
+  /**
+   * How long after its call-started mark a call may still reach the provider (the lease and the
+   * send timeout, as the workers' look-up has it).
+   */
+  callWindowMs: number;
   sms?: TwilioSmsChannel;
 }
 
@@ -106,9 +117,10 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       fencingToken: number;
       stepId: string;
       attempt: number;
+      reason: string | null;
     }[]
   >`
-    SELECT a.key, a."customerId", a."stepId", a.attempt, a.state::text AS state, a."providerId", a."callStartedAt", a."updatedAt",
+    SELECT a.key, a."customerId", a."stepId", a.attempt, a.state::text AS state, a.reason, a."providerId", a."callStartedAt", a."updatedAt",
       COALESCE(t.address, c.phone) AS phone, t."contentHash", a."enrollmentId", a."fencingToken"
     FROM "Action" a JOIN "Customer" c ON c.id = a."customerId"
     LEFT JOIN "ActionAttempt" t ON t."actionKey" = a.key AND t.attempt = a.attempt
@@ -168,12 +180,34 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
         m.resolution = recorded ? `sent as ${sid}` : MOVED_ON;
       }
       out.push(m);
-    } else if (candidates.length > 1) {
+      continue;
+    }
+    if (candidates.length > 1) {
       out.push({
         kind: "sms_in_doubt_ambiguous",
         actionKey: a.key,
         customerId: a.customerId,
         detail: `${candidates.length} messages to this number at the time of the call: find out which, then sendonce resolve --sent or --not-sent`,
+      });
+      continue;
+    }
+    // None with its body: messages from the time of the call with another that nothing else
+    // explains may be it (Twilio changed the body), and are for a person, as the workers' look-up
+    // holds them; one it held stays for a person whatever the list says now.
+    const unmatched = await unexplainedMessages(
+      db,
+      a,
+      list,
+      a.contentHash ? { address: a.phone, contentHash: a.contentHash } : null,
+      { from: started, to: new Date(started.getTime() + opts.callWindowMs) },
+    );
+    if (unmatched.length > 0 || a.reason === UNMATCHED) {
+      const named = unmatched.length > 0 ? unmatched.map((m) => m.sid).join(", ") : "a message";
+      out.push({
+        kind: "sms_in_doubt_unmatched",
+        actionKey: a.key,
+        customerId: a.customerId,
+        detail: `no message with its body, but ${named} to this number from the time of the call, with another body (Twilio may have changed it): find out whether it is this text, then sendonce resolve --sent --provider-id SID or --not-sent (sendonce explain names what the workers' look-up saw)`,
       });
     } else if (opts.now.getTime() - a.updatedAt.getTime() > opts.graceMs) {
       const m: Mismatch = {

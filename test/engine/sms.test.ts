@@ -2,11 +2,12 @@
 // API: each answer Twilio can give, and in-doubt sends resolved from the provider's list.
 import { describe, expect, it } from "vitest";
 import { actionKey } from "../../src/engine/keys";
+import { UNMATCHED } from "../../src/ledger/provider-match";
 import { handleInboundMessage, handleStatusCallback } from "../../src/webhooks/twilio";
 import { actionState, settledAction, twilioEnv, useHarness } from "../support/harness";
 import { OFFER_TEXTS, journeysDir, textRequest } from "../support/journeys";
 import { signedRequest, smartEncode, useTwilioServer } from "../support/twilio";
-import { startWorker } from "../support/workers";
+import { eventually, startWorker } from "../support/workers";
 
 const JOURNEYS = journeysDir({
   "texts.yaml": OFFER_TEXTS,
@@ -244,6 +245,39 @@ describe("SMS through a Twilio-compatible API", () => {
     } finally {
       twilio().rewriteBodies(undefined);
       twilio().onCreate(undefined);
+    }
+  });
+
+  it("holds an in-doubt text for a person when Twilio changed its body otherwise and no callback came", async () => {
+    // Link Shortening rewrites every link of a text; no status callback reaches the API.
+    const ref = "r1 https://shop.example/deals/r1";
+    const k = key("c_shortened", ref);
+    twilio().rewriteBodies((body) => body.replace(/https:\/\/\S+/g, "https://twil.io/Ab3x"));
+    twilio().fail({ kind: "drop_after_create" }, 1);
+    try {
+      await text("c_shortened", ref);
+      // Held for a person, or (as before) released and sent again.
+      const looked = await eventually(
+        async () => {
+          const action = await actionState(h(), k);
+          return action?.reason === UNMATCHED || action?.state === "sent" ? action : undefined;
+        },
+        20_000,
+        "the look-up's verdict",
+      );
+      const created = twilio().messages.filter((m) => m.actionKey === k);
+      expect(created.map((m) => m.body)).toEqual(["Offer r1 https://twil.io/Ab3x"]);
+      expect([looked.state, looked.reason]).toEqual(["in_doubt", UNMATCHED]);
+      const audit = await h().schema.db.auditEntry.findFirstOrThrow({
+        where: { actionKey: k, rule: UNMATCHED },
+      });
+      expect(audit.detail).toMatchObject({ candidates: [created[0]!.sid] });
+      // Not released, and not looked up again: past another grace period, still one text.
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect(twilio().countByKey().get(k)).toBe(1);
+      expect((await actionState(h(), k))?.reason).toBe(UNMATCHED);
+    } finally {
+      twilio().rewriteBodies(undefined);
     }
   });
 

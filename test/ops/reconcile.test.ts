@@ -372,6 +372,30 @@ describe("reconcile and report", () => {
     expect([action.state, action.providerId]).toEqual(["in_doubt", null]);
   });
 
+  it("leaves an in-doubt SMS with a message Twilio changed to a person, naming the message", async () => {
+    // Twilio's Link Shortening rewrote the body, the answer was lost, and no callback came.
+    twilio().rewriteBodies((body) => `${body} https://twil.io/Qz1`);
+    twilio().fail({ kind: "drop_after_create" }, 1);
+    try {
+      await text("c_link", "l");
+      const k = key("texts", "note", "c_link", "l");
+      await settledAction(h(), k, "in_doubt");
+      const out = await reconcile("--channel", "sms", "--since", "1d", "--resolve");
+      expect(out.stderr).toBe("");
+      const sid = twilio().messages.find((m) => m.actionKey === k)!.sid;
+      const line = out.stdout.split("\n").find((l) => l.includes(k));
+      expect(line).toContain("sms_in_doubt_unmatched");
+      expect(line).toContain(sid);
+      expect(line).not.toContain("resolved");
+      expect((await h().schema.db.action.findUniqueOrThrow({ where: { key: k } })).state).toBe(
+        "in_doubt",
+      );
+      expect(twilio().countByKey().get(k)).toBe(1);
+    } finally {
+      twilio().rewriteBodies(undefined);
+    }
+  });
+
   it("lists a delivery event for a message not ours without failing the run", async () => {
     const posted = await api.post("/v1/webhooks/email", {
       messageId: "<someone-else@elsewhere.example>",
