@@ -23,6 +23,7 @@ export async function runReconcile(opts: {
       now: new Date(),
       graceMs: config.inDoubtGraceMs,
       callWindowMs: config.leaseMs + config.sendTimeoutMs,
+      claimLeaseMs: config.leaseMs,
       ...(config.twilio && {
         sms: createTwilioChannel({
           ...config.twilio,

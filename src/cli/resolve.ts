@@ -49,7 +49,7 @@ export async function runResolve(keyOrPrefix: string, flags: ResolveFlags): Prom
         return 0;
       case "retry":
         console.log(
-          `${key}: not sent; its run is still on the step and sends it again, under the same key, once the workers' sweep picks it up (within two sweep intervals)`,
+          `${key}: not sent; its run is still on the step and sends it again, under the same key, once the workers' sweep picks it up (within two sweep intervals); a text is looked up at the provider once more first, and held in doubt again if a message you were not shown may be it`,
         );
         return 0;
       case "not_sent":

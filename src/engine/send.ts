@@ -237,13 +237,16 @@ async function findAtProvider(
     sent.address,
     new Date(claim.callStartedAt.getTime() - CLOCK_SLACK_MS),
   );
+  const leasesMs = engine.tuning.claimLeaseMs + engine.tuning.callLeaseMs;
   const [match] = await unclaimedMatches(engine.db, key, listed, sent.contentHash, {
     from: claim.callStartedAt,
+    leasesMs,
   });
   if (match) return { kind: "found", providerId: match.sid, via: "provider message list" };
   const unexplained = await unexplainedMessages(engine.db, intent, listed, sent, {
     from: claim.callStartedAt,
     to: new Date(claim.callStartedAt.getTime() + engine.tuning.callLeaseMs),
+    leasesMs,
   });
   if (unexplained.length === 0) return { kind: "absent" };
   // Twilio said "try later" to the call after all: it made nothing. A person who handed the

@@ -472,8 +472,19 @@ export async function holdInDoubt(
         "updatedAt" = ${opts.now}
       WHERE key = ${intent.key} AND "fencingToken" = ${token} AND ${LOOKED_UP}
         AND reason IS DISTINCT FROM ${UNMATCHED}
+        -- The call's own answer came in late and said "try later": Twilio made nothing.
+        AND NOT EXISTS (
+          SELECT 1 FROM "AuditEntry" s
+          WHERE s."customerId" = ${intent.customerId} AND s.at >= "callStartedAt" - interval '1 hour'
+            AND s."actionKey" = ${intent.key} AND s.kind = 'stale_outcome_ignored'
+            AND s.detail->>'token' = ${String(token)} AND s.detail->>'outcome' = 'failed_retryable')
       RETURNING attempt`;
     if (!row) return false;
+    // Handed back as never sent: the attempt is no longer released, but in doubt again.
+    const handedBack = await tx`
+      UPDATE "ActionAttempt" SET outcome = NULL
+      WHERE "actionKey" = ${intent.key} AND attempt = ${row.attempt} AND outcome = 'released'
+      RETURNING 1`;
     await recordAudit(tx, {
       ...auditBase(intent, opts),
       kind: "in_doubt",
@@ -481,7 +492,8 @@ export async function holdInDoubt(
       detail: {
         attempt: row.attempt,
         candidates,
-        why: `no message with its body, but ${candidates.join(", ")} to its number from the time of the call (Twilio may have changed the body): sendonce resolve --sent --provider-id SID, or --not-sent`,
+        ...(handedBack.length > 0 && { handedBack: true }),
+        why: `no message with its body, but ${candidates.join(", ")} to its number from the time of the call (Twilio may have changed the body)${handedBack.length > 0 ? ", though a person had said it was not sent" : ""}: sendonce resolve --sent --provider-id SID, or --not-sent`,
       },
     });
     return true;

@@ -92,6 +92,23 @@ export async function sentContent(
     : null;
 }
 
+/** When an attempt's message can have been created, and who else's it can be. */
+export interface CallWindow {
+  /** The attempt's call-started mark. */
+  from: Date;
+  /** The latest its call can have reached the provider; unset: any time after `from`. */
+  to?: Date;
+  /**
+   * A claim's lease and its call's together: an action whose message was created at a time was
+   * claimed no longer than this before it (bounds the ledger read of whose a message is).
+   */
+  leasesMs: number;
+}
+
+/** The earliest claim of an action whose message can be in the window. */
+const ownersFrom = (window: CallWindow) =>
+  new Date(window.from.getTime() - CLOCK_SLACK_MS - window.leasesMs);
+
 /**
  * The provider's messages that can be this action's send: to its number (the caller listed
  * them), with its body, created between `from` (less the clock slack) and `to`, and not the
@@ -103,7 +120,7 @@ export async function unclaimedMatches(
   messages: ProviderMessage[],
   /** The body's hash; null for an attempt that did not record it: any body then. */
   hash: string | null,
-  window: { from: Date; to?: Date },
+  window: CallWindow,
 ): Promise<ProviderMessage[]> {
   const from = window.from.getTime() - CLOCK_SLACK_MS;
   const to = window.to?.getTime() ?? Infinity;
@@ -114,22 +131,28 @@ export async function unclaimedMatches(
       !NOT_SENT.includes(m.status ?? "") &&
       (hash === null || sameContent(m.body, hash)),
   );
-  const other = await takenByOthers(db, key, alike);
+  const other = await takenByOthers(db, key, alike, window);
   return alike
     .filter((m) => !other.has(m.sid))
     .sort((a, b) => a.dateCreated.getTime() - b.dateCreated.getTime());
 }
 
-/** Which of the messages are another action's, by their provider id. */
+/**
+ * Which of the messages are another action's, by their provider id: among the actions claimed
+ * since the earliest that can have made one (through the claim-time index; the provider id has
+ * none, so that an outcome's update stays heap-only).
+ */
 async function takenByOthers(
   db: Db,
   key: string,
   messages: ProviderMessage[],
+  window: CallWindow,
 ): Promise<Set<string>> {
   if (messages.length === 0) return new Set();
   const taken = await poolOf(db).sql<{ providerId: string }>`
     SELECT "providerId" FROM "Action"
-    WHERE "providerId" = ANY(${messages.map((m) => m.sid)}) AND key <> ${key}`;
+    WHERE "claimedAt" >= ${ownersFrom(window)}
+      AND "providerId" = ANY(${messages.map((m) => m.sid)}) AND key <> ${key}`;
   return new Set(taken.map((t) => t.providerId));
 }
 
@@ -138,7 +161,7 @@ async function takenByOthers(
  * send with a body Twilio changed (Link Shortening, say, which rewrites every link): created
  * between `from` less the clock slack and `to` plus it, not given up by Twilio, with another
  * body than the attempt's, not another action's, and not explained as another of the
- * customer's texts to that number (a body an attempt of theirs from the last day recorded).
+ * customer's texts to that number (a body an attempt of theirs from then recorded).
  * None for an attempt that did not record its body (any body matches it then). A look-up that
  * finds none with the attempt's body releases it for another attempt only when this is empty.
  */
@@ -147,7 +170,7 @@ export async function unexplainedMessages(
   action: { key: string; customerId: string },
   messages: ProviderMessage[],
   sent: SentContent | null,
-  window: { from: Date; to: Date },
+  window: CallWindow & { to: Date },
 ): Promise<ProviderMessage[]> {
   if (!sent) return [];
   const from = window.from.getTime() - CLOCK_SLACK_MS;
@@ -160,12 +183,12 @@ export async function unexplainedMessages(
       !sameContent(m.body, sent.contentHash),
   );
   if (near.length === 0) return [];
-  const other = await takenByOthers(db, action.key, near);
+  const other = await takenByOthers(db, action.key, near, window);
   const theirs = await poolOf(db).sql<{ contentHash: string }>`
     SELECT DISTINCT t."contentHash" FROM "Action" a
     JOIN "ActionAttempt" t ON t."actionKey" = a.key
     WHERE a."customerId" = ${action.customerId} AND a.channel = 'sms' AND a.key <> ${action.key}
-      AND a."claimedAt" >= ${new Date(from - 86_400_000)} AND t.address = ${sent.address}
+      AND a."claimedAt" >= ${ownersFrom(window)} AND t.address = ${sent.address}
       AND t."contentHash" IS NOT NULL`;
   return near.filter(
     (m) => !other.has(m.sid) && !theirs.some((t) => sameContent(m.body, t.contentHash)),

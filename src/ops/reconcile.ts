@@ -35,6 +35,8 @@ export interface ReconcileOptions {
    * send timeout, as the workers' look-up has it).
    */
   callWindowMs: number;
+  /** How long a claim may wait for its call-started mark (the lease). */
+  claimLeaseMs: number;
   sms?: TwilioSmsChannel;
 }
 
@@ -125,6 +127,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
     FROM "Action" a JOIN "Customer" c ON c.id = a."customerId"
     LEFT JOIN "ActionAttempt" t ON t."actionKey" = a.key AND t.attempt = a.attempt
     WHERE a.channel = 'sms' AND a.state IN ('sent', 'in_doubt') AND a."claimedAt" >= ${opts.since}`;
+  const leasesMs = opts.claimLeaseMs + opts.callWindowMs;
   const byPhone = new Map<string, ProviderMessage[]>();
   const listFor = async (phone: string) => {
     let list = byPhone.get(phone);
@@ -157,6 +160,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       : await unclaimedMatches(db, a.key, list, a.contentHash, {
           from: started,
           to: new Date(started.getTime() + 120_000),
+          leasesMs,
         });
     if (candidates.length === 1) {
       const { sid } = candidates[0]!;
@@ -192,16 +196,17 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
       continue;
     }
     // None with its body: messages from the time of the call with another that nothing else
-    // explains may be it (Twilio changed the body), and are for a person, as the workers' look-up
-    // holds them; one it held stays for a person whatever the list says now.
+    // explains may be it (Twilio changed the body), and are for a person once the workers' look-up
+    // is overdue, as it holds them; one it held is for a person unless found above.
     const unmatched = await unexplainedMessages(
       db,
       a,
       list,
       a.contentHash ? { address: a.phone, contentHash: a.contentHash } : null,
-      { from: started, to: new Date(started.getTime() + opts.callWindowMs) },
+      { from: started, to: new Date(started.getTime() + opts.callWindowMs), leasesMs },
     );
-    if (unmatched.length > 0 || a.reason === UNMATCHED) {
+    const overdue = opts.now.getTime() - a.updatedAt.getTime() > opts.graceMs;
+    if (a.reason === UNMATCHED || (unmatched.length > 0 && overdue)) {
       const named = unmatched.length > 0 ? unmatched.map((m) => m.sid).join(", ") : "a message";
       out.push({
         kind: "sms_in_doubt_unmatched",
@@ -209,7 +214,7 @@ export async function reconcileSms(db: Db, opts: ReconcileOptions): Promise<Mism
         customerId: a.customerId,
         detail: `no message with its body, but ${named} to this number from the time of the call, with another body (Twilio may have changed it): find out whether it is this text, then sendonce resolve --sent --provider-id SID or --not-sent (sendonce explain names what the workers' look-up saw)`,
       });
-    } else if (opts.now.getTime() - a.updatedAt.getTime() > opts.graceMs) {
+    } else if (overdue && unmatched.length === 0) {
       const m: Mismatch = {
         kind: "sms_in_doubt_absent",
         actionKey: a.key,

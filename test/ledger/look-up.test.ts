@@ -95,7 +95,7 @@ describe("the messages a look-up cannot explain", () => {
   it("are those to the number from the time of the call with another body", async () => {
     const c = await called("u_window", "Offer https://shop.example/r1");
     const seconds = (s: number) => new Date(c.at.getTime() + s * 1000);
-    const window = { from: c.at, to: seconds(90) };
+    const window = { from: c.at, to: seconds(90), leasesMs: 120_000 };
     const shortened = message("Offer https://twil.io/x1", seconds(1));
     const list = [
       shortened,
@@ -119,7 +119,7 @@ describe("the messages a look-up cannot explain", () => {
     const seconds = (s: number) => new Date(c.at.getTime() + s * 1000);
     // The other text's message, before and after its provider id was recorded.
     const theirs = message("Your code is 4711", seconds(1));
-    const window = { from: c.at, to: seconds(90) };
+    const window = { from: c.at, to: seconds(90), leasesMs: 120_000 };
     expect(await unexplainedMessages(t.db, c.intent, [theirs], c.sent, window)).toEqual([]);
     const sent = { state: "sent" as const, providerId: theirs.sid };
     const claim = { token: other.token, attempt: 1 };
@@ -211,6 +211,20 @@ describe("an in-doubt text held for a person", () => {
       null,
     ]);
     expect((await earlierWord(t.db, c.intent, claim)).shown).toEqual(new Set(["SM_z", "SM_u"]));
+    // Its attempt is in doubt again, no longer released, and the trail says a person had said
+    // it was not sent.
+    const attempt = await t.db.actionAttempt.findFirstOrThrow({
+      where: { actionKey: c.intent.key },
+    });
+    expect(attempt.outcome).toBeNull();
+    const holds = await t.db.auditEntry.findMany({
+      where: { actionKey: c.intent.key, rule: UNMATCHED },
+      orderBy: { id: "asc" },
+    });
+    expect(holds.map((e) => (e.detail as { handedBack?: boolean }).handedBack)).toEqual([
+      undefined,
+      true,
+    ]);
   });
 
   it("is known unsent when its call's late answer says try later: nothing will look it up", async () => {
@@ -243,5 +257,8 @@ describe("an in-doubt text whose call's late answer said try later before its lo
     );
     const word = await earlierWord(t.db, c.intent, { ...claim, callStartedAt: c.at });
     expect(word.triedLater).toBe(true);
+    // Nor does a hold take it, should a look-up have read the trail before the answer came.
+    expect(await claimAction(t.db, c.intent, lookUp(), go)).toMatchObject({ kind: "resolve" });
+    expect(await holdInDoubt(t.db, c.intent, c.token, ["SM_t"], worker("L"))).toBe(false);
   });
 });

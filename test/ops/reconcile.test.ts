@@ -380,6 +380,14 @@ describe("reconcile and report", () => {
       await text("c_link", "l");
       const k = key("texts", "note", "c_link", "l");
       await settledAction(h(), k, "in_doubt");
+      // Before its look-up is due, the workers' look-up decides: nothing to report yet.
+      const early = await reconcile("--channel", "sms", "--since", "1d");
+      expect(early.stdout).not.toContain(k);
+      // Past the grace period (the workers' look-up overdue), it is for a person.
+      await h().schema.db.action.update({
+        where: { key: k },
+        data: { updatedAt: new Date(Date.now() - 601_000) },
+      });
       const out = await reconcile("--channel", "sms", "--since", "1d", "--resolve");
       expect(out.stderr).toBe("");
       const sid = twilio().messages.find((m) => m.actionKey === k)!.sid;
