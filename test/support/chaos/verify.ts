@@ -2,6 +2,7 @@
 // against the ledger and against what the events and journeys ask for (DESIGN §3's guarantee).
 import type pg from "pg";
 import { DEFAULT_TUNING } from "../../../src/engine/engine";
+import { UNMATCHED } from "../../../src/ledger/provider-match";
 import type { SmtpSink } from "../smtp";
 import type { TwilioServer } from "../twilio";
 import type { InFlight } from "./cluster";
@@ -227,6 +228,12 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   zero(
     "in_doubt not in flight at any kill or restart",
     inDoubt.filter((r) => !inFlight.has(`${r.key}#${r.attempt}`)).map((r) => r.key),
+  );
+  // The Twilio-compatible server never changes a body, and each customer has a number of their
+  // own: every message to it is explained, and the look-up never holds a text for a person.
+  zero(
+    "SMS held for a person though no body was changed",
+    inDoubt.filter((r) => r.reason === UNMATCHED).map((r) => r.key),
   );
 
   // Points: balance = ledger entries = what the journeys grant for the points actions.
