@@ -143,21 +143,20 @@ export async function runSend(
       return { kind: "retry", at, why: "provider look-up failed" };
     }
     if (lookUp.kind === "found") {
-      const found = lookUp;
       const settled = await recordFoundSent(engine.db, {
         key: intent.key,
         token: claim.token,
-        providerId: found.providerId,
+        providerId: lookUp.providerId,
         reason: "found_at_provider",
-        resolvedBy: found.via,
+        resolvedBy: lookUp.via,
         now: engine.clock.now(),
         workerId: engine.workerId,
       });
       if (settled) {
         engine.log.info("in-doubt send found at the provider", {
           key: intent.key,
-          providerId: found.providerId,
-          via: found.via,
+          providerId: lookUp.providerId,
+          via: lookUp.via,
         });
         return { kind: "done" };
       }

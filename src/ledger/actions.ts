@@ -11,7 +11,7 @@ import type { AuditRecord } from "./audit";
 import { auditInsert, recordAudit } from "./audit";
 import type { EnrollmentEnd } from "./enrollments";
 import { enrollmentEnd } from "./enrollments";
-import { UNMATCHED } from "./provider-match";
+import { UNMATCHED, triedLater } from "./provider-match";
 
 /** One intent: the action key and what it is about. */
 export interface ActionIntent {
@@ -333,6 +333,9 @@ export function claimWritten(
  */
 const LOOKED_UP = stmt`(state = 'in_doubt' OR (state = 'failed_retryable' AND reason = 'resolved_by_hand'))`;
 
+/** What a look-up may release or hold for a person: looked up, and not held already. */
+const OPEN_TO_LOOK_UP = stmt`${LOOKED_UP} AND reason IS DISTINCT FROM ${UNMATCHED}`;
+
 /** In doubt, then released by `sendonce resolve --not-sent`, and not claimed again since. */
 const handedBack = (row: Pick<ActionRow, "state" | "reason" | "callStartedAt">) =>
   row.state === "failed_retryable" &&
@@ -470,14 +473,8 @@ export async function holdInDoubt(
     const [row] = await tx<{ attempt: number }>`
       UPDATE "Action" SET state = 'in_doubt', reason = ${UNMATCHED}, "nextAttemptAt" = NULL,
         "updatedAt" = ${opts.now}
-      WHERE key = ${intent.key} AND "fencingToken" = ${token} AND ${LOOKED_UP}
-        AND reason IS DISTINCT FROM ${UNMATCHED}
-        -- The call's own answer came in late and said "try later": Twilio made nothing.
-        AND NOT EXISTS (
-          SELECT 1 FROM "AuditEntry" s
-          WHERE s."customerId" = ${intent.customerId} AND s.at >= "callStartedAt" - interval '1 hour'
-            AND s."actionKey" = ${intent.key} AND s.kind = 'stale_outcome_ignored'
-            AND s.detail->>'token' = ${String(token)} AND s.detail->>'outcome' = 'failed_retryable')
+      WHERE key = ${intent.key} AND "fencingToken" = ${token} AND ${OPEN_TO_LOOK_UP}
+        AND NOT ${triedLater(intent, token)}
       RETURNING attempt`;
     if (!row) return false;
     // Handed back as never sent: the attempt is no longer released, but in doubt again.
@@ -516,8 +513,7 @@ export async function releaseInDoubt(
     const [row] = await tx<ActionRow>`
       SELECT state, reason, attempt, "fencingToken", "claimedAt", "callStartedAt", "nextAttemptAt", "workerId",
         "updatedAt", false AS released
-      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND ${LOOKED_UP}
-        AND reason IS DISTINCT FROM ${UNMATCHED}
+      FROM "Action" WHERE key = ${intent.key} AND "fencingToken" = ${token} AND ${OPEN_TO_LOOK_UP}
       FOR NO KEY UPDATE`;
     if (!row) return { kind: "stale" };
     await tx.run`

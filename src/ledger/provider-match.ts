@@ -5,7 +5,8 @@
 import { createHash } from "node:crypto";
 import type { ProviderMessage } from "../channels/channel";
 import type { Db } from "../db/client";
-import { poolOf } from "../db/sql";
+import type { Statement } from "../db/sql";
+import { poolOf, stmt } from "../db/sql";
 
 /** Why a look-up held an in-doubt action for a person instead of releasing it (holdInDoubt). */
 export const UNMATCHED = "unmatched_at_provider";
@@ -105,6 +106,25 @@ export interface CallWindow {
   leasesMs: number;
 }
 
+/**
+ * The messages created between `from` less the clock slack and `to` (ms; `slackAfter` adds the
+ * slack there too) that Twilio did not give up.
+ */
+function createdAround(
+  messages: ProviderMessage[],
+  window: CallWindow,
+  slackAfter: boolean,
+): ProviderMessage[] {
+  const from = window.from.getTime() - CLOCK_SLACK_MS;
+  const to = (window.to?.getTime() ?? Infinity) + (slackAfter ? CLOCK_SLACK_MS : 0);
+  return messages.filter(
+    (m) =>
+      m.dateCreated.getTime() >= from &&
+      m.dateCreated.getTime() <= to &&
+      !NOT_SENT.includes(m.status ?? ""),
+  );
+}
+
 /** The earliest claim of an action whose message can be in the window. */
 const ownersFrom = (window: CallWindow) =>
   new Date(window.from.getTime() - CLOCK_SLACK_MS - window.leasesMs);
@@ -122,14 +142,8 @@ export async function unclaimedMatches(
   hash: string | null,
   window: CallWindow,
 ): Promise<ProviderMessage[]> {
-  const from = window.from.getTime() - CLOCK_SLACK_MS;
-  const to = window.to?.getTime() ?? Infinity;
-  const alike = messages.filter(
-    (m) =>
-      m.dateCreated.getTime() >= from &&
-      m.dateCreated.getTime() <= to &&
-      !NOT_SENT.includes(m.status ?? "") &&
-      (hash === null || sameContent(m.body, hash)),
+  const alike = createdAround(messages, window, false).filter(
+    (m) => hash === null || sameContent(m.body, hash),
   );
   const other = await takenByOthers(db, key, alike, window);
   return alike
@@ -173,14 +187,8 @@ export async function unexplainedMessages(
   window: CallWindow & { to: Date },
 ): Promise<ProviderMessage[]> {
   if (!sent) return [];
-  const from = window.from.getTime() - CLOCK_SLACK_MS;
-  const to = window.to.getTime() + CLOCK_SLACK_MS;
-  const near = messages.filter(
-    (m) =>
-      m.dateCreated.getTime() >= from &&
-      m.dateCreated.getTime() <= to &&
-      !NOT_SENT.includes(m.status ?? "") &&
-      !sameContent(m.body, sent.contentHash),
+  const near = createdAround(messages, window, true).filter(
+    (m) => !sameContent(m.body, sent.contentHash),
   );
   if (near.length === 0) return [];
   const other = await takenByOthers(db, action.key, near, window);
@@ -221,27 +229,37 @@ export async function reportedMessage(
 }
 
 /**
+ * SQL, over the action's row: its call's own answer, come in late (after the call was given up
+ * as in doubt), said "try later" under `token`: Twilio made nothing. From the customer's audit
+ * trail since the call (its index).
+ */
+export function triedLater(action: { key: string; customerId: string }, token: number): Statement {
+  return stmt`EXISTS (
+    SELECT 1 FROM "AuditEntry" s
+    WHERE s."customerId" = ${action.customerId} AND s.at >= "callStartedAt" - interval '1 hour'
+      AND s."actionKey" = ${action.key} AND s.kind = 'stale_outcome_ignored'
+      AND s.detail->>'token' = ${String(token)} AND s.detail->>'outcome' = 'failed_retryable')`;
+}
+
+/**
  * What was said of an in-doubt attempt before its look-up: the messages an earlier look-up held
- * it for (a person who handed it back since was shown them), and whether its call's own answer,
- * come in late, said "try later" (Twilio made nothing). From the customer's audit trail since
- * the call.
+ * it for (a person who handed it back since was shown them), and whether its call's own answer
+ * said "try later" (triedLater). From the customer's audit trail since the call.
  */
 export async function earlierWord(
   db: Db,
   action: { key: string; customerId: string },
-  claim: { token: number; attempt: number; callStartedAt: Date },
+  claim: { token: number; attempt: number },
 ): Promise<{ shown: Set<string>; triedLater: boolean }> {
-  const rows = await poolOf(db).sql<{ kind: string; detail: Record<string, unknown> | null }>`
-    SELECT kind::text AS kind, detail FROM "AuditEntry"
-    WHERE "customerId" = ${action.customerId} AND "actionKey" = ${action.key}
-      AND at >= ${new Date(claim.callStartedAt.getTime() - 3_600_000)}
-      AND ((kind = 'in_doubt' AND rule = ${UNMATCHED}) OR kind = 'stale_outcome_ignored')`;
+  const [row] = await poolOf(db).sql<{ triedLater: boolean; holds: unknown[] | null }>`
+    SELECT ${triedLater(action, claim.token)} AS "triedLater",
+      (SELECT array_agg(h.detail) FROM "AuditEntry" h
+       WHERE h."customerId" = ${action.customerId} AND h."actionKey" = ${action.key}
+         AND h.at >= "callStartedAt" - interval '1 hour' AND h.kind = 'in_doubt'
+         AND h.rule = ${UNMATCHED}) AS holds
+    FROM "Action" WHERE key = ${action.key}`;
   const shown = new Set<string>();
-  let triedLater = false;
-  for (const { kind, detail } of rows) {
-    if (kind === "in_doubt" && detail?.attempt === claim.attempt)
-      for (const sid of (detail.candidates as string[] | undefined) ?? []) shown.add(sid);
-    if (detail?.token === claim.token && detail.outcome === "failed_retryable") triedLater = true;
-  }
-  return { shown, triedLater };
+  for (const detail of (row?.holds ?? []) as { attempt?: number; candidates?: string[] }[])
+    if (detail.attempt === claim.attempt) for (const sid of detail.candidates ?? []) shown.add(sid);
+  return { shown, triedLater: row?.triedLater ?? false };
 }

@@ -255,7 +255,7 @@ describe("an in-doubt text whose call's late answer said try later before its lo
     expect((await t.db.action.findUniqueOrThrow({ where: { key: c.intent.key } })).state).toBe(
       "in_doubt",
     );
-    const word = await earlierWord(t.db, c.intent, { ...claim, callStartedAt: c.at });
+    const word = await earlierWord(t.db, c.intent, claim);
     expect(word.triedLater).toBe(true);
     // Nor does a hold take it, should a look-up have read the trail before the answer came.
     expect(await claimAction(t.db, c.intent, lookUp(), go)).toMatchObject({ kind: "resolve" });
