@@ -123,3 +123,6 @@ try {
     process.exitCode = 1;
   }
 }
+// Explicitly: the embedded Postgres library (imported with the cluster) hooks `beforeExit` and
+// exits with 0 there, which would hide a violation or a usage error from the shell.
+process.exit(process.exitCode ?? 0);
