@@ -23,7 +23,7 @@ export async function runApi(opts: { port: number; host: string }): Promise<void
   }
   const log = createLogger();
   const db = await openMigrated(databaseUrl, config.dbPoolSize ?? 20);
-  const queues = await openQueues(redisUrl, config.queuePrefix, log).catch(
+  const queues = await openQueues(redisUrl, config.queuePrefix, log, { producer: true }).catch(
     async (error: unknown) => {
       await db.$disconnect();
       throw error;

@@ -18,7 +18,7 @@ export async function runImport(
   const redisUrl = requireRedisUrl(config);
   const log = createLogger();
   const db = await openMigrated(requireDatabaseUrl(config), 4);
-  const queues = await openQueues(redisUrl, config.queuePrefix, log).catch(
+  const queues = await openQueues(redisUrl, config.queuePrefix, log, { producer: true }).catch(
     async (error: unknown) => {
       await db.$disconnect();
       throw error;

@@ -52,6 +52,28 @@ export function redisConnection(url: string): Redis {
   });
 }
 
+/**
+ * How long a producer's command may wait for Redis: past it the caller goes on without the
+ * queue (what it enqueues is stored, and the sweep enqueues it).
+ */
+export const PRODUCER_COMMAND_TIMEOUT_MS = 5_000;
+
+/**
+ * A producer's connection (the API, `import`): what it enqueues is already stored, so while
+ * Redis is away a command fails at once (no offline queue, one try) or after
+ * PRODUCER_COMMAND_TIMEOUT_MS (a Redis that stopped answering), instead of waiting for Redis
+ * to come back with the client's request held open.
+ */
+export function producerConnection(url: string): Redis {
+  return new Redis(url, {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    commandTimeout: PRODUCER_COMMAND_TIMEOUT_MS,
+    enableReadyCheck: true,
+    enableAutoPipelining: true,
+  });
+}
+
 /** Thrown when Redis cannot be reached at start-up: names where, never the password. */
 export class RedisUnreachableError extends Error {
   override readonly name = "RedisUnreachableError";
@@ -90,10 +112,30 @@ export function logQueueErrors(log: Logger): (queue: string, error: Error) => vo
   return (queue, e) => error("queue error", { queue, error: reasonOf(e) });
 }
 
-/** The queues of a prefix once Redis answers (requireRedis), their errors logged. */
-export async function openQueues(redisUrl: string, prefix: string, log: Logger): Promise<Queues> {
+/**
+ * The queues of a prefix once Redis answers (requireRedis), their errors logged. A producer's
+ * (`producer: true`) fail fast while Redis is away (producerConnection); they are ready before
+ * this returns, as without an offline queue a command sent earlier would fail.
+ */
+export async function openQueues(
+  redisUrl: string,
+  prefix: string,
+  log: Logger,
+  opts: { producer?: boolean } = {},
+): Promise<Queues> {
   await requireRedis(redisUrl);
-  return createQueues(redisUrl, prefix, logQueueErrors(log));
+  const queues = createQueues(redisUrl, prefix, logQueueErrors(log), opts);
+  if (opts.producer) {
+    try {
+      await Promise.all([queues.events.waitUntilReady(), queues.steps.waitUntilReady()]);
+    } catch (error) {
+      await queues.close().catch(() => {});
+      throw new RedisUnreachableError(
+        `cannot reach Redis at ${redactUrl(redisUrl)}: ${reasonOf(error)}`,
+      );
+    }
+  }
+  return queues;
 }
 
 /**
@@ -104,8 +146,9 @@ export function createQueues(
   redisUrl: string,
   prefix: string,
   onError: (queue: string, error: Error) => void = () => {},
+  opts: { producer?: boolean } = {},
 ): Queues {
-  const connection = redisConnection(redisUrl);
+  const connection = opts.producer ? producerConnection(redisUrl) : redisConnection(redisUrl);
   const events = new Queue<EventJob>(EVENTS_QUEUE, {
     connection,
     prefix,
