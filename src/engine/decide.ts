@@ -32,7 +32,13 @@ export function decideEntry(
     case "every_event":
       return { enroll: true, reference: `${event.source}/${event.id}` };
     case "per_reference": {
-      const reference = cj.reference!(templateContext(cj, event, customer)).trim();
+      let reference: string;
+      try {
+        reference = cj.reference!(templateContext(cj, event, customer)).trim();
+      } catch (error) {
+        // The journey's own mistake: it enrolls no one, and the event goes on to the others.
+        return { enroll: false, rule: "template_error", detail: (error as Error).message };
+      }
       // An empty reference would silently merge every cart into one enrollment.
       if (reference === "") return { enroll: false, rule: "empty_reference" };
       return { enroll: true, reference };

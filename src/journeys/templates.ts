@@ -4,7 +4,28 @@ import { Liquid, LiquidError } from "liquidjs";
 import type { Template as LiquidTemplate } from "liquidjs";
 import { TEMPLATE_ROOTS } from "./types";
 
-const liquid = new Liquid({ strictFilters: true, strictVariables: false, jsTruthy: false });
+// Bounded: a loop a marketer got wrong fails its own render (a template error, the send
+// skipped) instead of holding a worker or its memory.
+const liquid = new Liquid({
+  strictFilters: true,
+  strictVariables: false,
+  jsTruthy: false,
+  memoryLimit: 10_000_000,
+  renderLimit: 1_000,
+});
+// The tags that read files would read them from the worker's working directory (its .env, its
+// state), into a customer's message, and outside the journey's version: refused when parsed,
+// so `validate` names them. A template file (`template:`) is the way to share text.
+for (const tag of ["include", "render", "layout"]) {
+  liquid.registerTag(tag, {
+    parse() {
+      throw new Error(
+        `{% ${tag} %} is not supported: templates cannot read files; put the text in the template, or use template: FILE for the whole body`,
+      );
+    },
+    render: () => "",
+  });
+}
 
 /** A problem in a template, at a 1-based line and column inside the template's own text. */
 export interface TemplateProblem {

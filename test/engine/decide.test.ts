@@ -1,4 +1,7 @@
 // The pure core: entry policies, exits (including out-of-order ones), branches, keys.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { CustomerView, EventView } from "../../src/engine/context";
 import { branchTarget, decideEntry, findExit, nextStepId } from "../../src/engine/decide";
@@ -44,6 +47,35 @@ describe("entry policies", () => {
     });
   });
 
+  it("refuses the entry when its reference's template fails to render, naming why", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sendonce-decide-"));
+    writeFileSync(
+      join(dir, "runaway.yaml"),
+      `id: runaway
+name: Runaway
+category: transactional
+trigger: { event: cart.updated }
+entry:
+  once: per_reference
+  reference: "{% for i in (1..100000000) %}x{% endfor %}"
+steps:
+  - id: note
+    email: { subject: Hi, text: Hello }
+`,
+    );
+    const loaded = loadJourneys(dir);
+    expect(loaded.diagnostics).toEqual([]);
+    const started = Date.now();
+    const decision = decideEntry(
+      compileJourney(loaded.journeys[0]!),
+      event("cart.updated", {}),
+      customer,
+    );
+    expect(decision).toMatchObject({ enroll: false, rule: "template_error" });
+    expect((decision as { detail: string }).detail).toMatch(/limit/);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   it("refuses an empty reference instead of merging every cart into one", () => {
     const cart = compiled("cart-abandonment");
     expect(decideEntry(cart, event("cart.updated", { total: 80 }), customer)).toEqual({
@@ -77,6 +109,22 @@ describe("exits and steps", () => {
     const mine = event("order.completed", { cart_id: "cart_9" }, "o2");
     expect(findExit(cart, [other], customer, enrollment)).toBeUndefined();
     expect(findExit(cart, [other, mine], customer, enrollment)?.id).toBe("o2");
+  });
+
+  it("an order naming the cart by a number exits the series the cart's number entered", () => {
+    // A shop that sends ids as JSON numbers: the reference is the rendered text "12345".
+    const cart = compiled("cart-abandonment");
+    const entered = decideEntry(
+      cart,
+      event("cart.updated", { cart_id: 12345, total: 80 }),
+      customer,
+    );
+    expect(entered).toEqual({ enroll: true, reference: "12345" });
+    const enrollment = { id: 1n, reference: "12345" };
+    const bought = event("order.completed", { cart_id: 12345 }, "o3");
+    const another = event("order.completed", { cart_id: 12346 }, "o4");
+    expect(findExit(cart, [another, bought], customer, enrollment)?.id).toBe("o3");
+    expect(findExit(cart, [another], customer, enrollment)).toBeUndefined();
   });
 
   it("branches on the event and falls to otherwise; exit: true ends after the step", () => {

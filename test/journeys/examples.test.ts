@@ -31,7 +31,7 @@ describe("the bundled example journeys", () => {
     expect(cart.exit).toEqual([
       {
         event: "order.completed",
-        when: { source: "event.properties.cart_id == enrollment.reference" },
+        when: { source: "string(event.properties.cart_id) == enrollment.reference" },
       },
     ]);
     expect(cart.steps.map((s) => s.kind)).toEqual([

@@ -166,6 +166,24 @@ steps:
     ]);
   });
 
+  it("refuses the Liquid tags that read files, at the tag", () => {
+    const { lines } = validate({
+      "j.yaml":
+        HEADER +
+        `  - id: hello
+    email:
+      subject: "Hi {% render 'name' %}"
+      text: |
+        Hello
+        {% include '.env' %}
+`,
+    });
+    expect(lines).toEqual([
+      "j.yaml:9:20: error: Liquid: {% render %} is not supported: templates cannot read files; put the text in the template, or use template: FILE for the whole body",
+      "j.yaml:12:9: error: Liquid: {% include %} is not supported: templates cannot read files; put the text in the template, or use template: FILE for the whole body",
+    ]);
+  });
+
   it("rejects variables from unknown roots in templates and conditions", () => {
     const { lines } = validate({
       "j.yaml": `id: j
