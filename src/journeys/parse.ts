@@ -121,12 +121,14 @@ export function parseJourney(
   if (j.category === "marketing" && !j.consent) {
     parsedSteps.forEach((s, i) => {
       if (s.kind === "email" || s.kind === "sms") {
+        // An error, not a warning: without a topic nothing would be checked before the send,
+        // and neither a STOP nor an unsubscribe link (which revoke topics) would stop it.
         diagnostics.push(
           map.diagnostic(
-            "warning",
+            "error",
             "no_consent_topic",
             ["steps", i, s.kind],
-            `marketing ${s.kind} step "${s.id}" has no consent topic: set "consent:" on the journey so only customers who opted in receive it`,
+            `marketing ${s.kind} step "${s.id}" has no consent topic: set "consent:" on the journey (a marketing send goes only to customers who granted its topic, and STOP and unsubscribe links revoke it), or "category: transactional" for a message the customer asked for`,
             { key: true },
           ),
         );

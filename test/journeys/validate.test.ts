@@ -201,7 +201,7 @@ steps:
     ]);
   });
 
-  it("warns about a marketing send without a consent topic, without failing", () => {
+  it("refuses a marketing send without a consent topic: no STOP or unsubscribe would stop it", () => {
     const { lines, journeys } = validate({
       "j.yaml": `id: promo
 name: Promo
@@ -212,9 +212,9 @@ steps:
 `,
     });
     expect(lines).toEqual([
-      'j.yaml:6:5: warning: marketing sms step "blast" has no consent topic: set "consent:" on the journey so only customers who opted in receive it',
+      'j.yaml:6:5: error: marketing sms step "blast" has no consent topic: set "consent:" on the journey (a marketing send goes only to customers who granted its topic, and STOP and unsubscribe links revoke it), or "category: transactional" for a message the customer asked for',
     ]);
-    expect(journeys).toHaveLength(1);
+    expect(journeys).toHaveLength(0);
   });
 
   it("names unknown and missing fields, and wrong values", () => {
