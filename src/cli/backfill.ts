@@ -18,15 +18,38 @@ export interface BackfillFlags {
   resume?: string;
 }
 
-/** `2026-11-01`, `2026-11-01T09:00:00Z`, or a duration back from now: `30d`. */
+/** A date, or a date and time with its zone: what `--since` and `--until` take besides a duration. */
+const ISO_WHEN =
+  /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/**
+ * `2026-11-01` (midnight UTC), `2026-11-01T09:00:00Z` (a time needs its zone: Z or +01:00), or
+ * a duration back from now: `30d`. Nothing else: JavaScript's own date parsing reads "7" as
+ * 2001-07-01 and "2026-02-30" as March 2nd, and a backfill from the wrong year sends.
+ */
 export function parseWhen(flag: string, value: string, now = new Date()): string {
   const d = parseDuration(value);
   if (!isDurationError(d)) return new Date(now.getTime() - d.ms).toISOString();
-  const t = Date.parse(value);
-  if (Number.isNaN(t))
-    throw new ConfigError(
-      `--${flag} ${value}: use an ISO-8601 date (2026-11-01) or a duration back from now (30d)`,
+  const bad = (why: string) =>
+    new ConfigError(
+      `--${flag} ${value}: ${why}; use an ISO-8601 date (2026-11-01, midnight UTC), a date and time with its zone (2026-11-01T09:00:00Z) or a duration back from now (30d)`,
     );
+  const m = ISO_WHEN.exec(value.trim());
+  if (!m) throw bad("not a date");
+  const [, y, mo, day, hh, mi, ss, zone] = m;
+  if (hh !== undefined && zone === undefined) throw bad("a time needs its zone (Z or +01:00)");
+  const t = Date.parse(value.trim());
+  // Date.parse rolls some impossible dates over (February 30th is March 2nd).
+  const calendar = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(day)));
+  if (
+    Number.isNaN(t) ||
+    calendar.getUTCMonth() !== Number(mo) - 1 ||
+    calendar.getUTCDate() !== Number(day) ||
+    Number(hh ?? 0) > 23 ||
+    Number(mi ?? 0) > 59 ||
+    Number(ss ?? 0) > 59
+  )
+    throw bad("no such date or time");
   // A start in the future selects nothing: most likely a typo in the year.
   if (flag === "since" && t > now.getTime())
     throw new ConfigError(`--since ${value} is in the future: nothing has happened since then`);
@@ -41,7 +64,20 @@ function parseRate(value: string): number {
 }
 
 export async function runBackfillCommand(flags: BackfillFlags): Promise<number> {
-  if (!flags.resume) {
+  if (flags.resume) {
+    // A backfill resumes as it was started: its journey, range or file are stored with it.
+    const given = (["journey", "since", "until", "file"] as const).filter((f) => flags[f]);
+    if (given.length > 0)
+      throw new ConfigError(
+        `--resume runs backfill ${flags.resume} with the flags it was started with; only --rate may be given again, not ${given.map((f) => `--${f}`).join(", ")}`,
+      );
+    // A dry run previews a backfill that is not recorded; a resumed one is, and a preview of
+    // it would move its cursor and mark it completed with nothing enrolled.
+    if (flags.dryRun)
+      throw new ConfigError(
+        `--dry-run cannot resume a backfill: give the flags backfill ${flags.resume} was started with and --dry-run instead`,
+      );
+  } else {
     if (!flags.journey) throw new ConfigError("--journey is required (or --resume ID)");
     if (!flags.since === !flags.file)
       throw new ConfigError("give either --since (stored events) or --file (an NDJSON file)");

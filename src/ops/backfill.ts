@@ -104,7 +104,12 @@ export async function runBackfill(
     const row = await db.backfill.findUnique({ where: { id: opts.resume } });
     if (!row) throw new BackfillError(`no backfill "${opts.resume}" to resume`);
     if (row.status === "completed") throw new BackfillError(`backfill ${row.id} already completed`);
-    params = row.params as unknown as BackfillParams;
+    if (opts.dryRun) throw new BackfillError("a dry run cannot resume a backfill");
+    // Stored with the row; a rate given again applies to this run.
+    params = {
+      ...(row.params as unknown as BackfillParams),
+      ...(opts.params.rate !== undefined && { rate: opts.params.rate }),
+    };
     if (row.cursorLine !== null) cursor = { line: row.cursorLine };
     else if (row.cursorAt && row.cursorId !== null) cursor = { at: row.cursorAt, id: row.cursorId };
   }

@@ -122,7 +122,20 @@ describe("sendonce backfill", () => {
     expect(saved.done).toBeGreaterThan(0);
     expect(saved.done).toBeLessThan(40);
 
-    const resumed = runCli(["backfill", "--resume", id], h().env(), 120_000);
+    // A preview of the rest, or other flags, would be taken for the stored run: refused, and
+    // the backfill is left as it was.
+    const dry = runCli(["backfill", "--resume", id, "--dry-run"], h().env());
+    expect(dry.code).toBe(1);
+    expect(dry.stderr).toMatch(/--dry-run cannot resume a backfill/);
+    const other = runCli(["backfill", "--resume", id, "--since", "1d"], h().env());
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/only --rate may be given again, not --since/);
+    expect(await db.backfill.findUniqueOrThrow({ where: { id } })).toMatchObject({
+      status: "running",
+      done: saved.done,
+    });
+
+    const resumed = runCli(["backfill", "--resume", id, "--rate", "500/s"], h().env(), 120_000);
     expect(resumed.code).toBe(0);
     expect((await db.backfill.findUniqueOrThrow({ where: { id } })).status).toBe("completed");
 
@@ -150,7 +163,7 @@ describe("sendonce backfill", () => {
     );
     expect(
       runCli(["backfill", "--journey", "promo", "--since", "last tuesday"], h().env()).stderr,
-    ).toMatch(/--since last tuesday: use an ISO-8601 date/);
+    ).toMatch(/--since last tuesday: not a date; use an ISO-8601 date/);
     expect(runCli(["backfill", "--resume", "bf_missing"], h().env()).stderr).toMatch(
       /no backfill "bf_missing"/,
     );
