@@ -8,7 +8,13 @@ import { recordAudit } from "./audit";
 
 /** A grant of `amount`, or the reversal of whatever the action `reverses` granted. */
 export type PointsOrder =
-  | { kind: "grant"; amount: number; reason: string }
+  | {
+      kind: "grant";
+      amount: number;
+      reason: string;
+      /** The keys of the reversals of this grant (same customer and reference), if any. */
+      reversedBy?: string[];
+    }
   | {
       kind: "reverse";
       reverses: string;
@@ -18,18 +24,35 @@ export type PointsOrder =
 
 const REVERSE_RECHECK_MS = 1_000;
 
-/** Whether the granting journey may still grant: an active enrollment for the same reference. */
+/**
+ * When the granting journey may still grant: the next run of an active enrollment of it for the
+ * same reference (its grant can only come then), or undefined when none can. The reversing
+ * enrollment itself is not one: a reversal in the grant's own journey whose run did not grant
+ * (a branch went past it) has nothing to wait for, and waiting on itself would never end.
+ */
 async function grantPending(
   tx: Sql,
   intent: ActionIntent,
   target: { journeyId: string; stepId: string },
   reverses: string,
-): Promise<boolean> {
-  const rows = await tx<unknown>`
-    SELECT 1 FROM "Enrollment"
+): Promise<Date | undefined> {
+  const [row] = await tx<{ nextRunAt: Date | null }>`
+    SELECT "nextRunAt" FROM "Enrollment"
     WHERE "journeyId" = ${target.journeyId} AND "customerId" = ${intent.customerId}
-      AND reference = ${intent.reference} AND status = 'active'
+      AND reference = ${intent.reference} AND status = 'active' AND id <> ${intent.enrollmentId}
       AND NOT EXISTS (SELECT 1 FROM "Action" WHERE key = ${reverses})
+    ORDER BY "nextRunAt" NULLS FIRST
+    LIMIT 1`;
+  if (!row) return undefined;
+  return row.nextRunAt ?? new Date(0);
+}
+
+/** Whether one of these reversals settled with nothing to take back: its grant is not made. */
+export async function reversedFirst(tx: Sql, reversalKeys: string[]): Promise<boolean> {
+  if (reversalKeys.length === 0) return false;
+  const rows = await tx<unknown>`
+    SELECT 1 FROM "Action"
+    WHERE key = ANY(${reversalKeys}) AND state = 'skipped' AND reason = 'nothing_to_reverse'
     LIMIT 1`;
   return rows.length > 0;
 }
@@ -57,19 +80,33 @@ export async function grantPoints(
     if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
     let amount = order.kind === "grant" ? order.amount : 0;
     let skip = check.go ? undefined : { reason: check.reason, detail: check.detail };
+    if (order.kind === "grant" && !skip && order.reversedBy?.length) {
+      // A refund processed before its order: its reversal found nothing to take back and
+      // settled for good, so the grant that comes after it is not made.
+      if (await reversedFirst(tx, order.reversedBy))
+        skip = {
+          reason: "reversed_before_grant",
+          detail:
+            "its reversal ran first and found nothing to take back (a refund before its order)",
+        };
+    }
     if (order.kind === "reverse" && !skip) {
       const [granted] = await tx<{ amount: number }>`
         SELECT amount FROM "PointsEntry" WHERE "actionKey" = ${order.reverses}`;
       if (granted) amount = -granted.amount;
-      else if (await grantPending(tx, intent, order.target, order.reverses)) {
-        // A refund processed before its order's grant: reverse once the grant has happened.
-        return {
-          kind: "wait",
-          until: new Date(opts.now.getTime() + REVERSE_RECHECK_MS),
-          why: "the grant being reversed is still pending",
-        };
-      } else
+      else {
+        const grantRun = await grantPending(tx, intent, order.target, order.reverses);
+        if (grantRun) {
+          // A refund processed before its order's grant: look again a moment after the granting
+          // run's next step is due (a grant after a 14-day wait is not polled every second).
+          return {
+            kind: "wait",
+            until: new Date(Math.max(opts.now.getTime(), grantRun.getTime()) + REVERSE_RECHECK_MS),
+            why: "the grant being reversed is still pending",
+          };
+        }
         skip = { reason: "nothing_to_reverse", detail: "the step being reversed granted nothing" };
+      }
     }
     const state = skip ? "skipped" : "sent";
     await tx.run`

@@ -12,6 +12,7 @@ import { loadExitCandidates } from "../engine/rows";
 import type { CompiledJourney } from "../journeys/compile";
 import type { SendChannel, Step } from "../journeys/types";
 import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
+import { reversedFirst } from "../ledger/points";
 import { evaluateSend } from "../policies/evaluate";
 
 export interface StepTally {
@@ -177,6 +178,11 @@ export async function simulateEvent(
       continue;
     }
     if (step.kind === "points") {
+      const reversals = engine.catalog.reversalKeys(cj.journey.id, step.id, customer.id, reference);
+      if (await reversedFirst(sqlOf(tx), reversals)) {
+        bump(step.id, "reversed_before_grant");
+        continue;
+      }
       bump(step.id);
       hypothetical.keys.add(key);
       continue;

@@ -54,6 +54,24 @@ steps:
   - id: take_back
     points: { reverse: { journey: loyalty, step: award }, reason: order_refunded }
 `,
+  "tiers.yaml": `
+id: tiers
+name: Tier bonus, taken back for a lapsed tier
+category: transactional
+trigger: { event: tier.checked }
+entry: { once: per_reference, reference: "{{ event.properties.check }}" }
+steps:
+  - id: gate
+    branch:
+      - when: "event.properties.lapsed == true"
+        goto: take_back
+      - otherwise: award
+  - id: award
+    points: { amount: 50, reason: tier_bonus }
+    exit: true
+  - id: take_back
+    points: { reverse: { step: award }, reason: tier_lapsed }
+`,
 });
 
 const key = (journeyId: string, stepId: string, customerId: string, reference = "") =>
@@ -185,6 +203,75 @@ describe("provider answers, with one worker", () => {
     expect(entries.map((e) => e.amount)).toEqual([100, -100]);
     const balance = await db.pointsBalance.findUniqueOrThrow({ where: { customerId: "c_refund" } });
     expect(balance.balance).toBe(0);
+  });
+
+  it("grants nothing for an order whose refund was processed first", async () => {
+    const refund = {
+      id: "evt_r10",
+      type: "order.refunded",
+      customerId: "c_refund_first",
+      occurredAt: "2026-11-03T09:00:00Z",
+      properties: { order_id: "o_10" },
+    };
+    await h().deliver(refund);
+    const taken = await settledAction(
+      h(),
+      key("refunds", "take_back", "c_refund_first", "o_10"),
+      "skipped",
+    );
+    expect(taken.reason).toBe("nothing_to_reverse");
+    // The order comes after its refund (a late webhook, a backfill of orders): no points.
+    await h().deliver({
+      id: "evt_o10",
+      type: "order.completed",
+      customerId: "c_refund_first",
+      occurredAt: "2026-11-02T09:00:00Z",
+      properties: { order_id: "o_10" },
+    });
+    const award = await settledAction(
+      h(),
+      key("loyalty", "award", "c_refund_first", "o_10"),
+      "skipped",
+    );
+    expect(award.reason).toBe("reversed_before_grant");
+    const db = h().schema.db;
+    expect(await db.pointsEntry.count({ where: { customerId: "c_refund_first" } })).toBe(0);
+    // Another order of the customer is granted as usual.
+    await h().deliver({
+      id: "evt_o11",
+      type: "order.completed",
+      customerId: "c_refund_first",
+      occurredAt: "2026-11-04T09:00:00Z",
+      properties: { order_id: "o_11" },
+    });
+    await settledAction(h(), key("loyalty", "award", "c_refund_first", "o_11"), "sent");
+    const balance = await db.pointsBalance.findUniqueOrThrow({
+      where: { customerId: "c_refund_first" },
+    });
+    expect(balance.balance).toBe(100);
+  });
+
+  it("reverses nothing, and ends, when its own run went past the grant", async () => {
+    // The reversal is in the grant's own journey, whose enrollment is this run: it had waited
+    // for itself, re-running every second for ever.
+    await h().deliver({
+      id: "evt_tier_1",
+      type: "tier.checked",
+      customerId: "c_tier",
+      occurredAt: "2026-11-02T09:00:00Z",
+      properties: { check: "2026-11", lapsed: true },
+    });
+    const taken = await settledAction(h(), key("tiers", "take_back", "c_tier", "2026-11"), [
+      "skipped",
+    ]);
+    expect(taken.reason).toBe("nothing_to_reverse");
+    const db = h().schema.db;
+    await eventually(async () => {
+      const e = await db.enrollment.findFirst({ where: { customerId: "c_tier" } });
+      return e?.status === "completed" ? e : undefined;
+    });
+    expect(await db.pointsEntry.count({ where: { customerId: "c_tier" } })).toBe(0);
+    expect(await actionState(h(), key("tiers", "award", "c_tier", "2026-11"))).toBeNull();
   });
 });
 
