@@ -52,15 +52,41 @@ function offsetMs(timeZone: string, utcMs: number): number {
   return wall - Math.floor(utcMs / 1000) * 1000;
 }
 
-/** The instant at which the wall clock in `timeZone` shows this local date and minute. */
-export function zonedInstant(l: LocalTime, timeZone: string): Date {
+const HALF_DAY_MS = 43_200_000;
+const MINUTE_MS = 60_000;
+
+/** Whether the wall clock in `timeZone` shows this local date and minute at `t`. */
+function shows(t: number, l: LocalTime, timeZone: string): boolean {
+  const at = localTime(new Date(t), timeZone);
+  return at.year === l.year && at.month === l.month && at.day === l.day && at.minute === l.minute;
+}
+
+/**
+ * The instant at which the wall clock in `timeZone` shows this local date and minute: the first
+ * after `after` when the clocks went back and it shows it twice, and the first instant after
+ * the gap when the clocks went forward over it (02:30 on a spring-forward night is 03:00).
+ */
+export function zonedInstant(l: LocalTime, timeZone: string, after?: Date): Date {
   const wall = Date.UTC(l.year, l.month - 1, l.day, 0, l.minute);
-  let t = wall - offsetMs(timeZone, wall);
-  // Near a DST change the offset at the first guess can differ from the offset at the answer.
-  const second = offsetMs(timeZone, t);
-  if (wall - second !== t) t = wall - second;
-  // A local time that does not exist (the spring-forward gap) lands on the first one after it.
-  return new Date(t);
+  // A zone changes its offset at most once in a day: the offsets half a day either side are
+  // the only ones this wall time can have.
+  const earlier = offsetMs(timeZone, wall - HALF_DAY_MS);
+  const later = offsetMs(timeZone, wall + HALF_DAY_MS);
+  const candidates = [...new Set([wall - later, wall - earlier])]
+    .filter((t) => shows(t, l, timeZone))
+    .sort((a, b) => a - b);
+  const chosen =
+    candidates.find((t) => after === undefined || t > after.getTime()) ?? candidates.at(-1);
+  if (chosen !== undefined) return new Date(chosen);
+  // In the gap: the clocks jumped at a minute between the two guesses; find it.
+  let lo = Math.min(wall - later, wall - earlier);
+  let hi = Math.max(wall - later, wall - earlier);
+  while (hi - lo > MINUTE_MS) {
+    const mid = lo + Math.floor((hi - lo) / 2 / MINUTE_MS) * MINUTE_MS;
+    if (offsetMs(timeZone, mid) === later) hi = mid;
+    else lo = mid;
+  }
+  return new Date(hi);
 }
 
 /** When quiet hours apply at `now`, the instant they end; otherwise undefined. */
@@ -81,5 +107,6 @@ export function quietHoursEnd(now: Date, window: QuietHours, timeZone: string): 
       minute: end,
     },
     timeZone,
+    now,
   );
 }

@@ -119,6 +119,46 @@ describe("quiet hours across daylight-saving changes", () => {
       at("2026-11-01T13:00:00Z"),
     );
   });
+  it("end after now when they end inside the hour the clocks skip or repeat", () => {
+    const late = { startMinute: 21 * 60, endMinute: 2 * 60 + 30 };
+    // New York, 8 Mar 2026: 02:00 EST became 03:00 EDT at 07:00Z, so 02:30 never showed; at
+    // 01:45 EST quiet hours end when the clocks jump (they had ended at 01:30 EST, in the past:
+    // the step re-ran every few milliseconds until 03:00).
+    expect(quietHoursEnd(at("2026-03-08T06:45:00Z"), late, "America/New_York")).toEqual(
+      at("2026-03-08T07:00:00Z"),
+    );
+    // Berlin, 29 Mar 2026: 02:00 CET became 03:00 CEST at 01:00Z (it had said 03:30 CEST).
+    expect(quietHoursEnd(at("2026-03-29T00:15:00Z"), late, "Europe/Berlin")).toEqual(
+      at("2026-03-29T01:00:00Z"),
+    );
+    // New York, 1 Nov 2026: 01:00–02:00 showed twice (EDT, then EST from 06:00Z). At 01:10
+    // EST, the second time round, 01:30 is the EST one, not the EDT one already past.
+    const early = { startMinute: 21 * 60, endMinute: 90 };
+    expect(quietHoursEnd(at("2026-11-01T06:10:00Z"), early, "America/New_York")).toEqual(
+      at("2026-11-01T06:30:00Z"),
+    );
+    // The first time round, the first 01:30 (EDT).
+    expect(quietHoursEnd(at("2026-11-01T05:10:00Z"), early, "America/New_York")).toEqual(
+      at("2026-11-01T05:30:00Z"),
+    );
+    // Every end is after now, on each minute of both nights.
+    for (const [zone, day] of [
+      ["America/New_York", "2026-03-08"],
+      ["America/New_York", "2026-11-01"],
+      ["Europe/Berlin", "2026-03-29"],
+      ["Europe/Berlin", "2026-10-25"],
+    ] as const) {
+      for (let m = 0; m < 24 * 60; m += 1) {
+        const now = new Date(Date.parse(`${day}T00:00:00Z`) + m * 60_000);
+        for (const window of [late, early]) {
+          const end = quietHoursEnd(now, window, zone);
+          if (end)
+            expect(end.getTime(), `${zone} ${now.toISOString()}`).toBeGreaterThan(now.getTime());
+        }
+      }
+    }
+  });
+
   it("delay a marketing send that falls inside, not drop it", () => {
     const verdict = evaluateSend(
       base({
