@@ -135,6 +135,20 @@ export function parseJourney(
       }
     });
   }
+  if (!j.consent) {
+    parsedSteps.forEach((s, i) => {
+      if ((s.kind === "email" || s.kind === "sms") && s.resend.kind === "on_reopt_in") {
+        diagnostics.push(
+          map.diagnostic(
+            "error",
+            "resend_without_topic",
+            ["steps", i, "resend"],
+            `step "${s.id}": resend: on_reopt_in waits for a fresh grant of the journey's consent topic, and this journey has none: it would never send the step again; set "consent:" or use another resend policy`,
+          ),
+        );
+      }
+    });
+  }
   if (diagnostics.some((d) => d.severity === "error")) return failed();
 
   const journey: Journey = {

@@ -217,6 +217,20 @@ steps:
     expect(journeys).toHaveLength(0);
   });
 
+  it("refuses resend: on_reopt_in in a journey without a consent topic, which would never resend", () => {
+    const { lines } = validate({
+      "j.yaml":
+        HEADER +
+        `  - id: receipt
+    email: { subject: Receipt, text: Thanks }
+    resend: on_reopt_in
+`,
+    });
+    expect(lines).toEqual([
+      'j.yaml:9:13: error: step "receipt": resend: on_reopt_in waits for a fresh grant of the journey\'s consent topic, and this journey has none: it would never send the step again; set "consent:" or use another resend policy',
+    ]);
+  });
+
   it("names unknown and missing fields, and wrong values", () => {
     const { lines } = validate({
       "j.yaml": `id: j
