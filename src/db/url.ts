@@ -28,6 +28,9 @@ export function redactUrl(databaseUrl: string): string {
   try {
     const url = new URL(databaseUrl);
     if (url.password) url.password = "***";
+    // libpq and pg also take the password as a parameter.
+    for (const name of ["password", "sslpassword"])
+      if (url.searchParams.has(name)) url.searchParams.set(name, "***");
     return url.toString();
   } catch {
     return "(invalid URL)";

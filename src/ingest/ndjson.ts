@@ -82,7 +82,7 @@ export async function importNdjson(
       const message =
         error instanceof EventValidationError
           ? error.message
-          : `not JSON: ${(error as Error).message}`;
+          : `not JSON: ${withoutQuote((error as Error).message)}`;
       progress.counts.bad += 1;
       opts.onBadLine(progress.line, message);
       if (opts.onError === "abort") {
@@ -99,4 +99,13 @@ export async function importNdjson(
   await flush();
   opts.onProgress?.(progress);
   return { ...progress, aborted: false };
+}
+
+/**
+ * JSON.parse's message without the text it quotes: V8 quotes the line around the error
+ * (`Unexpected token '+', ..."phone":+4915..." is not valid JSON`), a customer's address or
+ * number among it, and bad lines are printed.
+ */
+export function withoutQuote(message: string): string {
+  return message.replace(/, (?:\.\.\.)?".* is not valid JSON$/s, " (not valid JSON)");
 }

@@ -221,6 +221,18 @@ describe("the HTTP API", () => {
       ],
     });
     expect(await h().schema.db.event.count({ where: { eventId: "x" } })).toBe(0);
+    // A customer id in the path with a NUL (%00): a 400 naming it, not a database error.
+    for (const method of ["GET", "PUT"]) {
+      const res = await fetch(`${api.url}/v1/customers/a%00b`, {
+        method,
+        headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+        ...(method === "PUT" && { body: JSON.stringify({ email: "a@example.com" }) }),
+      });
+      expect(res.status, method).toBe(400);
+      expect(await res.json()).toMatchObject({
+        errors: [{ field: "id", message: expect.stringContaining("NUL") as string }],
+      });
+    }
   });
 
   it("validates a batch item by item, with a result per item", async () => {

@@ -1,5 +1,6 @@
 // A missing or malformed setting is named, with what to do, before anything starts; the value
 // itself is never printed (it may be a secret).
+import { redactUrl } from "../../src/db/url";
 import { describe, expect, it } from "vitest";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
@@ -105,6 +106,15 @@ describe("configuration errors", () => {
         /lacks \d+ migrations \(the first: \d+_init\w*\): run "sendonce db migrate" first/,
       );
     }
+  });
+
+  it("hides a password given as a URL parameter too", () => {
+    expect(redactUrl("postgresql://app@db:5432/prod?password=hunter2&sslmode=require")).toBe(
+      "postgresql://app@db:5432/prod?password=***&sslmode=require",
+    );
+    expect(redactUrl("postgresql://app:hunter2@db/prod?sslpassword=hunter3")).toBe(
+      "postgresql://app:***@db/prod?sslpassword=***",
+    );
   });
 
   it("names an unreachable Redis in one line, for every command that needs it", async () => {

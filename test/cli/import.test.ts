@@ -76,6 +76,17 @@ describe("sendonce import", () => {
     expect(stored.map((e) => e.eventId).sort()).toEqual(["s1", "s3"]);
   });
 
+  it("names a line that is not JSON without quoting it", async () => {
+    // V8's JSON.parse message quotes the text around the error: here a phone number.
+    const path = file([line("q1"), '{"id":"q2","customer":{"phone":+4915112345678}}', line("q3")]);
+    const result = runCli(["import", path, "--source", "quote"], env());
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`${path}:2: not JSON: Unexpected token '+' (not valid JSON)`);
+    expect(result.stderr + result.stdout).not.toContain("4915112345678");
+    const stored = await schema.db.event.findMany({ where: { source: "quote" } });
+    expect(stored.map((e) => e.eventId).sort()).toEqual(["q1", "q3"]);
+  });
+
   it("names a line whose id was stored with another payload, as the API's 409 does", () => {
     const first = runCli(
       ["import", file([line("k1", { properties: { v: 1 } })]), "--source", "cf"],

@@ -17,7 +17,21 @@ const putSchema = customerTraitsSchema
   })
   .superRefine(refineStorable);
 
-const idSchema = z.string().min(1).max(200);
+const idSchema = z
+  .string()
+  .min(1, "1 to 200 characters")
+  .max(200, "1 to 200 characters")
+  .superRefine(refineStorable);
+
+/** A customer id from the path, or the 400 that says what is wrong with it. */
+function pathId(raw: string): { id: string } | { problem: ReturnType<typeof problem> } {
+  const id = idSchema.safeParse(raw);
+  if (id.success) return { id: id.data };
+  const message = id.error.issues[0]?.message ?? "1 to 200 characters";
+  return {
+    problem: problem(400, "Invalid customer id", message, [{ field: "id", message }]),
+  };
+}
 
 export function registerCustomerRoutes(
   app: FastifyInstance,
@@ -57,14 +71,8 @@ export function registerCustomerRoutes(
 
   app.put<{ Params: { id: string } }>("/v1/customers/:id", (req, reply) =>
     idempotent(req, reply, async () => {
-      const id = idSchema.safeParse(req.params.id);
-      if (!id.success)
-        return {
-          status: 400,
-          body: problem(400, "Invalid customer id", "1 to 200 characters", [
-            { field: "id", message: "1 to 200 characters" },
-          ]),
-        };
+      const id = pathId(req.params.id);
+      if ("problem" in id) return { status: 400, body: id.problem };
       const parsed = putSchema.safeParse(req.body);
       if (!parsed.success) {
         const errors = fieldErrorsOf(parsed.error);
@@ -79,13 +87,15 @@ export function registerCustomerRoutes(
         };
       }
       const { occurredAt, source, ...traits } = parsed.data;
-      await poolOf(deps.db).tx((tx) => applyTraits(tx, id.data, traits, occurredAt, source));
-      return { status: 200, body: await view(id.data) };
+      await poolOf(deps.db).tx((tx) => applyTraits(tx, id.id, traits, occurredAt, source));
+      return { status: 200, body: await view(id.id) };
     }),
   );
 
   app.get<{ Params: { id: string } }>("/v1/customers/:id", async (req, reply) => {
-    const customer = await view(req.params.id);
+    const id = pathId(req.params.id);
+    if ("problem" in id) return reply.code(400).type("application/problem+json").send(id.problem);
+    const customer = await view(id.id);
     if (!customer)
       return reply
         .code(404)
