@@ -51,12 +51,13 @@ export async function runReconcile(opts: {
           `  ${m.kind}${who ? ` (${who})` : ""}: ${m.detail}${m.resolution ? ` → resolved: ${m.resolution}` : ""}`,
         );
       }
-      // Listed, not failing the run: nothing to compare SMS with, and delivery events for
-      // messages that are not ours (another system's mail) are nothing the ledger can fix.
-      found.push(...mismatches.filter((m) => !INFORMATIONAL.has(m.kind)));
+      found.push(...mismatches);
     }
+    // All recorded (the report counts them); the informational ones do not fail the run:
+    // nothing to compare SMS with, and delivery events for messages that are not ours
+    // (another system's mail) are nothing the ledger can fix.
     await recordMismatches(db, found, options.now);
-    return found.some((m) => !m.resolution) ? 1 : 0;
+    return found.some((m) => !m.resolution && !INFORMATIONAL.has(m.kind)) ? 1 : 0;
   } finally {
     await db.$disconnect();
   }

@@ -81,6 +81,7 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
     enrolled,
     histogram,
     triggers,
+    inDoubtNow,
   ] = await Promise.all([
     // A journey's events are those of the types it enters on, in any version it ran; a
     // redelivery counts under the type of the event first stored with its id.
@@ -118,8 +119,10 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
     db.$queryRaw<{ retried: bigint; succeeded: bigint }[]>`
         SELECT count(*) AS retried, count(*) FILTER (WHERE state = 'sent') AS succeeded FROM "Action"
         WHERE attempt > 1 AND "claimedAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey})`,
+    // Each run of reconcile records every mismatch still open: one is counted once, however
+    // many runs listed it.
     db.$queryRaw<{ rule: string; count: bigint }[]>`
-        SELECT rule, count(*) AS count FROM "AuditEntry" m
+        SELECT rule, count(DISTINCT COALESCE("actionKey", "customerId", detail->>'detail')) AS count FROM "AuditEntry" m
         WHERE kind = 'reconcile_mismatch' AND at >= ${since} AND (${journey}::text IS NULL OR EXISTS (
           SELECT 1 FROM "Action" a WHERE a.key = m."actionKey" AND a."journeyId" = ${journey}))
         GROUP BY 1`,
@@ -163,6 +166,10 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
     db.$queryRaw<{ type: string }[]>`
         SELECT DISTINCT definition->'trigger'->>'event' AS type FROM "JourneyVersion"
         WHERE "journeyId" = ${journey} ORDER BY 1`,
+    // Whenever claimed: an action still in doubt after the window began is still a person's.
+    db.$queryRaw<{ count: bigint }[]>`
+        SELECT count(*) AS count FROM "Action"
+        WHERE state = 'in_doubt' AND (${journey}::text IS NULL OR "journeyId" = ${journey})`,
   ]);
   const n = (v: bigint | number) => Number(v);
   const groups = actions.map((a) => ({ ...a, count: n(a.count) }));
@@ -212,7 +219,7 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
       succeeded: n(r.succeeded),
       successRate: n(r.retried) ? n(r.succeeded) / n(r.retried) : null,
     },
-    inDoubt: groups.filter((g) => g.state === "in_doubt").reduce((s, g) => s + g.count, 0),
+    inDoubt: n(inDoubtNow[0]?.count ?? 0n),
     reconciliationMismatches: Object.fromEntries(mismatches.map((m) => [m.rule, n(m.count)])),
     latency: {
       ...lat(latency.find((l) => l.channel === "all")),

@@ -259,6 +259,10 @@ describe("reconcile and report", () => {
     };
     expect(m.duplicateSends).toEqual([]);
     expect(m.reconciliationMismatches.sms_in_doubt_found).toBeGreaterThanOrEqual(1);
+    // Listed by three reconcile runs, counted once; the foreign Message-ID is counted too.
+    expect(m.reconciliationMismatches.points_grant_missing).toBe(1);
+    expect(m.reconciliationMismatches.email_event_unknown_message).toBe(1);
+
     expect(m.latency.count).toBeGreaterThan(0);
     expect(runCli(["report", "--since", "1d"], h().env()).stdout).toMatch(
       /keys sent more than once\s+0/,
@@ -370,6 +374,15 @@ describe("reconcile and report", () => {
     expect(lines.some((l) => l.includes("sms_in_doubt_found"))).toBe(false);
     const action = await h().schema.db.action.findUniqueOrThrow({ where: { key: lost } });
     expect([action.state, action.providerId]).toEqual(["in_doubt", null]);
+    // The report counts what is in doubt now, whenever claimed: a window that starts after
+    // the claim still shows it (it had shown 0).
+    const inDoubt = await h().schema.db.action.count({ where: { state: "in_doubt" } });
+    expect(inDoubt).toBeGreaterThan(0);
+    const sinceNow = runCli(
+      ["report", "--since", new Date().toISOString(), "--format", "json"],
+      h().env(),
+    );
+    expect((JSON.parse(sinceNow.stdout) as { inDoubt: number }).inDoubt).toBe(inDoubt);
   });
 
   it("leaves an in-doubt SMS with a message Twilio changed to a person, naming the message", async () => {
