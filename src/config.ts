@@ -135,6 +135,8 @@ export interface Config {
   };
   /** Where this deployment's API is reachable from outside: unsubscribe links, status callbacks. */
   publicBaseUrl: string;
+  /** PUBLIC_BASE_URL was not set: publicBaseUrl is the local default. */
+  publicBaseUrlDefaulted: boolean;
   /** Signs unsubscribe tokens; unset means links cannot be made (a startup error for sends). */
   secret?: string;
   /** How long an in-doubt SMS waits before it is looked up in the provider's message list. */
@@ -217,6 +219,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       },
     }),
     publicBaseUrl: (e.PUBLIC_BASE_URL ?? "http://localhost:8080").replace(/\/$/, ""),
+    publicBaseUrlDefaulted: e.PUBLIC_BASE_URL === undefined,
     ...(e.SENDONCE_SECRET && { secret: e.SENDONCE_SECRET }),
     inDoubtGraceMs: e.SENDONCE_INDOUBT_GRACE_MS,
     apiKeys: e.SENDONCE_API_KEYS ?? [],
@@ -248,4 +251,19 @@ export function requireRedisUrl(config: Config): string {
     );
   }
   return config.redisUrl;
+}
+
+/**
+ * Why the local default of PUBLIC_BASE_URL is likely wrong here, or undefined: with Twilio or
+ * unsubscribe links configured, status callbacks, STOP replies and links would all point at
+ * localhost (and Twilio's signatures, made for the address it posts to, would not verify).
+ */
+export function publicBaseUrlWarning(config: Config): string | undefined {
+  if (!config.publicBaseUrlDefaulted) return undefined;
+  const uses = [
+    config.twilio && "Twilio status callbacks and inbound STOP replies",
+    config.secret && "unsubscribe links",
+  ].filter(Boolean);
+  if (uses.length === 0) return undefined;
+  return `PUBLIC_BASE_URL is not set: ${uses.join(" and ")} use ${config.publicBaseUrl}; set it to the address the API is reachable at from outside`;
 }

@@ -3,7 +3,13 @@
 import { buildApi } from "../api/app";
 import { reapKeys } from "../api/idempotency";
 import { failpoint } from "../app";
-import { ConfigError, loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
+import {
+  ConfigError,
+  loadConfig,
+  publicBaseUrlWarning,
+  requireDatabaseUrl,
+  requireRedisUrl,
+} from "../config";
 import { openMigrated } from "../db/migrate";
 import { systemClock } from "../engine/engine";
 import { createLogger } from "../log";
@@ -22,6 +28,8 @@ export async function runApi(opts: { port: number; host: string }): Promise<void
     );
   }
   const log = createLogger();
+  const baseUrlWarning = publicBaseUrlWarning(config);
+  if (baseUrlWarning) log.warn("configuration", { problem: baseUrlWarning });
   const db = await openMigrated(databaseUrl, config.dbPoolSize ?? 20);
   const queues = await openQueues(redisUrl, config.queuePrefix, log, { producer: true }).catch(
     async (error: unknown) => {

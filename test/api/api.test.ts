@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { claimKey, completeKey, reapKeys, releaseKey } from "../../src/api/idempotency";
 import type { RunningApi } from "../support/api";
 import { API_KEY, startApi } from "../support/api";
+import { createLogger } from "../../src/log";
 import { signUnsubscribeToken } from "../../src/policies/unsubscribe";
 import { SECRET, useHarness } from "../support/harness";
 import { WELCOME_POINTS, journeysDir } from "../support/journeys";
@@ -380,6 +381,33 @@ describe("the HTTP API", () => {
     expect(((await customer.json()) as { consents: { status: string }[] }).consents).toMatchObject([
       { status: "revoked" },
     ]);
+  });
+
+  it("refuses a Twilio webhook whose signature does not verify, and logs where it checked", async () => {
+    const lines: string[] = [];
+    const twilioApi = await startApi(h(), {
+      twilioAuthToken: "twilio-token-0123456789",
+      log: createLogger({ write: (line) => lines.push(line) }),
+    });
+    try {
+      const res = await fetch(`${twilioApi.url}/v1/webhooks/twilio/inbound`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          "x-twilio-signature": "bm90LWEtc2lnbmF0dXJl",
+        },
+        body: "From=%2B4915112345678&Body=STOP",
+      });
+      expect(res.status).toBe(403);
+      const warning = lines.find((l) => l.includes("X-Twilio-Signature does not verify"));
+      expect(warning).toContain(
+        "checkedAgainst=https://hooks.shop.example/v1/webhooks/twilio/inbound",
+      );
+      expect(lines.join("\n")).not.toContain("4915112345678");
+      expect(lines.join("\n")).not.toContain("twilio-token");
+    } finally {
+      await twilioApi.close();
+    }
   });
 
   it("serves health, readiness and its OpenAPI document", async () => {

@@ -14,7 +14,11 @@ const URLS = {
 };
 
 /** Everything else a worker and an API need, so that the database is what they stop at. */
-const READY = { SENDONCE_API_KEYS: "k".repeat(16), SENDONCE_SECRET: "s".repeat(32) };
+const READY = {
+  SENDONCE_API_KEYS: "k".repeat(16),
+  SENDONCE_SECRET: "s".repeat(32),
+  PUBLIC_BASE_URL: "https://hooks.example",
+};
 
 describe("configuration errors", () => {
   it("names SENDONCE_API_KEYS when the API has no keys", () => {
@@ -106,6 +110,16 @@ describe("configuration errors", () => {
         /lacks \d+ migrations \(the first: \d+_init\w*\): run "sendonce db migrate" first/,
       );
     }
+  });
+
+  it("warns, naming what it affects, when PUBLIC_BASE_URL is left at its local default", () => {
+    const { PUBLIC_BASE_URL: _set, ...unsetEnv } = READY;
+    const unset = runCli(["api"], { ...URLS, ...unsetEnv });
+    expect(unset.stderr).toContain(
+      "PUBLIC_BASE_URL is not set: unsubscribe links use http://localhost:8080",
+    );
+    const set = runCli(["api"], { ...URLS, ...READY });
+    expect(set.stderr).not.toContain("PUBLIC_BASE_URL");
   });
 
   it("hides a password given as a URL parameter too", () => {

@@ -20,6 +20,18 @@ export function registerPublicRoutes(app: FastifyInstance, deps: ApiDeps): void 
         ? req.headers["x-twilio-signature"]
         : undefined,
   });
+  // A signature that does not verify is most often PUBLIC_BASE_URL not being the address
+  // Twilio posts to: then every STOP reply is refused, so it is said, once a minute at most.
+  let warnedAt = 0;
+  const badSignature = (path: string) => {
+    if (Date.now() - warnedAt < 60_000) return;
+    warnedAt = Date.now();
+    deps.log.warn("Twilio webhook refused: X-Twilio-Signature does not verify", {
+      path,
+      checkedAgainst: `${deps.publicBaseUrl}${path}`,
+      hint: "PUBLIC_BASE_URL must be the address Twilio posts to, and TWILIO_AUTH_TOKEN its account's",
+    });
+  };
   const twilioRoute = (path: string, handle: typeof handleStatusCallback) =>
     app.post(path, async (req, reply) => {
       if (!deps.twilioAuthToken)
@@ -30,6 +42,7 @@ export function registerPublicRoutes(app: FastifyInstance, deps: ApiDeps): void 
       );
       if (result.status === 200) return reply.code(200).type("text/xml").send(result.body);
       if (result.status === 204) return reply.code(204).send();
+      if (result.status === 403) badSignature(path);
       return sendProblem(
         reply,
         problem(result.status, result.status === 403 ? "Forbidden" : "Bad request", result.body),
