@@ -4,6 +4,7 @@
 // ETIMEDOUT, command: "CONN" } whatever the stage. Only the SMTP transcript tells, and a
 // transport's transcript is only unambiguous when the transport carries a single message: a
 // pool interleaves many. The cost is a TCP (and TLS) handshake per message.
+import { Socket } from "node:net";
 import nodemailer from "nodemailer";
 import type { SendMailOptions } from "nodemailer";
 import type { Delivery, EmailChannel, EmailMessage } from "./channel";
@@ -17,22 +18,37 @@ export interface SmtpOptions {
   timeoutMs?: number;
 }
 
-/** An email channel that hands each message to an SMTP server over its own connection. */
+/**
+ * An email channel that hands each message to an SMTP server over its own connection. A send
+ * takes `timeoutMs` at most, all told: nodemailer's own timeouts bound each phase and each
+ * silence, so a server that answers every command just in time could hold a call past its
+ * lease, when another worker takes it as in doubt. At the deadline the socket is destroyed,
+ * so nothing more goes out, and the send fails as any dropped connection does: retryable
+ * before the body started, in doubt after.
+ */
 export function createSmtpChannel(opts: SmtpOptions): EmailChannel {
   const timeout = opts.timeoutMs ?? 30_000;
   return {
     async send(message: EmailMessage): Promise<Delivery> {
       const progress = { bodyStarted: false };
+      // nodemailer connects (and upgrades to TLS) over a socket it is given: this one.
+      const socket = new Socket();
       const transport = nodemailer.createTransport({
         url: opts.url,
         connectionTimeout: timeout,
         greetingTimeout: timeout,
         socketTimeout: timeout,
+        socket,
         // transactionLog feeds the server's replies to the watcher without piping the body
         // through it (debug would); the watcher keeps nothing and prints nothing.
         transactionLog: true,
         logger: transcriptWatcher(progress),
       });
+      let timedOut = false;
+      const deadline = setTimeout(() => {
+        timedOut = true;
+        socket.destroy();
+      }, timeout);
       try {
         const info = (await transport.sendMail(mailOptions(opts.from, message))) as {
           response?: unknown;
@@ -40,9 +56,15 @@ export function createSmtpChannel(opts: SmtpOptions): EmailChannel {
         const response = typeof info.response === "string" ? info.response : undefined;
         return { providerId: queueId(response) ?? message.messageId };
       } catch (error) {
-        throw classifySmtpError(error, progress.bodyStarted);
+        // Past the deadline nodemailer sees a connection closed; it was a timeout.
+        throw classifySmtpError(
+          timedOut ? { code: "ETIMEDOUT", command: "CONN" } : error,
+          progress.bodyStarted,
+        );
       } finally {
+        clearTimeout(deadline);
         transport.close();
+        socket.destroy();
       }
     },
     close: () => Promise.resolve(),

@@ -117,6 +117,32 @@ describe("SMTP channel", () => {
     expect(sink.messages.filter((m) => /k_(drop|hang)_/.test(m.messageId))).toHaveLength(0);
   });
 
+  it("gives up a call that outlasts its timeout all told, a phase at a time", async () => {
+    // Each reply comes 400 ms after its command, within the 600 ms socket timeout: together
+    // 1.2 s. Past its deadline the socket is gone, so nothing more goes out, and nothing was
+    // handed over: retryable. (It had taken 1.2 s and sent, past the call's lease.)
+    sink.setFailure({ kind: "tarpit", ms: 400 });
+    const started = Date.now();
+    const error = await channel(sink.url, 600)
+      .send(message("k_tarpit"), "k_tarpit")
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    sink.setFailure(undefined);
+    expect(error).toBeInstanceOf(ChannelError);
+    expect([(error as ChannelError).failure, (error as ChannelError).code]).toEqual([
+      "retryable",
+      "ETIMEDOUT",
+    ]);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(sink.messages.filter((m) => m.messageId.includes("k_tarpit"))).toHaveLength(0);
+    // A server that answers in time still gets the message, over the socket given to it.
+    await channel(sink.url, 600).send(message("k_in_time"), "k_in_time");
+    expect(sink.messages.filter((m) => m.messageId.includes("k_in_time"))).toHaveLength(1);
+  });
+
   it("is retryable on a 4xx, before the body or after it", async () => {
     for (const [stage, code] of [
       ["mail", 421],

@@ -41,7 +41,12 @@ export type SmtpFault =
   /** Receive and record the whole message, then never reply. */
   | { kind: "hang_after_data" }
   /** Receive and record the whole message, and accept it only after `ms`. */
-  | { kind: "slow"; ms: number };
+  | { kind: "slow"; ms: number }
+  /**
+   * A tarpit: answer the greeting, MAIL FROM and RCPT TO each after `ms`, every one within
+   * the client's socket timeout, together past it; then take the message as usual.
+   */
+  | { kind: "tarpit"; ms: number };
 
 /** A fault for every send until changed, or only for the next one or `count` sends. */
 export type SmtpFailure =
@@ -112,6 +117,11 @@ export async function startSmtpSink(opts: { failure?: SmtpFailure } = {}): Promi
     session: { remotePort: number },
     callback: (err?: Error | null) => void,
   ): void => {
+    if (fault?.kind === "tarpit" && remaining > 0) {
+      const ms = fault.ms;
+      setTimeout(() => callback(), ms);
+      return;
+    }
     const f = take(stage);
     if (f?.kind === "drop_before_data") socketOf(session)?.destroy();
     else if (f?.kind !== "hang_before_data") callback(refusal(f));
