@@ -3,7 +3,9 @@ import type { Db, Tx } from "../db/client";
 import type { Sql } from "../db/sql";
 import type { Statement } from "../db/sql";
 import { sqlOf, stmt } from "../db/sql";
-import type { CustomerView, EventView } from "./context";
+import type { CompiledJourney } from "../journeys/compile";
+import type { CustomerView, EnrollmentView, EventView } from "./context";
+import { findExit } from "./decide";
 
 export interface EventRow {
   id: bigint;
@@ -54,20 +56,34 @@ export async function loadCustomer(on: Sql | Db | Tx, id: string): Promise<Custo
   return toCustomerView(row);
 }
 
+/** Exit candidates are read this many at a time. */
+const EXIT_PAGE = 500;
+
 /**
- * Events that may end an enrollment: of an exit type, for this customer, that happened no
- * earlier than the trigger — including ones that arrived before the enrollment existed.
+ * The first event that ends this enrollment, if any: of an exit type, for its customer, that
+ * happened no earlier than the trigger (including ones that arrived before the enrollment
+ * existed), and that the journey's exit rule takes. Read a page at a time, oldest first, for a
+ * customer with more events of those types than one page.
  */
-export async function loadExitCandidates(
+export async function findExitEvent(
   on: Sql | Db | Tx,
-  customerId: string,
-  types: string[],
+  cj: CompiledJourney,
+  customer: CustomerView,
+  enrollment: EnrollmentView,
   since: Date,
-): Promise<EventView[]> {
-  if (types.length === 0) return [];
-  const rows = await sqlOf(on)<EventRow>`
-    SELECT id, "eventId", source, type, "customerId", "occurredAt", properties FROM "Event"
-    WHERE "customerId" = ${customerId} AND type = ANY(${types}) AND "occurredAt" >= ${since}
-    ORDER BY "occurredAt" LIMIT 500`;
-  return rows.map(toEventView);
+): Promise<EventView | undefined> {
+  const types = cj.exits.map((e) => e.event);
+  if (types.length === 0) return undefined;
+  let after: Statement = stmt`TRUE`;
+  for (;;) {
+    const rows = await sqlOf(on)<EventRow>`
+      SELECT id, "eventId", source, type, "customerId", "occurredAt", properties FROM "Event"
+      WHERE "customerId" = ${customer.id} AND type = ANY(${types}) AND "occurredAt" >= ${since}
+        AND ${after}
+      ORDER BY "occurredAt", id LIMIT ${EXIT_PAGE}`;
+    const exit = findExit(cj, rows.map(toEventView), customer, enrollment);
+    if (exit || rows.length < EXIT_PAGE) return exit;
+    const last = rows[rows.length - 1]!;
+    after = stmt`("occurredAt", id) > (${last.occurredAt}, ${last.id})`;
+  }
 }

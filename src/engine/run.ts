@@ -4,11 +4,10 @@ import type { CompiledJourney } from "../journeys/compile";
 import type { Step } from "../journeys/types";
 import type { ActionIntent, ClaimOptions, Recheck, SettledClaim } from "../ledger/actions";
 import type { CustomerView, EnrollmentView, EventView } from "./context";
-import { findExit } from "./decide";
 import type { Fields } from "../log";
 import type { Engine } from "./engine";
 import { actionKey } from "./keys";
-import { loadExitCandidates, toCustomerView, toEventView } from "./rows";
+import { findExitEvent, toCustomerView, toEventView } from "./rows";
 
 export interface Run {
   engine: Engine;
@@ -123,15 +122,13 @@ export function claimOptions(engine: Engine): ClaimOptions {
 }
 
 export async function exitDetail(run: Run, db: Engine["db"] | Sql): Promise<string | undefined> {
-  const types = run.cj.exits.map((e) => e.event);
-  if (types.length === 0) return undefined;
-  const candidates = await loadExitCandidates(
+  const exit = await findExitEvent(
     db,
-    run.enrollment.customerId,
-    types,
+    run.cj,
+    run.customer,
+    run.enrollment,
     run.enrollment.triggerAt,
   );
-  const exit = findExit(run.cj, candidates, run.customer, run.enrollment);
   return exit && `exit event ${exit.type} ${exit.source}/${exit.id}`;
 }
 

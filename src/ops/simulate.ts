@@ -4,11 +4,11 @@
 import { sqlOf } from "../db/sql";
 import type { Tx } from "../db/client";
 import type { CustomerView, EnrollmentView, EventView } from "../engine/context";
-import { branchTarget, findExit, nextStepId } from "../engine/decide";
+import { branchTarget, nextStepId } from "../engine/decide";
 import type { Engine } from "../engine/engine";
 import { checkEntry } from "../engine/intake";
 import { actionKey } from "../engine/keys";
-import { loadExitCandidates } from "../engine/rows";
+import { findExitEvent } from "../engine/rows";
 import type { CompiledJourney } from "../journeys/compile";
 import type { SendChannel, Step } from "../journeys/types";
 import { loadSendFacts, sendFactsQuery } from "../ledger/facts";
@@ -153,9 +153,7 @@ export async function simulateEvent(
   const enrollments = hypothetical.enrollments.get(customer.id) ?? [];
   enrollments.push({ journeyId: cj.journey.id, reference, occurredAt: event.occurredAt });
   hypothetical.enrollments.set(customer.id, enrollments);
-  const exitTypes = cj.exits.map((e) => e.event);
-  const exits = await loadExitCandidates(tx, customer.id, exitTypes, event.occurredAt);
-  if (findExit(cj, exits, customer, { id: 0n, reference })) {
+  if (await findExitEvent(tx, cj, customer, { id: 0n, reference }, event.occurredAt)) {
     for (const s of steps) bump(s.id, "exit");
     return;
   }
