@@ -9,7 +9,7 @@ import { grantPoints } from "../ledger/points";
 import { branchTarget, nextStepId } from "./decide";
 import type { Engine } from "./engine";
 import type { EnrollmentEnd } from "../ledger/enrollments";
-import { endEnrollment } from "../ledger/enrollments";
+import { endEnrollmentLocked } from "../ledger/enrollments";
 import { actionKey } from "./keys";
 import type { Run, RunRow } from "./run";
 import {
@@ -227,7 +227,7 @@ async function end(
   reason: string,
 ): Promise<StepRunResult> {
   trace(run, `enrollment ${status}`, { reason });
-  await endEnrollment(poolOf(run.engine.db).shared, runEnd(run, status, reason));
+  await endEnrollmentLocked(run.engine.db, run.enrollment.customerId, runEnd(run, status, reason));
   return { kind: "idle" };
 }
 

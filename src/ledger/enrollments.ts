@@ -82,6 +82,26 @@ export async function endEnrollment(tx: Sql, end: EnrollmentEnd): Promise<boolea
 }
 
 /**
+ * endEnrollment for a run outside any transaction, with the enrollment's customer locked
+ * first, as every claim locks it: a claim being made for the enrollment right now commits
+ * before the end reads the actions, which then settles it. Without the lock the end would not
+ * see it, leave no nextRunAt for it, and a claim whose worker then died would stay claimed.
+ * A completion settles nothing and takes no lock.
+ */
+export async function endEnrollmentLocked(
+  db: Db,
+  customerId: string,
+  end: EnrollmentEnd,
+): Promise<boolean> {
+  const pool = poolOf(db);
+  if (end.status === "completed") return endEnrollment(pool.shared, end);
+  return pool.tx(async (tx) => {
+    await tx`SELECT 1 FROM "Customer" WHERE id = ${customerId} FOR NO KEY UPDATE`;
+    return endEnrollment(tx, end);
+  });
+}
+
+/**
  * What an ended enrollment left unfinished, which no run is left to finish: the sweep does it.
  *  - A call whose worker died before recording the outcome, once its lease is over, becomes
  *    `in_doubt` (call_interrupted), as a run would have made it.

@@ -13,7 +13,7 @@ import {
 } from "../../src/ledger/actions";
 import { resolveByHand } from "../../src/ops/resolve";
 import { recordAudit } from "../../src/ledger/audit";
-import { endEnrollment, settleEnded } from "../../src/ledger/enrollments";
+import { endEnrollment, endEnrollmentLocked, settleEnded } from "../../src/ledger/enrollments";
 import { poolOf } from "../../src/db/sql";
 import { createTestSchema, holdRows } from "../support/db";
 import type { TestSchema } from "../support/db";
@@ -465,6 +465,40 @@ describe("an enrollment that exits with an action not yet called", () => {
     expect(audits!.n).toBe(2);
     // The worker holding the claim wakes up: its call does not start.
     expect(await markCallStarted(t.db, claimed.key, tokenOf(claim), "A", new Date())).toBe(false);
+  });
+});
+
+describe("an enrollment that exits while one of its claims is being made", () => {
+  it("waits for the claim, then settles it: nothing is left claimed with no run to finish it", async () => {
+    const enrollment = await newEnrollment("evt_exit_mid_claim");
+    const a = intent("o_exit_mid_claim", enrollment);
+    // The claim holds the customer's lock while its re-check runs (a second run of the same
+    // step: the inline run and the sweep's job, or a stalled job).
+    let letGo!: () => void;
+    const gate = new Promise<void>((r) => (letGo = r));
+    let inside!: () => void;
+    const entered = new Promise<void>((r) => (inside = r));
+    const claim = claimAction(t.db, a, worker("A"), async () => {
+      inside();
+      await gate;
+      return { go: true as const };
+    });
+    await entered;
+    const end = endEnrollmentLocked(t.db, "c_1", {
+      enrollmentId: enrollment,
+      status: "exited",
+      reason: "exit event order.completed",
+      now: new Date(),
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    letGo();
+    expect((await claim).kind).toBe("proceed");
+    expect(await end).toBe(true);
+    // The end read the actions after the claim committed: it settled it. (Unlocked, it had
+    // read them before, and the claim stayed claimed under an enrollment with no next run.)
+    const [row] = await t.db.$queryRaw<{ state: string; reason: string }[]>`
+      SELECT state::text, reason FROM "Action" WHERE key = ${a.key}`;
+    expect(row).toEqual({ state: "skipped", reason: "exited" });
   });
 });
 
