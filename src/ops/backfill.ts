@@ -15,7 +15,8 @@ import { TX_OPTIONS } from "../db/client";
 import { sqlOf } from "../db/sql";
 import { EventValidationError, parseEvent } from "../ingest/event";
 import type { ParsedEvent } from "../ingest/event";
-import { CONSENT_EVENTS } from "../ingest/event";
+import { CONSENT_EVENTS, payloadHash } from "../ingest/event";
+import { withoutQuote } from "../ingest/ndjson";
 import { applyEventChanges, storeEvent } from "../ingest/store";
 import type { CompiledJourney } from "../journeys/compile";
 import { enqueueSteps } from "../queue/queues";
@@ -288,12 +289,21 @@ function fileSource(app: App, file: string, cursor: Cursor | undefined, dryRun: 
             bad:
               error instanceof EventValidationError
                 ? error.message
-                : `not JSON: ${(error as Error).message}`,
+                : `not JSON: ${withoutQuote((error as Error).message)}`,
           };
           continue;
         }
+        // As `import` says it: an id stored before with another payload is not this event, and
+        // enrolling the stored one would send what the file does not say.
+        const conflict = `conflict: event ${parsed.source}/${parsed.id} was stored before with a different payload; this line was not stored or enrolled`;
         let event: EventView;
         if (dryRun) {
+          const [stored] = await app.db.$queryRaw<{ payloadHash: string }[]>`
+            SELECT "payloadHash" FROM "Event" WHERE source = ${parsed.source} AND "eventId" = ${parsed.id}`;
+          if (stored && stored.payloadHash !== payloadHash(parsed)) {
+            yield { line: n, bad: conflict };
+            continue;
+          }
           event = {
             rowId: 0n,
             id: parsed.id,
@@ -308,6 +318,10 @@ function fileSource(app: App, file: string, cursor: Cursor | undefined, dryRun: 
           const stored = await storeEvent(app.db, parsed, "backfill", app.engine.clock.now(), {
             processed: true,
           });
+          if (stored.status === "conflict") {
+            yield { line: n, bad: conflict };
+            continue;
+          }
           event = (await loadEvent(app.db, stored.eventRowId))!;
         }
         const existing = await app.db.customer.findUnique({ where: { id: parsed.customerId } });

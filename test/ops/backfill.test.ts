@@ -261,6 +261,33 @@ describe("sendonce backfill", () => {
     expect(await db.pointsEntry.count({ where: { customerId: mine } })).toBe(5);
   });
 
+  it("names a line whose id was stored with another payload, dry or real, and enrolls nothing for it", async () => {
+    const db = h().schema.db;
+    await storeEvent(db, order(400, true), "import", new Date(), { processed: true });
+    const changed = {
+      id: "hist_400",
+      type: "order.completed",
+      customerId: "c_400",
+      occurredAt: "2026-10-01T10:00:00Z",
+      properties: { order_id: "o_400_other" },
+      customer: { email: "c_400@example.com" },
+    };
+    const dir = mkdtempSync(join(tmpdir(), "sendonce-backfill-conflict-"));
+    const file = join(dir, "orders.ndjson");
+    writeFileSync(file, `${JSON.stringify(changed)}\n{"id":"x","phone":+4915112345678}\n`);
+    for (const dry of [["--dry-run"], []]) {
+      const r = cli(["--file", file, ...dry]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(
+        `${file}:1: conflict: event default/hist_400 was stored before with a different payload; this line was not stored or enrolled`,
+      );
+      expect(r.stderr).toContain(`${file}:2: not JSON: Unexpected token '+' (not valid JSON)`);
+      expect(r.stderr).not.toContain("4915112345678");
+    }
+    // Neither the stored order nor the file's one was enrolled.
+    expect(await db.enrollment.count({ where: { customerId: "c_400" } })).toBe(0);
+  });
+
   it("names a missing file before it records a backfill, and leaves none running", async () => {
     const before = await h().schema.db.backfill.count();
     const r = runCli(["backfill", "--journey", "promo", "--file", "no-such.ndjson"], h().env());
