@@ -17,7 +17,7 @@ import { stepIdChanges } from "./journeys/deployed";
 import { loadJourneys } from "./journeys/load";
 import type { Logger } from "./log";
 import type { Queues } from "./queue/queues";
-import { openQueues } from "./queue/queues";
+import { openQueues, requireRedis } from "./queue/queues";
 import { startSweeper } from "./queue/sweep";
 import { startWorkers } from "./queue/worker";
 
@@ -27,6 +27,7 @@ export class JourneyLoadError extends Error {
 
 export interface AppOptions {
   databaseUrl: string;
+  /** The queues' Redis (a preview, previewApp, opens none). */
   redisUrl: string;
   log: Logger;
   clock?: Clock;
@@ -35,11 +36,15 @@ export interface AppOptions {
   poolSize?: number;
 }
 
-export interface App {
+/** The engine over the database, without the queues: enough for a backfill's dry run. */
+export interface EngineApp {
   db: Db;
-  queues: Queues;
   engine: Engine;
   close(): Promise<void>;
+}
+
+export interface App extends EngineApp {
+  queues: Queues;
 }
 
 /** Outboxes stand in for SMTP and Twilio when they are not configured. */
@@ -49,6 +54,41 @@ export function outboxDir(config: Config, channel: "email" | "sms"): string {
 
 /** Loads and deploys the journeys, connects everything the engine needs. */
 export async function createApp(config: Config, opts: AppOptions): Promise<App> {
+  // Redis answers before anything is deployed: a worker that cannot start records nothing.
+  const app = await engineApp(config, opts, {
+    deploy: true,
+    ready: () => requireRedis(opts.redisUrl),
+  });
+  const queues = await openQueues(opts.redisUrl, config.queuePrefix, opts.log).catch(
+    async (error: unknown) => {
+      await app.close();
+      throw error;
+    },
+  );
+  return {
+    ...app,
+    queues,
+    async close() {
+      await queues.close();
+      await app.close();
+    },
+  };
+}
+
+/**
+ * The engine for a preview (a backfill's dry run): the journeys as the files have them, not
+ * deployed (a preview of an edited journey must not become the version the next deploy and
+ * `validate` compare with), and no queues, so no Redis either.
+ */
+export function previewApp(config: Config, opts: Omit<AppOptions, "redisUrl">): Promise<EngineApp> {
+  return engineApp(config, opts, { deploy: false });
+}
+
+async function engineApp(
+  config: Config,
+  opts: Omit<AppOptions, "redisUrl">,
+  { deploy, ready }: { deploy: boolean; ready?: () => Promise<void> },
+): Promise<EngineApp> {
   const loaded = loadJourneys(config.journeysDir);
   const errors = loaded.diagnostics.filter((d) => d.severity === "error");
   if (errors.length > 0) {
@@ -68,12 +108,10 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
     );
   }
   const db = await openMigrated(opts.databaseUrl, opts.poolSize ?? 10);
-  const queues = await openQueues(opts.redisUrl, config.queuePrefix, opts.log).catch(
-    async (error: unknown) => {
-      await db.$disconnect();
-      throw error;
-    },
-  );
+  await ready?.().catch(async (error: unknown) => {
+    await db.$disconnect();
+    throw error;
+  });
   const channels = createChannels(config);
   const tuning: Tuning = {
     ...DEFAULT_TUNING,
@@ -91,7 +129,9 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
   }
   const engine: Engine = {
     db,
-    catalog: await JourneyCatalog.deploy(db, loaded.journeys, loaded.policies),
+    catalog: deploy
+      ? await JourneyCatalog.deploy(db, loaded.journeys, loaded.policies)
+      : JourneyCatalog.preview(db, loaded.journeys, loaded.policies),
     clock: opts.clock ?? systemClock,
     workerId: `${hostname()}-${process.pid}-${randomBytes(2).toString("hex")}`,
     channels,
@@ -103,10 +143,8 @@ export async function createApp(config: Config, opts: AppOptions): Promise<App> 
   };
   return {
     db,
-    queues,
     engine,
     async close() {
-      await queues.close();
       await Promise.all([channels.email.close(), channels.sms.close()]);
       await db.$disconnect();
     },

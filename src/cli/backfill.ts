@@ -1,6 +1,6 @@
 // `sendonce backfill`: flags in, a progress bar on stderr, per-step counts out.
 import { resolve } from "node:path";
-import { createApp } from "../app";
+import { createApp, previewApp } from "../app";
 import { ConfigError, loadConfig, requireDatabaseUrl, requireRedisUrl } from "../config";
 import { parseDuration, isDurationError } from "../journeys/duration";
 import { createLogger } from "../log";
@@ -98,11 +98,14 @@ export async function runBackfillCommand(flags: BackfillFlags): Promise<number> 
     ...(flags.rate && { rate: parseRate(flags.rate) }),
   };
   const config = loadConfig();
-  const app = await createApp(config, {
-    databaseUrl: requireDatabaseUrl(config),
-    redisUrl: requireRedisUrl(config),
-    log: createLogger(),
-  });
+  // A dry run changes nothing: it neither deploys the journeys nor needs Redis.
+  const app = flags.dryRun
+    ? await previewApp(config, { databaseUrl: requireDatabaseUrl(config), log: createLogger() })
+    : await createApp(config, {
+        databaseUrl: requireDatabaseUrl(config),
+        redisUrl: requireRedisUrl(config),
+        log: createLogger(),
+      });
   const tty = process.stderr.isTTY;
   let lastLine = 0;
   const progress = (p: BackfillProgress) => {

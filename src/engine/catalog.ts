@@ -42,6 +42,11 @@ export class JourneyCatalog {
     );
   }
 
+  /** The journeys as given, not recorded in the database: a preview (a dry run) of them. */
+  static preview(db: Db, journeys: Journey[], policies: Policies): JourneyCatalog {
+    return new JourneyCatalog(db, journeys, policies);
+  }
+
   /** The compiled journey of an enrollment's version, from the database when not deployed here. */
   async version(journeyId: string, version: string): Promise<CompiledJourney> {
     const known = this.compiled.get(`${journeyId}@${version}`);

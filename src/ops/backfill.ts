@@ -5,7 +5,8 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, existsSync, statSync } from "node:fs";
 import { createInterface } from "node:readline";
-import type { App } from "../app";
+import type { EngineApp } from "../app";
+import type { Queues } from "../queue/queues";
 import type { Prisma } from "../generated/prisma/client";
 import type { CustomerView, EventView } from "../engine/context";
 import { enrollInJourney } from "../engine/intake";
@@ -88,7 +89,7 @@ async function rolledBack(db: Db, fn: (tx: Tx) => Promise<void>): Promise<void> 
 type Cursor = { at: Date; id: bigint } | { line: number };
 
 export async function runBackfill(
-  app: App,
+  app: EngineApp & { queues?: Queues },
   opts: {
     params: BackfillParams;
     dryRun: boolean;
@@ -98,6 +99,8 @@ export async function runBackfill(
   },
 ): Promise<BackfillResult> {
   const { engine, db } = app;
+  const queues = app.queues;
+  if (!opts.dryRun && !queues) throw new BackfillError("a backfill that enrolls needs the queues");
   let params = opts.params;
   let id = opts.resume;
   let cursor: Cursor | undefined;
@@ -196,7 +199,7 @@ export async function runBackfill(
       if (result.enrolled) {
         enrolled += 1;
         await enqueueSteps(
-          app.queues,
+          queues!,
           [{ ...result.enrolled, at: engine.clock.now() }],
           engine.clock.now(),
         );
@@ -229,7 +232,7 @@ export async function runBackfill(
 }
 
 async function storedSource(
-  app: App,
+  app: EngineApp,
   cj: CompiledJourney,
   params: BackfillParams,
   cursor: Cursor | undefined,
@@ -267,7 +270,12 @@ async function storedSource(
   };
 }
 
-function fileSource(app: App, file: string, cursor: Cursor | undefined, dryRun: boolean): Source {
+function fileSource(
+  app: EngineApp,
+  file: string,
+  cursor: Cursor | undefined,
+  dryRun: boolean,
+): Source {
   const skip = cursor && "line" in cursor ? cursor.line : 0;
   return {
     total: 0,

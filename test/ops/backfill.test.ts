@@ -288,6 +288,36 @@ describe("sendonce backfill", () => {
     expect(await db.enrollment.count({ where: { customerId: "c_400" } })).toBe(0);
   });
 
+  it("dry-runs an edited journey without deploying it, and without Redis", async () => {
+    const db = h().schema.db;
+    const edited = journeysDir({
+      "promo.yaml": `
+id: promo
+name: Order follow-up
+category: marketing
+consent: promotions
+trigger: { event: order.completed }
+entry: { once: per_reference, reference: "{{ event.properties.order_id }}" }
+steps:
+  - id: thanks
+    email: { subject: "Thank you for {{ event.properties.order_id }}", text: "Thank you" }
+  - id: bonus
+    points: { amount: 5, reason: promo }
+`,
+    });
+    const versions = await db.journeyVersion.count({ where: { journeyId: "promo" } });
+    const r = runCli(
+      ["backfill", "--journey", "promo", "--since", "2026-07-01", "--dry-run"],
+      h().env({ SENDONCE_JOURNEYS_DIR: edited, REDIS_URL: "redis://127.0.0.1:1" }),
+      120_000,
+    );
+    expect(r.stderr).not.toMatch(/redis|error/i);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^dry run: \d+ events/m);
+    // The workers still run the deployed version; the next deploy is compared with it.
+    expect(await db.journeyVersion.count({ where: { journeyId: "promo" } })).toBe(versions);
+  });
+
   it("names a missing file before it records a backfill, and leaves none running", async () => {
     const before = await h().schema.db.backfill.count();
     const r = runCli(["backfill", "--journey", "promo", "--file", "no-such.ndjson"], h().env());
