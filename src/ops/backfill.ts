@@ -144,6 +144,13 @@ export async function runBackfill(
   if (id) opts.onStart?.(id);
   const tally = emptyTally(cj);
   const hypothetical = emptyHypothetical();
+  // The real run stores every line before the workers run the steps, so an exit event
+  // anywhere in the file ends the enrollments it applies to: the dry run reads them first.
+  if (opts.dryRun && params.file)
+    hypothetical.exits = await exitEventsIn(
+      params.file,
+      cj.exits.map((e) => e.event),
+    );
   // A dry run of a file: each customer's changes from the lines so far (the real run stores
   // each line before the next; the dry run stores nothing).
   const changed = new Map<string, ParsedEvent[]>();
@@ -312,15 +319,7 @@ function fileSource(
             yield { line: n, bad: conflict };
             continue;
           }
-          event = {
-            rowId: 0n,
-            id: parsed.id,
-            source: parsed.source,
-            type: parsed.type,
-            customerId: parsed.customerId,
-            occurredAt: parsed.occurredAt,
-            properties: parsed.properties,
-          };
+          event = unstoredView(parsed);
         } else {
           // Stored as processed: this file feeds the one journey, not every journey.
           const stored = await storeEvent(app.db, parsed, "backfill", app.engine.clock.now(), {
@@ -345,4 +344,31 @@ function fileSource(
       }
     },
   };
+}
+
+/** The events of these types in an NDJSON file, per customer; lines that do not parse are skipped. */
+async function exitEventsIn(file: string, types: string[]): Promise<Map<string, EventView[]>> {
+  const byCustomer = new Map<string, EventView[]>();
+  if (types.length === 0) return byCustomer;
+  const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
+  for await (const text of lines) {
+    if (text.trim() === "") continue;
+    let parsed: ParsedEvent;
+    try {
+      parsed = parseEvent(JSON.parse(text));
+    } catch {
+      continue;
+    }
+    if (!types.includes(parsed.type)) continue;
+    const list = byCustomer.get(parsed.customerId) ?? [];
+    list.push(unstoredView(parsed));
+    byCustomer.set(parsed.customerId, list);
+  }
+  return byCustomer;
+}
+
+/** A file's event as the engine sees it, for a dry run that stores nothing. */
+function unstoredView(parsed: ParsedEvent): EventView {
+  const { id, source, type, customerId, occurredAt, properties } = parsed;
+  return { rowId: 0n, id, source, type, customerId, occurredAt, properties };
 }

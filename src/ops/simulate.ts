@@ -4,7 +4,7 @@
 import { sqlOf } from "../db/sql";
 import type { Tx } from "../db/client";
 import type { CustomerView, EnrollmentView, EventView } from "../engine/context";
-import { branchTarget, nextStepId } from "../engine/decide";
+import { branchTarget, findExit, nextStepId } from "../engine/decide";
 import type { Engine } from "../engine/engine";
 import { checkEntry } from "../engine/intake";
 import { actionKey } from "../engine/keys";
@@ -73,10 +73,15 @@ export interface Hypothetical {
   enrollments: Map<string, { journeyId: string; reference: string; occurredAt: Date }[]>;
   /** Action keys it would send or grant: a later enrollment under the same key finds them. */
   keys: Set<string>;
+  /**
+   * Events of the journey's exit types that the real run would have stored by the time its
+   * steps run (a file's, anywhere in it), per customer.
+   */
+  exits: Map<string, EventView[]>;
 }
 
 export function emptyHypothetical(): Hypothetical {
-  return { sends: new Map(), enrollments: new Map(), keys: new Set() };
+  return { sends: new Map(), enrollments: new Map(), keys: new Set(), exits: new Map() };
 }
 
 /** The entry the dry run's own earlier enrollments refuse, as checkEntry would once stored. */
@@ -153,7 +158,14 @@ export async function simulateEvent(
   const enrollments = hypothetical.enrollments.get(customer.id) ?? [];
   enrollments.push({ journeyId: cj.journey.id, reference, occurredAt: event.occurredAt });
   hypothetical.enrollments.set(customer.id, enrollments);
-  if (await findExitEvent(tx, cj, customer, { id: 0n, reference }, event.occurredAt)) {
+  const enrollment = { id: 0n, reference };
+  const fileExits = (hypothetical.exits.get(customer.id) ?? []).filter(
+    (e) => e.occurredAt >= event.occurredAt,
+  );
+  if (
+    findExit(cj, fileExits, customer, enrollment) ||
+    (await findExitEvent(tx, cj, customer, enrollment, event.occurredAt))
+  ) {
     for (const s of steps) bump(s.id, "exit");
     return;
   }

@@ -26,6 +26,22 @@ steps:
   - id: bonus
     points: { amount: 5, reason: promo }
 `,
+  "nudge.yaml": `
+id: nudge
+name: Cart nudge
+category: marketing
+consent: promotions
+trigger: { event: cart.updated }
+entry: { once: per_reference, reference: "{{ event.properties.cart_id }}" }
+exit:
+  - event: order.completed
+    when: "string(event.properties.cart_id) == enrollment.reference"
+steps:
+  - id: wait
+    wait: 1h
+  - id: remind
+    email: { subject: "Your cart", text: "Still there" }
+`,
 });
 
 const order = (n: number, consent: boolean, at = "2026-10-01T10:00:00Z") =>
@@ -286,6 +302,55 @@ describe("sendonce backfill", () => {
     }
     // Neither the stored order nor the file's one was enrolled.
     expect(await db.enrollment.count({ where: { customerId: "c_400" } })).toBe(0);
+  });
+
+  it("dry-runs a file's exit events as the real run will have stored them: anywhere in the file", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sendonce-backfill-exits-"));
+    const file = join(dir, "carts.ndjson");
+    const line = (o: object) => JSON.stringify(o);
+    const customer = (id: string) => ({
+      email: `${id}@example.com`,
+      consents: { email: { promotions: "granted" } },
+    });
+    writeFileSync(
+      file,
+      [
+        line({
+          id: "cart_a1",
+          type: "cart.updated",
+          customerId: "c_600",
+          occurredAt: "2026-10-01T10:00:00Z",
+          properties: { cart_id: 77 },
+          customer: customer("c_600"),
+        }),
+        line({
+          id: "cart_b1",
+          type: "cart.updated",
+          customerId: "c_601",
+          occurredAt: "2026-10-01T10:00:00Z",
+          properties: { cart_id: 78 },
+          customer: customer("c_601"),
+        }),
+        // c_600 bought the cart an hour later, a line further down.
+        line({
+          id: "order_a1",
+          type: "order.completed",
+          customerId: "c_600",
+          occurredAt: "2026-10-01T11:00:00Z",
+          properties: { cart_id: 77, order_id: "o_600" },
+        }),
+      ].join("\n") + "\n",
+    );
+    const r = runCli(
+      ["backfill", "--journey", "nudge", "--file", file, "--dry-run"],
+      h().env(),
+      120_000,
+    );
+    expect(r.code).toBe(0);
+    const remind = row(r.stdout, "remind");
+    // c_601 would get the reminder; c_600's is suppressed by the order (it had said 2 sends).
+    expect(remind?.[1]).toBe("1");
+    expect(remind?.[2]).toContain("exit 1");
   });
 
   it("dry-runs an edited journey without deploying it, and without Redis", async () => {
