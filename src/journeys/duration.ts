@@ -14,6 +14,10 @@ const UNIT_MS = {
 } as const;
 const PART = /(\d+)(ms|s|m|h|d|w)/y;
 
+/** The longest duration anything takes: ten years. */
+const MAX_DURATION_MS = 3_650 * 86_400_000;
+const MAX_DURATION_TEXT = "ten years";
+
 /**
  * Parses `<number><unit>` parts (ms, s, m, h, d, w), largest unit first: `90s`, `1h30m`, `7d`.
  * Returns an error message instead of throwing, so callers can place it in the file.
@@ -36,6 +40,12 @@ export function parseDuration(text: string): Duration | { error: string } {
     ms += Number(match[1]) * unit;
   }
   if (ms <= 0) return { error: `bad duration "${text}": it must be longer than zero` };
+  // A date that far out is no date at all (JavaScript's end of time is 275,760 years away):
+  // a wait or a window longer than this is a typo.
+  if (ms > MAX_DURATION_MS)
+    return {
+      error: `bad duration "${text}": at most ${MAX_DURATION_TEXT} (${formatDuration(MAX_DURATION_MS)})`,
+    };
   return { text: trimmed, ms };
 }
 

@@ -166,6 +166,15 @@ steps:
     ]);
   });
 
+  it("refuses a duration too long to be a date: a typo, not a wait", () => {
+    const { lines } = validate({
+      "j.yaml": HEADER + "  - id: pause\n    wait: 99999999999w\n  - id: done\n    exit: true\n",
+    });
+    expect(lines).toEqual([
+      'j.yaml:8:11: error: steps[0].wait: bad duration "99999999999w": at most ten years (3650d)',
+    ]);
+  });
+
   it("refuses the Liquid tags that read files, at the tag", () => {
     const { lines } = validate({
       "j.yaml":
