@@ -3,6 +3,7 @@ import type { Sql, Statement } from "../db/sql";
 import { stmt } from "../db/sql";
 import type { ConsentStatus } from "../generated/prisma/client";
 import type { Journey, Policies, SendChannel } from "../journeys/types";
+import { ALL_TOPICS } from "../policies/consent";
 import type { RecentSend, SendFacts } from "../policies/evaluate";
 
 /** States that count as a send for caps and resend policies: done, in flight, or maybe done. */
@@ -47,7 +48,9 @@ export function sendFactsQuery(
       : { kind: "per_reference" as const };
   const caps = [...policies.caps, ...journey.caps];
   const window = Math.max(0, ...caps.map((c) => c.windowMs));
-  const topic = journey.consent ?? null;
+  // A marketing journey deployed before a topic was required (enrollments keep their version)
+  // reads the channel-wide opt-out instead: a STOP still stops it.
+  const topic = journey.consent ?? (journey.category === "marketing" ? ALL_TOPICS : null);
   const lastOfStep = resend.kind !== "per_reference";
   const capped = journey.category === "marketing" && caps.length > 0;
   // One round trip: the address, the consent, the step's last send and the recent sends, each

@@ -69,6 +69,15 @@ export function evaluateSend(f: SendFacts): Verdict {
       detail: `${f.channel} consent for "${f.topic}" is ${f.consent ? f.consent.status : "not given"}`,
     };
   }
+  // A marketing journey version without a topic (validate refuses one now; enrollments keep
+  // theirs): its consent is the channel-wide one, and only an opt-out (STOP) refuses it.
+  if (marketing && !f.topic && f.consent?.status === "revoked") {
+    return {
+      allow: false,
+      reason: "no_consent",
+      detail: `the customer opted out of all ${f.channel} messages`,
+    };
+  }
   const resend = checkResend(f);
   if (resend) return resend;
   // Transactional messages (receipts, password resets) are neither capped nor held back.

@@ -8,6 +8,9 @@ import { parseEvent } from "../../src/ingest/event";
 import { storeEvent } from "../../src/ingest/store";
 import { PROVIDER_OPT_OUT, STOP_OPT_OUT, revokeChannel } from "../../src/policies/consent";
 import { handleInboundMessage } from "../../src/webhooks/twilio";
+import type { Journey, Policies } from "../../src/journeys/types";
+import { loadSendFacts, sendFactsQuery } from "../../src/ledger/facts";
+import { evaluateSend } from "../../src/policies/evaluate";
 import { createTestSchema, holdRows } from "../support/db";
 import type { TestSchema } from "../support/db";
 import { eventually } from "../support/workers";
@@ -164,3 +167,50 @@ for (const [i, { name, source, run }] of OPT_OUTS.entries()) {
     });
   });
 }
+
+describe("a marketing journey version without a consent topic", () => {
+  // Deployed before validate refused one; enrollments keep the version they started on.
+  it("still stops at a STOP: the channel-wide opt-out refuses its sends", async () => {
+    const phone = "+4915100000777";
+    await deliver({
+      id: "evt_topicless",
+      type: "x",
+      customerId: "c_topicless",
+      occurredAt: GRANTED_AT,
+      customer: { phone },
+    });
+    const journey = {
+      id: "old_promo",
+      name: "Old promo",
+      category: "marketing",
+      trigger: { event: "x" },
+      entry: { once: "per_customer" },
+      exit: [],
+      steps: [
+        { id: "blast", kind: "sms", body: { source: "Sale!" }, resend: { kind: "per_reference" } },
+      ],
+      caps: [],
+      version: "v0",
+      file: "old_promo.yaml",
+    } as unknown as Journey;
+    const policies = { caps: [], quietHours: {}, defaultTimezone: "UTC" } as unknown as Policies;
+    const verdict = async () =>
+      evaluateSend(
+        await loadSendFacts(
+          poolOf(t.db).sql,
+          sendFactsQuery(
+            { key: "k_topicless", customerId: "c_topicless", stepId: "blast" },
+            journey,
+            policies,
+            "sms",
+            new Date(),
+          ),
+        ),
+      );
+    expect(await verdict()).toEqual({ allow: true });
+    await inbound(phone, "STOP", OPTED_OUT_AT);
+    expect(await verdict()).toMatchObject({ allow: false, reason: "no_consent" });
+    await inbound(phone, "START", new Date(OPTED_OUT_AT.getTime() + 60_000));
+    expect(await verdict()).toEqual({ allow: true });
+  });
+});
