@@ -4,7 +4,6 @@ import type { Db } from "../db/client";
 import type { CompiledJourney } from "../journeys/compile";
 import { compileJourney } from "../journeys/compile";
 import type { Journey, Policies } from "../journeys/types";
-import { actionKey } from "./keys";
 
 export class JourneyCatalog {
   private readonly compiled = new Map<string, CompiledJourney>();
@@ -28,18 +27,6 @@ export class JourneyCatalog {
         ON CONFLICT ("journeyId", version) DO NOTHING`;
     }
     return new JourneyCatalog(db, journeys, policies);
-  }
-
-  /**
-   * The action keys of the deployed steps that reverse points step `stepId` of `journeyId`, for
-   * one customer and reference: where a refund processed before its order left its mark.
-   */
-  reversalKeys(journeyId: string, stepId: string, customerId: string, reference: string): string[] {
-    return this.current.flatMap(({ journey }) =>
-      journey.steps
-        .filter((s) => s.kind === "reverse_points" && s.journey === journeyId && s.step === stepId)
-        .map((s) => actionKey({ journeyId: journey.id, stepId: s.id, customerId, reference })),
-    );
   }
 
   /** The journeys as given, not recorded in the database: a preview (a dry run) of them. */

@@ -156,17 +156,7 @@ async function claimPoints(
   const intent = intentFor(run, step, "points");
   const order =
     step.kind === "points"
-      ? {
-          kind: "grant" as const,
-          amount: step.amount,
-          reason: step.reason,
-          reversedBy: run.engine.catalog.reversalKeys(
-            run.cj.journey.id,
-            step.id,
-            intent.customerId,
-            intent.reference,
-          ),
-        }
+      ? { kind: "grant" as const, amount: step.amount, reason: step.reason }
       : {
           kind: "reverse" as const,
           reason: step.reason,

@@ -8,13 +8,7 @@ import { recordAudit } from "./audit";
 
 /** A grant of `amount`, or the reversal of whatever the action `reverses` granted. */
 export type PointsOrder =
-  | {
-      kind: "grant";
-      amount: number;
-      reason: string;
-      /** The keys of the reversals of this grant (same customer and reference), if any. */
-      reversedBy?: string[];
-    }
+  | { kind: "grant"; amount: number; reason: string }
   | {
       kind: "reverse";
       reverses: string;
@@ -47,12 +41,20 @@ async function grantPending(
   return row.nextRunAt ?? new Date(0);
 }
 
-/** Whether one of these reversals settled with nothing to take back: its grant is not made. */
-export async function reversedFirst(tx: Sql, reversalKeys: string[]): Promise<boolean> {
-  if (reversalKeys.length === 0) return false;
+/**
+ * Whether a reversal of this grant settled with nothing to take back (a refund processed before
+ * its order): its audit entry names the grant it was for, whichever journey made it and whether
+ * or not it is deployed here.
+ */
+export async function reversedFirst(
+  tx: Sql,
+  customerId: string,
+  grantKey: string,
+): Promise<boolean> {
   const rows = await tx<unknown>`
-    SELECT 1 FROM "Action"
-    WHERE key = ANY(${reversalKeys}) AND state = 'skipped' AND reason = 'nothing_to_reverse'
+    SELECT 1 FROM "AuditEntry"
+    WHERE "customerId" = ${customerId} AND kind = 'skipped' AND rule = 'nothing_to_reverse'
+      AND detail->>'reverses' = ${grantKey}
     LIMIT 1`;
   return rows.length > 0;
 }
@@ -80,10 +82,10 @@ export async function grantPoints(
     if (!check.go && check.outcome === "exited") return { kind: "exited", detail: check.detail };
     let amount = order.kind === "grant" ? order.amount : 0;
     let skip = check.go ? undefined : { reason: check.reason, detail: check.detail };
-    if (order.kind === "grant" && !skip && order.reversedBy?.length) {
+    if (order.kind === "grant" && !skip) {
       // A refund processed before its order: its reversal found nothing to take back and
       // settled for good, so the grant that comes after it is not made.
-      if (await reversedFirst(tx, order.reversedBy))
+      if (await reversedFirst(tx, intent.customerId, intent.key))
         skip = {
           reason: "reversed_before_grant",
           detail:
@@ -121,7 +123,11 @@ export async function grantPoints(
         ...audit,
         kind: "skipped",
         rule: skip.reason,
-        detail: { why: skip.detail },
+        // A reversal says which grant it found nothing of: that grant, coming later, is not made.
+        detail: {
+          why: skip.detail,
+          ...(order.kind === "reverse" && { reverses: order.reverses }),
+        },
       });
       return { kind: "settled", state: "skipped", reason: skip.reason, duplicate: false };
     }

@@ -188,8 +188,7 @@ export async function simulateEvent(
       continue;
     }
     if (step.kind === "points") {
-      const reversals = engine.catalog.reversalKeys(cj.journey.id, step.id, customer.id, reference);
-      if (await reversedFirst(sqlOf(tx), reversals)) {
+      if (await reversedFirst(sqlOf(tx), customer.id, key)) {
         bump(step.id, "reversed_before_grant");
         continue;
       }
