@@ -52,7 +52,7 @@ function offsetMs(timeZone: string, utcMs: number): number {
   return wall - Math.floor(utcMs / 1000) * 1000;
 }
 
-const HALF_DAY_MS = 43_200_000;
+const DAY_MS = 86_400_000;
 const MINUTE_MS = 60_000;
 
 /** Whether the wall clock in `timeZone` shows this local date and minute at `t`. */
@@ -68,10 +68,11 @@ function shows(t: number, l: LocalTime, timeZone: string): boolean {
  */
 export function zonedInstant(l: LocalTime, timeZone: string, after?: Date): Date {
   const wall = Date.UTC(l.year, l.month - 1, l.day, 0, l.minute);
-  // A zone changes its offset at most once in a day: the offsets half a day either side are
-  // the only ones this wall time can have.
-  const earlier = offsetMs(timeZone, wall - HALF_DAY_MS);
-  const later = offsetMs(timeZone, wall + HALF_DAY_MS);
+  // Offsets run from -12 to +14 hours, and a zone changes its offset at most once in two days:
+  // the offsets a day either side are the only ones this wall time can have (half a day was
+  // not enough for Chatham's +13:45).
+  const earlier = offsetMs(timeZone, wall - DAY_MS);
+  const later = offsetMs(timeZone, wall + DAY_MS);
   const candidates = [...new Set([wall - later, wall - earlier])]
     .filter((t) => shows(t, l, timeZone))
     .sort((a, b) => a - b);

@@ -137,16 +137,29 @@ describe("quiet hours across daylight-saving changes", () => {
     expect(quietHoursEnd(at("2026-11-01T06:10:00Z"), early, "America/New_York")).toEqual(
       at("2026-11-01T06:30:00Z"),
     );
+    // Chatham, 27 Sep 2026: 02:45 +1245 became 03:45 +1345 at 14:00Z the day before (UTC).
+    // At 01:45 local (13:00Z), 02:15 local is 13:30Z (it had said 12:30Z, in the past).
+    const chatham = { startMinute: 22 * 60, endMinute: 2 * 60 + 15 };
+    expect(quietHoursEnd(at("2026-09-26T13:00:00Z"), chatham, "Pacific/Chatham")).toEqual(
+      at("2026-09-26T13:30:00Z"),
+    );
     // The first time round, the first 01:30 (EDT).
     expect(quietHoursEnd(at("2026-11-01T05:10:00Z"), early, "America/New_York")).toEqual(
       at("2026-11-01T05:30:00Z"),
     );
     // Every end is after now, on each minute of both nights.
+    // Chatham (+12:45, +13:45 in summer from 27 Sep 2026), Lord Howe (a half-hour change),
+    // Santiago (clocks change at midnight) and Kolkata (no change) too.
     for (const [zone, day] of [
       ["America/New_York", "2026-03-08"],
       ["America/New_York", "2026-11-01"],
       ["Europe/Berlin", "2026-03-29"],
       ["Europe/Berlin", "2026-10-25"],
+      ["Pacific/Chatham", "2026-09-26"],
+      ["Pacific/Chatham", "2026-04-04"],
+      ["Australia/Lord_Howe", "2026-10-03"],
+      ["America/Santiago", "2026-09-06"],
+      ["Asia/Kolkata", "2026-06-01"],
     ] as const) {
       for (let m = 0; m < 24 * 60; m += 1) {
         const now = new Date(Date.parse(`${day}T00:00:00Z`) + m * 60_000);
