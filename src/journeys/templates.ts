@@ -6,24 +6,41 @@ import { TEMPLATE_ROOTS } from "./types";
 
 // Bounded: a loop a marketer got wrong fails its own render (a template error, the send
 // skipped) instead of holding a worker or its memory.
-const liquid = new Liquid({
+const OPTIONS = {
   strictFilters: true,
   strictVariables: false,
   jsTruthy: false,
   memoryLimit: 10_000_000,
   renderLimit: 1_000,
-});
+};
+
 // The tags that read files would read them from the worker's working directory (its .env, its
-// state), into a customer's message, and outside the journey's version: refused when parsed,
-// so `validate` names them. A template file (`template:`) is the way to share text.
-for (const tag of ["include", "render", "layout"]) {
-  liquid.registerTag(tag, {
+// state), into a customer's message, and outside the journey's version. A template file
+// (`template:`) is the way to share text.
+const FILE_TAGS = ["include", "render", "layout"];
+const notSupported = (tag: string) =>
+  `{% ${tag} %} is not supported: templates cannot read files; put the text in the template, or use template: FILE for the whole body`;
+
+/** What validate (and so every deploy) parses with: a tag that reads files is an error there. */
+const checking = new Liquid(OPTIONS);
+/**
+ * What sends render with. A version deployed before those tags were refused (enrollments keep
+ * theirs) still compiles, and its render fails, a template error that skips the send, without
+ * reading anything.
+ */
+const rendering = new Liquid(OPTIONS);
+for (const tag of FILE_TAGS) {
+  checking.registerTag(tag, {
     parse() {
-      throw new Error(
-        `{% ${tag} %} is not supported: templates cannot read files; put the text in the template, or use template: FILE for the whole body`,
-      );
+      throw new Error(notSupported(tag));
     },
     render: () => "",
+  });
+  rendering.registerTag(tag, {
+    parse() {},
+    render() {
+      throw new Error(notSupported(tag));
+    },
   });
 }
 
@@ -38,7 +55,7 @@ export interface TemplateProblem {
 export function checkTemplate(source: string): TemplateProblem[] {
   let parsed: LiquidTemplate[];
   try {
-    parsed = liquid.parse(source);
+    parsed = checking.parse(source);
   } catch (error) {
     if (error instanceof LiquidError) {
       const [line = 1, column = 1] = error.token?.getPosition() ?? [];
@@ -47,7 +64,7 @@ export function checkTemplate(source: string): TemplateProblem[] {
     throw error;
   }
   const problems: TemplateProblem[] = [];
-  const { globals } = liquid.analyzeSync(parsed, { partials: false });
+  const { globals } = checking.analyzeSync(parsed, { partials: false });
   for (const [root, uses] of Object.entries(globals)) {
     if ((TEMPLATE_ROOTS as readonly string[]).includes(root)) continue;
     for (const use of uses) {
@@ -65,8 +82,8 @@ export type TemplateContext = Partial<Record<(typeof TEMPLATE_ROOTS)[number], un
 export type Renderer = (context: TemplateContext) => string;
 
 export function compileTemplate(source: string): Renderer {
-  const parsed = liquid.parse(source);
-  return (context) => liquid.renderSync(parsed, context) as string;
+  const parsed = rendering.parse(source);
+  return (context) => rendering.renderSync(parsed, context) as string;
 }
 
 /** liquidjs appends ", line:2, col:7" to its messages; we place the problem ourselves. */

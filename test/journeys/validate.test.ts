@@ -4,6 +4,7 @@ import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { formatDiagnostic } from "../../src/journeys/diagnostics";
 import { loadJourneys } from "../../src/journeys/load";
+import { compileTemplate } from "../../src/journeys/templates";
 
 /** Writes files into a fresh journeys directory and validates it. */
 function validate(files: Record<string, string>) {
@@ -191,6 +192,12 @@ steps:
       "j.yaml:9:20: error: Liquid: {% render %} is not supported: templates cannot read files; put the text in the template, or use template: FILE for the whole body",
       "j.yaml:12:9: error: Liquid: {% include %} is not supported: templates cannot read files; put the text in the template, or use template: FILE for the whole body",
     ]);
+  });
+
+  it("renders a stored version's file tag as a template error, reading nothing", () => {
+    // A version deployed before the tags were refused: enrollments keep it, and it compiles.
+    const render = compileTemplate("Hello {% include 'package.json' %}");
+    expect(() => render({})).toThrow(/\{% include %\} is not supported/);
   });
 
   it("rejects variables from unknown roots in templates and conditions", () => {
