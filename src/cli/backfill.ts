@@ -130,7 +130,7 @@ export async function runBackfillCommand(flags: BackfillFlags): Promise<number> 
     });
     if (tty) process.stderr.write("\n");
     for (const bad of result.badLines)
-      process.stderr.write(`${flags.file}:${bad.line}: ${bad.message}\n`);
+      process.stderr.write(`${result.file ?? flags.file}:${bad.line}: ${bad.message}\n`);
     printTally(result.tally, result.dryRun);
     if (result.id) {
       console.log(

@@ -47,6 +47,8 @@ export interface BackfillResult {
   dryRun: boolean;
   tally: Tally;
   badLines: { line: number; message: string }[];
+  /** The file read (a resumed run's is the one it was started with). */
+  file?: string;
 }
 
 export class BackfillError extends Error {
@@ -235,7 +237,13 @@ export async function runBackfill(
     });
   }
   if (id) await save(last ?? cursor ?? { line: 0 }, "completed");
-  return { ...(id && { id }), dryRun: opts.dryRun, tally, badLines };
+  return {
+    ...(id && { id }),
+    dryRun: opts.dryRun,
+    tally,
+    badLines,
+    ...(params.file && { file: params.file }),
+  };
 }
 
 async function storedSource(
