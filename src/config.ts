@@ -170,6 +170,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       `EMAIL_FROM: required when SMTP_URL is set, e.g. EMAIL_FROM="Shop <news@shop.example>"`,
     );
   }
+  // nodemailer would connect through the proxy on a socket of its own, which the send's
+  // deadline (SENDONCE_SEND_TIMEOUT_MS, the whole call) cannot cut.
+  if (e?.SMTP_URL && new URL(e.SMTP_URL).searchParams.has("proxy")) {
+    problems.push(
+      "SMTP_URL: a proxy= parameter is not supported: a send must be cut off at its timeout, and a proxied connection cannot be; connect to the relay directly",
+    );
+  }
   const from = e?.EMAIL_FROM ?? "sendonce@sendonce.local";
   if (e && !EMAIL.test(addressOf(from))) {
     problems.push(`EMAIL_FROM: not an email address or "Name <address>"`);

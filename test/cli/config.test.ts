@@ -78,6 +78,14 @@ describe("configuration errors", () => {
     });
     expect(smtp.stderr).toMatch(/EMAIL_FROM: required when SMTP_URL is set/);
     expect(smtp.stderr).not.toContain("pw@");
+    const proxied = runCli(["worker"], {
+      ...URLS,
+      SMTP_URL: "smtp://mail:pw@127.0.0.1:1?proxy=socks5://127.0.0.1:1080",
+      EMAIL_FROM: "shop@example.com",
+    });
+    expect(proxied.code).toBe(1);
+    expect(proxied.stderr).toMatch(/SMTP_URL: a proxy= parameter is not supported/);
+    expect(proxied.stderr).not.toContain("pw@");
   });
 
   it("names an unreachable database, and one without its migrations, before starting", () => {
