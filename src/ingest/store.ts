@@ -178,8 +178,11 @@ function customerUpsert(event: ParsedEvent): Statement {
 }
 
 /**
- * The customer with profile traits as of `occurredAt`, created if need be; an older update
- * arriving late changes nothing, and neither does one where `when` is false.
+ * The customer with profile traits as of `occurredAt`, created if need be, field by field:
+ * each of email, phone, timezone and every attribute takes this update's value unless a newer
+ * update set it ("traitTimes" keeps when each was set). An older update arriving late
+ * so changes nothing a newer one set, and still sets what none did (a late signup's email).
+ * Nothing changes where `when` is false.
  */
 function traitsUpsert(
   customerId: string,
@@ -187,20 +190,43 @@ function traitsUpsert(
   occurredAt: Date,
   when: Statement = stmt`TRUE`,
 ): Statement {
+  const at = occurredAt.toISOString();
+  const attributes = t.attributes ?? {};
+  const times: Record<string, string> = {};
+  for (const field of PROFILE_FIELDS) if (t[field] !== undefined) times[field] = at;
+  for (const key of Object.keys(attributes)) times[`a:${key}`] = at;
+  // Whether this update is not older than the one that set `field` (a SQL text expression).
+  const newer = (field: Statement) =>
+    stmt`COALESCE(("Customer"."traitTimes"->>(${field}))::timestamptz, '-infinity') <= EXCLUDED."profileOccurredAt"`;
+  const takes = (field: (typeof PROFILE_FIELDS)[number]) =>
+    stmt`(EXCLUDED.${RAW[field]} IS NOT NULL AND ${newer(stmt`${field}::text`)})`;
+  const freshAttributes = stmt`(SELECT jsonb_object_agg(k, v) FROM jsonb_each(EXCLUDED.attributes) x(k, v)
+                                WHERE ${newer(stmt`'a:' || k`)})`;
+  const freshTimes = stmt`(SELECT jsonb_object_agg('a:' || k, to_jsonb(EXCLUDED."profileOccurredAt"))
+                           FROM jsonb_each(EXCLUDED.attributes) x(k, v) WHERE ${newer(stmt`'a:' || k`)})`;
   return stmt`
-    INSERT INTO "Customer" (id, email, phone, timezone, attributes, "profileOccurredAt", "updatedAt")
+    INSERT INTO "Customer" (id, email, phone, timezone, attributes, "traitTimes", "profileOccurredAt", "updatedAt")
     VALUES (${customerId}, ${t.email ?? null}, ${t.phone ?? null}, ${t.timezone ?? null},
-            ${JSON.stringify(t.attributes ?? {})}::jsonb, ${occurredAt}, now())
+            ${JSON.stringify(attributes)}::jsonb, ${JSON.stringify(times)}::jsonb, ${occurredAt}, now())
     ON CONFLICT (id) DO UPDATE SET
-      email = COALESCE(EXCLUDED.email, "Customer".email),
-      phone = COALESCE(EXCLUDED.phone, "Customer".phone),
-      timezone = COALESCE(EXCLUDED.timezone, "Customer".timezone),
-      attributes = "Customer".attributes || EXCLUDED.attributes,
-      "profileOccurredAt" = EXCLUDED."profileOccurredAt",
+      email = CASE WHEN ${takes("email")} THEN EXCLUDED.email ELSE "Customer".email END,
+      phone = CASE WHEN ${takes("phone")} THEN EXCLUDED.phone ELSE "Customer".phone END,
+      timezone = CASE WHEN ${takes("timezone")} THEN EXCLUDED.timezone ELSE "Customer".timezone END,
+      attributes = "Customer".attributes || COALESCE(${freshAttributes}, '{}'::jsonb),
+      "traitTimes" = "Customer"."traitTimes"
+        || jsonb_strip_nulls(jsonb_build_object(
+             'email', CASE WHEN ${takes("email")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END,
+             'phone', CASE WHEN ${takes("phone")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END,
+             'timezone', CASE WHEN ${takes("timezone")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END))
+        || COALESCE(${freshTimes}, '{}'::jsonb),
+      "profileOccurredAt" = GREATEST("Customer"."profileOccurredAt", EXCLUDED."profileOccurredAt"),
       "updatedAt" = now()
-    WHERE ${when}
-      AND ("Customer"."profileOccurredAt" IS NULL OR "Customer"."profileOccurredAt" <= EXCLUDED."profileOccurredAt")`;
+    WHERE ${when}`;
 }
+
+/** The profile's own fields, each set as of the update that carried it. */
+const PROFILE_FIELDS = ["email", "phone", "timezone"] as const;
+const RAW = { email: stmt`email`, phone: stmt`phone`, timezone: stmt`timezone` };
 
 /**
  * Applies profile traits as of `occurredAt`, creating the customer if need be: an older update

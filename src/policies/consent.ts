@@ -77,7 +77,10 @@ export async function applyConsent(tx: Sql, given: ConsentChange): Promise<boole
                          ELSE COALESCE("Consent"."grantedAt", EXCLUDED."grantedAt") END,
       source = EXCLUDED.source,
       "updatedAt" = now()
-    WHERE "Consent"."occurredAt" <= EXCLUDED."occurredAt" OR ${change.own === true}`;
+    WHERE "Consent"."occurredAt" < EXCLUDED."occurredAt" OR ${change.own === true}
+      -- Two changes at the same moment: a revocation wins, whichever arrives last.
+      OR ("Consent"."occurredAt" = EXCLUDED."occurredAt"
+          AND NOT (EXCLUDED.status = 'granted' AND "Consent".status = 'revoked'))`;
   if (rows === 0 && change.status === "revoked") {
     // A revocation that arrives after a channel-wide opt-out revoked the topic still happened
     // before it: the topic was the person's own choice, not the opt-out's, and a START must

@@ -288,6 +288,41 @@ describe("the HTTP API", () => {
     expect(customer.email).toBe("new@example.com");
     expect(customer.consents).toMatchObject([{ topic: "promotions", status: "revoked" }]);
     expect(customer.points.balance).toBe(0);
+    // Field by field: a late signup still sets what no newer update did (its phone, its
+    // city), and not what one did (the plan). It had been dropped whole.
+    const traits = (body: object) =>
+      fetch(`${api.url}/v1/customers/c_traits`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    await traits({ occurredAt: "2026-11-02T10:00:00Z", attributes: { plan: "pro" } });
+    await traits({
+      occurredAt: "2026-11-02T09:00:00Z",
+      email: "late@example.com",
+      phone: "+4915112340000",
+      attributes: { plan: "free", city: "Berlin" },
+    });
+    const late = (await (
+      await fetch(`${api.url}/v1/customers/c_traits`, {
+        headers: { authorization: `Bearer ${API_KEY}` },
+      })
+    ).json()) as { email: string; phone: string; attributes: Record<string, unknown> };
+    expect([late.email, late.phone, late.attributes]).toEqual([
+      "late@example.com",
+      "+4915112340000",
+      { plan: "pro", city: "Berlin" },
+    ]);
+    // Two consent changes at the same moment: the revocation wins, whichever came last.
+    const same = "2026-11-02T12:00:00Z";
+    await traits({ occurredAt: same, consents: { email: { news: "revoked" } } });
+    await traits({ occurredAt: same, consents: { email: { news: "granted" } } });
+    const tied = (await (
+      await fetch(`${api.url}/v1/customers/c_traits`, {
+        headers: { authorization: `Bearer ${API_KEY}` },
+      })
+    ).json()) as { consents: { topic: string; status: string }[] };
+    expect(tied.consents).toMatchObject([{ topic: "news", status: "revoked" }]);
     expect((await put({ occurredAt: "2026-11-02T11:00:00Z", phone: "12345" })).status).toBe(400);
     const reserved = await put({
       occurredAt: "2026-11-02T11:00:00Z",
