@@ -190,11 +190,15 @@ function traitsUpsert(
   occurredAt: Date,
   when: Statement = stmt`TRUE`,
 ): Statement {
-  const at = occurredAt.toISOString();
   const attributes = t.attributes ?? {};
-  const times: Record<string, string> = {};
-  for (const field of PROFILE_FIELDS) if (t[field] !== undefined) times[field] = at;
-  for (const key of Object.keys(attributes)) times[`a:${key}`] = at;
+  const fields = [
+    ...PROFILE_FIELDS.filter((field) => t[field] !== undefined),
+    ...Object.keys(attributes).map((key) => `a:${key}`),
+  ];
+  // Dated by Postgres, as every update compares them: JavaScript writes year 0 as "0000-…",
+  // which Postgres would refuse to read back.
+  const times = stmt`(SELECT COALESCE(jsonb_object_agg(f, to_jsonb(${occurredAt}::timestamptz)), '{}'::jsonb)
+                      FROM unnest(${fields}::text[]) f)`;
   // Whether this update is not older than the one that set `field` (a SQL text expression).
   const newer = (field: Statement) =>
     stmt`COALESCE(("Customer"."traitTimes"->>(${field}))::timestamptz, '-infinity') <= EXCLUDED."profileOccurredAt"`;
@@ -207,7 +211,7 @@ function traitsUpsert(
   return stmt`
     INSERT INTO "Customer" (id, email, phone, timezone, attributes, "traitTimes", "profileOccurredAt", "updatedAt")
     VALUES (${customerId}, ${t.email ?? null}, ${t.phone ?? null}, ${t.timezone ?? null},
-            ${JSON.stringify(attributes)}::jsonb, ${JSON.stringify(times)}::jsonb, ${occurredAt}, now())
+            ${JSON.stringify(attributes)}::jsonb, ${times}, ${occurredAt}, now())
     ON CONFLICT (id) DO UPDATE SET
       email = CASE WHEN ${takes("email")} THEN EXCLUDED.email ELSE "Customer".email END,
       phone = CASE WHEN ${takes("phone")} THEN EXCLUDED.phone ELSE "Customer".phone END,

@@ -44,7 +44,8 @@ async function grantPending(
 /**
  * Whether a reversal of this grant settled with nothing to take back (a refund processed before
  * its order): its audit entry names the grant it was for, whichever journey made it and whether
- * or not it is deployed here.
+ * or not it is deployed here. Reversals settled before entries named their grant (2026-12-02)
+ * are not found. A partial index holds these entries alone (migration reversal_index).
  */
 export async function reversedFirst(
   tx: Sql,
@@ -53,8 +54,8 @@ export async function reversedFirst(
 ): Promise<boolean> {
   const rows = await tx<unknown>`
     SELECT 1 FROM "AuditEntry"
-    WHERE "customerId" = ${customerId} AND kind = 'skipped' AND rule = 'nothing_to_reverse'
-      AND detail->>'reverses' = ${grantKey}
+    WHERE detail->>'reverses' = ${grantKey} AND kind = 'skipped' AND rule = 'nothing_to_reverse'
+      AND "customerId" = ${customerId}
     LIMIT 1`;
   return rows.length > 0;
 }

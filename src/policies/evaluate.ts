@@ -118,7 +118,9 @@ function checkResend(f: SendFacts): Verdict | undefined {
         : undefined;
     }
     case "on_reopt_in": {
-      const granted = f.consent?.status === "granted" ? f.consent.grantedAt : null;
+      // A topic's fresh grant; a version without a topic reads the channel-wide consent, whose
+      // START is no opt-in to this step.
+      const granted = f.topic && f.consent?.status === "granted" ? f.consent.grantedAt : null;
       return granted && granted > last
         ? undefined
         : skip(`resend: on_reopt_in — last sent ${last.toISOString()}, no consent granted since`);

@@ -313,6 +313,20 @@ describe("the HTTP API", () => {
       "+4915112340000",
       { plan: "pro", city: "Berlin" },
     ]);
+    // A customer first seen with a date at year 0 still takes later updates (its trait
+    // times are written as Postgres reads them back).
+    const ancient = (body: object) =>
+      fetch(`${api.url}/v1/customers/c_year_zero`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    expect(
+      (await ancient({ occurredAt: "0000-01-01T00:00:00Z", email: "zero@example.com" })).status,
+    ).toBe(200);
+    expect(
+      (await ancient({ occurredAt: "2026-11-02T09:00:00Z", email: "now@example.com" })).status,
+    ).toBe(200);
     // Two consent changes at the same moment: the revocation wins, whichever came last.
     const same = "2026-11-02T12:00:00Z";
     await traits({ occurredAt: same, consents: { email: { news: "revoked" } } });

@@ -53,6 +53,25 @@ describe("resend policies", () => {
     const regranted = { status: "granted" as const, grantedAt: at("2026-06-05T00:00:00Z") };
     expect(evaluateSend(base({ ...policy, consent: regranted }))).toEqual({ allow: true });
   });
+  it("on_reopt_in in a version without a topic: a START is no fresh opt-in to the step", () => {
+    const last = at("2026-06-01T12:00:00Z");
+    const started = { status: "granted" as const, grantedAt: at("2026-06-05T12:00:00Z") };
+    expect(
+      evaluateSend(
+        base({ resend: { kind: "on_reopt_in" }, lastSendOfStep: last, consent: started }),
+      ),
+    ).toEqual({ allow: true });
+    expect(
+      evaluateSend(
+        base({
+          topic: undefined,
+          resend: { kind: "on_reopt_in" },
+          lastSendOfStep: last,
+          consent: started,
+        }),
+      ),
+    ).toMatchObject({ allow: false, reason: "resend_policy" });
+  });
 });
 
 describe("frequency caps", () => {
