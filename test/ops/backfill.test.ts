@@ -12,8 +12,8 @@ import { settledOutcome, useHarness } from "../support/harness";
 import { journeysDir } from "../support/journeys";
 import { eventually, startProcess } from "../support/workers";
 
-const JOURNEYS = journeysDir({
-  "promo.yaml": `
+/** The order follow-up journey, its email's subject starting with `thanks`. */
+const promo = (thanks: string) => `
 id: promo
 name: Order follow-up
 category: marketing
@@ -22,10 +22,13 @@ trigger: { event: order.completed }
 entry: { once: per_reference, reference: "{{ event.properties.order_id }}" }
 steps:
   - id: thanks
-    email: { subject: "Thanks for {{ event.properties.order_id }}", text: "Thank you" }
+    email: { subject: "${thanks} {{ event.properties.order_id }}", text: "Thank you" }
   - id: bonus
     points: { amount: 5, reason: promo }
-`,
+`;
+
+const JOURNEYS = journeysDir({
+  "promo.yaml": promo("Thanks for"),
   "nudge.yaml": `
 id: nudge
 name: Cart nudge
@@ -355,21 +358,7 @@ describe("sendonce backfill", () => {
 
   it("dry-runs an edited journey without deploying it, and without Redis", async () => {
     const db = h().schema.db;
-    const edited = journeysDir({
-      "promo.yaml": `
-id: promo
-name: Order follow-up
-category: marketing
-consent: promotions
-trigger: { event: order.completed }
-entry: { once: per_reference, reference: "{{ event.properties.order_id }}" }
-steps:
-  - id: thanks
-    email: { subject: "Thank you for {{ event.properties.order_id }}", text: "Thank you" }
-  - id: bonus
-    points: { amount: 5, reason: promo }
-`,
-    });
+    const edited = journeysDir({ "promo.yaml": promo("Thank you for") });
     const versions = await db.journeyVersion.count({ where: { journeyId: "promo" } });
     const r = runCli(
       ["backfill", "--journey", "promo", "--since", "2026-07-01", "--dry-run"],
