@@ -1,5 +1,5 @@
 // What changed since a journey's deployed version that changes action keys: a step id that is
-// gone. Keys are `journey + step id + customer + reference`, so a step renamed from `welcome`
+// gone, or the journey's own id. Keys are `journey + step id + customer + reference`, so a step renamed from `welcome`
 // to `welcome_v2` is a new action for everyone: customers who already had `welcome` get it
 // again. Compared with the latest version in Postgres (every version that was deployed is kept).
 import type { Db } from "../db/client";
@@ -13,7 +13,10 @@ interface Deployed {
   deployedAt: Date;
 }
 
-/** A warning for each step id of a journey's last deployed version that `journeys` lack. */
+/**
+ * A warning for each step id of a journey's last deployed version that `journeys` lack, and
+ * for a journey whose file was last deployed under another id.
+ */
 export async function stepIdChanges(
   db: Db,
   journeys: Journey[],
@@ -44,6 +47,25 @@ export async function stepIdChanges(
           `step "${id}" of journey "${j.id}" is in the deployed version (${d.version.slice(0, 12)}, ` +
           `${d.deployedAt.toISOString()}) but not here${renamed}: action keys contain the step id, ` +
           "so a renamed step is a new action, sent again to customers who already had it",
+      });
+    }
+  }
+  // A journey id changed in its file: every key contains it, so every send is new.
+  const gone = await db.$queryRaw<{ journeyId: string; file: string; deployedAt: Date }[]>`
+    SELECT DISTINCT ON ("journeyId") "journeyId", definition->>'file' AS file, "deployedAt"
+    FROM "JourneyVersion" WHERE NOT ("journeyId" = ANY(${journeys.map((j) => j.id)}))
+    ORDER BY "journeyId", "deployedAt" DESC`;
+  for (const j of journeys) {
+    for (const d of gone.filter((g) => g.file === j.file)) {
+      out.push({
+        severity: "warning",
+        code: "journey_id_changed",
+        file: fileOf(j),
+        line: 1,
+        column: 1,
+        message:
+          `journey "${j.id}" in ${j.file} was deployed as "${d.journeyId}" (last ${d.deployedAt.toISOString()}): ` +
+          "action keys contain the journey id, so a renamed journey sends everything anew, also to customers who already had it",
       });
     }
   }

@@ -87,6 +87,15 @@ describe("the sendonce validate command", () => {
       expect(result.stdout).toContain("ok: 1 valid journeys, 0 errors, 1 warning");
       // Without a database to ask, it says nothing of it.
       expect(runCli(["validate", dir]).stdout).toContain("0 warnings");
+      // The journey's own id changed in its file: every key is new.
+      await schema.db.$executeRaw`
+        INSERT INTO "JourneyVersion" ("journeyId", version, name, definition, "stepIds")
+        VALUES ('thank-you', 'v-older', 'Thanks', '{"file": "thanks.yaml"}'::jsonb, ARRAY['thank_you_v2', 'bonus'])`;
+      const renamed = runCli(["validate", dir], { DATABASE_URL: schema.url });
+      expect(renamed.stdout).toContain(
+        `${dir}/thanks.yaml:1:1: warning: journey "thanks" in thanks.yaml was deployed as "thank-you" (last `,
+      );
+      expect(renamed.stdout).toContain("so a renamed journey sends everything anew");
     } finally {
       await schema.drop();
     }
