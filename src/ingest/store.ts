@@ -199,6 +199,9 @@ function traitsUpsert(
   // which Postgres would refuse to read back.
   const times = stmt`(SELECT COALESCE(jsonb_object_agg(f, to_jsonb(${occurredAt}::timestamptz)), '{}'::jsonb)
                       FROM unnest(${fields}::text[]) f)`;
+  // The usual case, cheaply: the update is no older than any applied before (every trait's
+  // time is at most "profileOccurredAt"), so each trait it carries takes its value.
+  const latest = stmt`EXCLUDED."profileOccurredAt" >= COALESCE("Customer"."profileOccurredAt", '-infinity')`;
   // Whether this update is not older than the one that set `field` (a SQL text expression).
   const newer = (field: Statement) =>
     stmt`COALESCE(("Customer"."traitTimes"->>(${field}))::timestamptz, '-infinity') <= EXCLUDED."profileOccurredAt"`;
@@ -213,16 +216,21 @@ function traitsUpsert(
     VALUES (${customerId}, ${t.email ?? null}, ${t.phone ?? null}, ${t.timezone ?? null},
             ${JSON.stringify(attributes)}::jsonb, ${times}, ${occurredAt}, now())
     ON CONFLICT (id) DO UPDATE SET
-      email = CASE WHEN ${takes("email")} THEN EXCLUDED.email ELSE "Customer".email END,
-      phone = CASE WHEN ${takes("phone")} THEN EXCLUDED.phone ELSE "Customer".phone END,
-      timezone = CASE WHEN ${takes("timezone")} THEN EXCLUDED.timezone ELSE "Customer".timezone END,
-      attributes = "Customer".attributes || COALESCE(${freshAttributes}, '{}'::jsonb),
+      email = CASE WHEN ${latest} THEN COALESCE(EXCLUDED.email, "Customer".email)
+                   WHEN ${takes("email")} THEN EXCLUDED.email ELSE "Customer".email END,
+      phone = CASE WHEN ${latest} THEN COALESCE(EXCLUDED.phone, "Customer".phone)
+                   WHEN ${takes("phone")} THEN EXCLUDED.phone ELSE "Customer".phone END,
+      timezone = CASE WHEN ${latest} THEN COALESCE(EXCLUDED.timezone, "Customer".timezone)
+                      WHEN ${takes("timezone")} THEN EXCLUDED.timezone ELSE "Customer".timezone END,
+      attributes = "Customer".attributes
+        || CASE WHEN ${latest} THEN EXCLUDED.attributes ELSE COALESCE(${freshAttributes}, '{}'::jsonb) END,
       "traitTimes" = "Customer"."traitTimes"
-        || jsonb_strip_nulls(jsonb_build_object(
-             'email', CASE WHEN ${takes("email")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END,
-             'phone', CASE WHEN ${takes("phone")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END,
-             'timezone', CASE WHEN ${takes("timezone")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END))
-        || COALESCE(${freshTimes}, '{}'::jsonb),
+        || CASE WHEN ${latest} THEN EXCLUDED."traitTimes"
+           ELSE jsonb_strip_nulls(jsonb_build_object(
+                  'email', CASE WHEN ${takes("email")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END,
+                  'phone', CASE WHEN ${takes("phone")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END,
+                  'timezone', CASE WHEN ${takes("timezone")} THEN to_jsonb(EXCLUDED."profileOccurredAt") END))
+                || COALESCE(${freshTimes}, '{}'::jsonb) END,
       "profileOccurredAt" = GREATEST("Customer"."profileOccurredAt", EXCLUDED."profileOccurredAt"),
       "updatedAt" = now()
     WHERE ${when}`;
