@@ -12,7 +12,14 @@ import { pendingMigrations } from "../db/migrate";
 import { recordAudit } from "../ledger/audit";
 import { keyRing } from "./auth";
 import type { IdempotencyOptions, StoredResponse } from "./idempotency";
-import { claimKey, completeKey, idempotencyKeyValue, releaseKey, requestHash } from "./idempotency";
+import {
+  claimKey,
+  completeKey,
+  idempotencyKeyValue,
+  releaseKey,
+  renewKey,
+  requestHash,
+} from "./idempotency";
 import { createMetrics } from "../reports/metrics";
 import { OPENAPI } from "./openapi";
 import { problem, sendProblem } from "./problem";
@@ -183,18 +190,39 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       case "run":
         break;
     }
+    // The claim is renewed while the request runs; a process that died renews nothing, and
+    // its key is free once the lease is over.
+    const { inFlightLeaseMs, ttlMs } = deps.idempotency;
+    const renewal = setInterval(
+      () =>
+        void renewKey(
+          deps.db,
+          req.apiKeyHash!,
+          key,
+          claim.since,
+          new Date(deps.clock.now().getTime() + inFlightLeaseMs),
+        ).catch((error: Error) =>
+          deps.log.warn("idempotency key not renewed", { error: error.message }),
+        ),
+      Math.max(50, Math.floor(inFlightLeaseMs / 3)),
+    );
     let response: StoredResponse;
     try {
       response = await handler();
     } catch (error) {
       await releaseKey(deps.db, req.apiKeyHash!, key, claim.since);
       throw error;
+    } finally {
+      clearInterval(renewal);
     }
     // A request that failed on our side, or failed validation and so did nothing, keeps no
     // answer: the key is free for the retry, or for the corrected request (as Stripe does).
     if (response.status >= 500 || response.status === 400)
       await releaseKey(deps.db, req.apiKeyHash!, key, claim.since);
-    else await completeKey(deps.db, req.apiKeyHash!, key, claim.since, response, deps.clock.now());
+    else {
+      const now = deps.clock.now();
+      await completeKey(deps.db, req.apiKeyHash!, key, claim.since, response, now, ttlMs);
+    }
     return send(response);
   };
 

@@ -20,7 +20,10 @@ export type IdempotencyClaim =
 
 export interface IdempotencyOptions {
   ttlMs: number;
-  /** An in-flight key older than this belongs to a request that died: it may run again. */
+  /**
+   * An in-flight key holds for this long, renewed while its request runs (renewKey): one that
+   * runs out belongs to a request that died, and the key may run again.
+   */
   inFlightLeaseMs: number;
 }
 
@@ -50,8 +53,8 @@ export async function claimKey(
   now: Date,
   opts: IdempotencyOptions,
 ): Promise<IdempotencyClaim> {
-  const expiresAt = new Date(now.getTime() + opts.ttlMs);
-  const staleBefore = new Date(now.getTime() - opts.inFlightLeaseMs);
+  // In flight, the key expires with its lease; completed, a ttl after its answer.
+  const expiresAt = new Date(now.getTime() + opts.inFlightLeaseMs);
   const inserted = await db.$queryRaw<unknown[]>`
     INSERT INTO "IdempotencyKey" ("apiKeyHash", key, "requestHash", status, "createdAt", "expiresAt")
     VALUES (${apiKeyHash}, ${key}, ${hash}, 'in_flight', ${now}, ${expiresAt})
@@ -63,14 +66,13 @@ export async function claimKey(
   });
   // Gone since the insert (released or reaped): race for it again.
   if (!row) return claimKey(db, apiKeyHash, key, hash, now, opts);
-  // An expired key, or an in-flight one whose request died, is free again. The DELETE re-checks
-  // the conditions, so a fresh row that another request inserted meanwhile stays; the retried
-  // insert lets exactly one request run.
-  if (row.expiresAt <= now || (row.status === "in_flight" && row.createdAt < staleBefore)) {
+  // An expired key, or an in-flight one whose request died (no renewal), is free again. The
+  // DELETE re-checks, so a fresh row that another request inserted meanwhile stays; the
+  // retried insert lets exactly one request run.
+  if (row.expiresAt <= now) {
     await db.$executeRaw`
       DELETE FROM "IdempotencyKey"
-      WHERE "apiKeyHash" = ${apiKeyHash} AND key = ${key}
-        AND ("expiresAt" <= ${now} OR (status = 'in_flight' AND "createdAt" < ${staleBefore}))`;
+      WHERE "apiKeyHash" = ${apiKeyHash} AND key = ${key} AND "expiresAt" <= ${now}`;
     return claimKey(db, apiKeyHash, key, hash, now, opts);
   }
   if (row.requestHash !== hash) return { kind: "mismatch" };
@@ -89,6 +91,7 @@ export async function completeKey(
   since: Date,
   response: StoredResponse,
   now: Date,
+  ttlMs: number,
 ): Promise<void> {
   await db.idempotencyKey.updateMany({
     where: { apiKeyHash, key, status: "in_flight", createdAt: since },
@@ -97,7 +100,25 @@ export async function completeKey(
       responseStatus: response.status,
       responseBody: response.body as object,
       completedAt: now,
+      expiresAt: new Date(now.getTime() + ttlMs),
     },
+  });
+}
+
+/**
+ * Extends the lease of this request's claim to `until`, while it runs: a long batch keeps its
+ * key, and a retry meanwhile gets 409, however long it takes. Nothing if the claim is gone.
+ */
+export async function renewKey(
+  db: Db,
+  apiKeyHash: string,
+  key: string,
+  since: Date,
+  until: Date,
+): Promise<void> {
+  await db.idempotencyKey.updateMany({
+    where: { apiKeyHash, key, status: "in_flight", createdAt: since },
+    data: { expiresAt: until },
   });
 }
 

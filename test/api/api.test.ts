@@ -493,7 +493,15 @@ describe("the HTTP API", () => {
     const since = (c: typeof first) => (c.kind === "run" ? c.since : new Date(0));
     /** The request of claim `c` answering `{ n }` at `at`. */
     const complete = (c: typeof first, n: number, at: number) =>
-      completeKey(db, "k_hash", "slow-1", since(c), { status: 202, body: { n } }, new Date(at));
+      completeKey(
+        db,
+        "k_hash",
+        "slow-1",
+        since(c),
+        { status: 202, body: { n } },
+        new Date(at),
+        opts.ttlMs,
+      );
     // The first one ends now: what it says or releases touches the second one's claim not at all.
     await complete(first, 1, t0 + 3_500);
     await releaseKey(db, "k_hash", "slow-1", since(first));

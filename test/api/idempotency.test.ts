@@ -144,3 +144,30 @@ describe("Idempotency-Key scope and failures", () => {
     expect([again.status, again.headers.get("idempotent-replayed")]).toEqual([202, "true"]);
   });
 });
+
+describe("a request that runs longer than the in-flight lease", () => {
+  const h = useHarness(journeysDir({}), { workers: 0 });
+  let api: RunningApi;
+  beforeAll(async () => {
+    // A lease of 300 ms, and a request held for 1.2 s after its rows commit.
+    api = await startApi(h(), {
+      idempotency: { ttlMs: 86_400_000, inFlightLeaseMs: 300 },
+      afterCommit: () => new Promise((r) => setTimeout(r, 1_200)),
+    });
+  });
+  afterAll(() => api.close());
+
+  it("keeps its key while it runs: a retry meanwhile is a 409, then a replay", async () => {
+    const send = () => api.post("/v1/events", event("long1"), { "idempotency-key": "long-1" });
+    const first = send();
+    await new Promise((r) => setTimeout(r, 700));
+    // Past the lease, the running request has renewed it (it had been taken over: a second run).
+    const retry = await send();
+    expect(retry.status).toBe(409);
+    expect((await first).status).toBe(202);
+    const replay = await send();
+    expect(replay.status).toBe(202);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect(await replay.json()).toMatchObject({ id: "long1", status: "accepted" });
+  });
+});
