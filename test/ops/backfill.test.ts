@@ -173,6 +173,32 @@ describe("sendonce backfill", () => {
     expect(h().sink.messages.filter((m) => /c_2\d\d@/.test(m.to[0] ?? ""))).toHaveLength(40);
   });
 
+  it("reports its sends' latency from the enrollment, not from events stored a month before", async () => {
+    const db = h().schema.db;
+    const monthAgo = new Date(Date.now() - 30 * 86_400_000);
+    for (let i = 700; i < 703; i++)
+      await storeEvent(db, order(i, true, "2026-08-15T10:00:00Z"), "import", monthAgo, {
+        processed: true,
+      });
+    const range = ["--since", "2026-08-15", "--until", "2026-08-16"];
+    expect(cli(range).code).toBe(0);
+    await eventually(async () =>
+      (await db.action.count({
+        where: { customerId: { in: ["c_700", "c_701", "c_702"] }, stepId: "thanks", state: "sent" },
+      })) === 3
+        ? true
+        : undefined,
+    );
+    const report = runCli(
+      ["report", "--since", "1h", "--journey", "promo", "--format", "json"],
+      h().env(),
+    );
+    const m = JSON.parse(report.stdout) as { latency: { count: number; p99: number | null } };
+    expect(m.latency.count).toBeGreaterThanOrEqual(3);
+    // Seconds at most, not the month the events had waited (about 2.6e9 ms before).
+    expect(m.latency.p99!).toBeLessThan(60_000);
+  });
+
   it("names what is wrong with its flags", () => {
     expect(runCli(["backfill", "--journey", "promo"], h().env()).stderr).toMatch(
       /give either --since .* or --file/,
