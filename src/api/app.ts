@@ -210,6 +210,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     try {
       response = await handler();
     } catch (error) {
+      clearInterval(renewal);
       await releaseKey(deps.db, req.apiKeyHash!, key, claim.since);
       throw error;
     } finally {

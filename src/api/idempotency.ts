@@ -69,10 +69,18 @@ export async function claimKey(
   // An expired key, or an in-flight one whose request died (no renewal), is free again. The
   // DELETE re-checks, so a fresh row that another request inserted meanwhile stays; the
   // retried insert lets exactly one request run.
-  if (row.expiresAt <= now) {
+  // A key claimed by a version before leases were renewed expires a ttl after its start: in
+  // flight past a lease and due later than any renewed key can be, its request died.
+  const leaseEnd = new Date(now.getTime() + opts.inFlightLeaseMs);
+  const staleBefore = new Date(now.getTime() - opts.inFlightLeaseMs);
+  const unrenewed =
+    row.status === "in_flight" && row.expiresAt > leaseEnd && row.createdAt < staleBefore;
+  if (row.expiresAt <= now || unrenewed) {
     await db.$executeRaw`
       DELETE FROM "IdempotencyKey"
-      WHERE "apiKeyHash" = ${apiKeyHash} AND key = ${key} AND "expiresAt" <= ${now}`;
+      WHERE "apiKeyHash" = ${apiKeyHash} AND key = ${key}
+        AND ("expiresAt" <= ${now} OR (status = 'in_flight' AND "expiresAt" > ${leaseEnd}
+                                        AND "createdAt" < ${staleBefore}))`;
     return claimKey(db, apiKeyHash, key, hash, now, opts);
   }
   if (row.requestHash !== hash) return { kind: "mismatch" };

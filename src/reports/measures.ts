@@ -144,10 +144,11 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
           percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
           percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
           percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
-        -- From the event's arrival, or its enrollment when that came later (a backfill enrolls
-        -- events stored long before: their sends are not weeks late).
+        -- From the event's arrival, queueing included; from its enrollment when that came after
+        -- the event was processed (a backfill enrolls events processed long before: their
+        -- sends are not weeks late). Live intake enrolls as it marks the event processed.
         FROM (SELECT a.channel::text AS channel, a."journeyId", a."stepId", e.source,
-                extract(epoch FROM (a."completedAt" - GREATEST(e."receivedAt", n."enrolledAt"))) * 1000 AS ms
+                extract(epoch FROM (a."completedAt" - CASE WHEN n."enrolledAt" > e."processedAt" THEN n."enrolledAt" ELSE e."receivedAt" END)) * 1000 AS ms
               FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId" JOIN "Event" e ON e.id = n."triggerEventId"
               WHERE a.state = 'sent' AND a.channel IN ('email', 'sms') AND a."completedAt" >= ${since}
                 AND (${journey}::text IS NULL OR a."journeyId" = ${journey})) s
@@ -159,7 +160,7 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
         SELECT "journeyId", count(*) AS count FROM "Enrollment"
         WHERE "enrolledAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey}) GROUP BY 1 ORDER BY 1`,
     db.$queryRaw<{ bucket: number; count: bigint }[]>`
-        SELECT width_bucket(extract(epoch FROM (a."completedAt" - GREATEST(e."receivedAt", n."enrolledAt"))) * 1000, ${LATENCY_BUCKETS}::float8[]) AS bucket,
+        SELECT width_bucket(extract(epoch FROM (a."completedAt" - CASE WHEN n."enrolledAt" > e."processedAt" THEN n."enrolledAt" ELSE e."receivedAt" END)) * 1000, ${LATENCY_BUCKETS}::float8[]) AS bucket,
           count(*) AS count
         FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId" JOIN "Event" e ON e.id = n."triggerEventId"
         WHERE a.state = 'sent' AND a.channel IN ('email', 'sms') AND a."completedAt" >= ${since}

@@ -511,6 +511,14 @@ describe("the HTTP API", () => {
       kind: "replay",
       response: { status: 202, body: { n: 2 } },
     });
+    // A key claimed by a version that did not renew leases expires a ttl after its start: in
+    // flight past a lease, it is free (it had answered 409 for a day).
+    await db.$executeRaw`
+      INSERT INTO "IdempotencyKey" ("apiKeyHash", key, "requestHash", status, "createdAt", "expiresAt")
+      VALUES ('k_hash', 'old-1', 'req', 'in_flight', ${new Date(t0)}, ${new Date(t0 + opts.ttlMs)})`;
+    const oldKey = (at: number) => claimKey(db, "k_hash", "old-1", "req", new Date(at), opts);
+    expect((await oldKey(t0 + 1_000)).kind).toBe("in_flight");
+    expect((await oldKey(t0 + 3_000)).kind).toBe("run");
   });
 });
 

@@ -407,3 +407,29 @@ describe("sendonce backfill", () => {
     expect(await h().schema.db.backfill.count()).toBe(before);
   });
 });
+
+describe("event-to-send latency of live traffic", () => {
+  const h = useHarness(JOURNEYS);
+
+  it("counts the time an event waited to be processed", async () => {
+    // Stored by the API ten minutes ago and only now processed (the workers were behind): its
+    // send is ten minutes late, and the report says so.
+    const db = h().schema.db;
+    const tenMinutesAgo = new Date(Date.now() - 10 * 60_000);
+    await storeEvent(db, order(800, true, "2026-11-01T10:00:00Z"), "api", tenMinutesAgo);
+    await eventually(async () =>
+      (await db.action.count({
+        where: { customerId: "c_800", stepId: "thanks", state: "sent" },
+      })) === 1
+        ? true
+        : undefined,
+    );
+    const report = runCli(
+      ["report", "--since", "1h", "--journey", "promo", "--format", "json"],
+      h().env(),
+    );
+    const m = JSON.parse(report.stdout) as { latency: { count: number; p50: number | null } };
+    expect(m.latency.count).toBe(1);
+    expect(m.latency.p50!).toBeGreaterThan(9 * 60_000);
+  });
+});
