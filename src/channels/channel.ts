@@ -48,8 +48,12 @@ export interface ProviderMessage {
 
 /** A channel sends one message for one action key. */
 export interface Channel<M> {
-  /** `attempt` numbers the action's attempts, for the provider's reports on this one. */
-  send(message: M, actionKey: string, attempt?: number): Promise<Delivery>;
+  /**
+   * `attempt` numbers the action's attempts, for the provider's reports on this one.
+   * `budgetMs`, when given, is how long the call may take all told: past it another worker may
+   * take the call as in doubt (the engine gives what is left of the call's lease).
+   */
+  send(message: M, actionKey: string, attempt?: number, budgetMs?: number): Promise<Delivery>;
   /**
    * Where the provider can list what it took: its messages to `to` created since `since`.
    * In-doubt sends are looked up there (src/ledger/provider-match.ts); absent on channels that

@@ -20,16 +20,22 @@ export interface SmtpOptions {
 
 /**
  * An email channel that hands each message to an SMTP server over its own connection. A send
- * takes `timeoutMs` at most, all told: nodemailer's own timeouts bound each phase and each
- * silence, so a server that answers every command just in time could hold a call past its
- * lease, when another worker takes it as in doubt. At the deadline the socket is destroyed,
+ * takes what is left of its call's lease at most (the engine's `budgetMs`; `timeoutMs` without
+ * one), all told: nodemailer's own timeouts bound each phase and each silence, so a server that
+ * answers every command just in time could hold a call past its lease, when another worker
+ * takes it as in doubt. At the deadline the socket is destroyed,
  * so nothing more goes out, and the send fails as any dropped connection does: retryable
  * before the body started, in doubt after.
  */
 export function createSmtpChannel(opts: SmtpOptions): EmailChannel {
   const timeout = opts.timeoutMs ?? 30_000;
   return {
-    async send(message: EmailMessage): Promise<Delivery> {
+    async send(
+      message: EmailMessage,
+      _key?: string,
+      _attempt?: number,
+      budgetMs?: number,
+    ): Promise<Delivery> {
       const progress = { bodyStarted: false };
       // nodemailer connects (and upgrades to TLS) over a socket it is given: this one.
       const socket = new Socket();
@@ -48,7 +54,7 @@ export function createSmtpChannel(opts: SmtpOptions): EmailChannel {
       const deadline = setTimeout(() => {
         timedOut = true;
         socket.destroy();
-      }, timeout);
+      }, budgetMs ?? timeout);
       try {
         const info = (await transport.sendMail(mailOptions(opts.from, message))) as {
           response?: unknown;

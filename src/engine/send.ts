@@ -306,9 +306,18 @@ async function call(
         "retryable",
       );
     }
+    // What is left of the call's lease, less a tenth for clocks and the outcome's write:
+    // past it another worker may take the call as in doubt.
+    const { callLeaseMs } = engine.tuning;
+    const budgetMs = Math.max(1, Math.floor(callLeaseMs * 0.9 - (performance.now() - markedMono)));
     const delivery =
       step.kind === "email"
-        ? await engine.channels.email.send(message as EmailMessage, intent.key, claim.attempt)
+        ? await engine.channels.email.send(
+            message as EmailMessage,
+            intent.key,
+            claim.attempt,
+            budgetMs,
+          )
         : await engine.channels.sms.send(message as SmsMessage, intent.key, claim.attempt);
     outcome = { state: "sent", providerId: delivery.providerId };
   } catch (error) {

@@ -141,6 +141,14 @@ describe("SMTP channel", () => {
     // A server that answers in time still gets the message, over the socket given to it.
     await channel(sink.url, 600).send(message("k_in_time"), "k_in_time");
     expect(sink.messages.filter((m) => m.messageId.includes("k_in_time"))).toHaveLength(1);
+    // The engine gives the call what is left of its lease: the same tarpit within 2 s is sent.
+    sink.setFailure({ kind: "tarpit", ms: 400 });
+    try {
+      await channel(sink.url, 600).send(message("k_budget"), "k_budget", 1, 2_000);
+    } finally {
+      sink.setFailure(undefined);
+    }
+    expect(sink.messages.filter((m) => m.messageId.includes("k_budget"))).toHaveLength(1);
   });
 
   it("is retryable on a 4xx, before the body or after it", async () => {
