@@ -61,7 +61,13 @@ const order = (n: number, consent: boolean, at = "2026-10-01T10:00:00Z") =>
   });
 
 describe("sendonce backfill", () => {
-  const h = useHarness(JOURNEYS, { workers: 2 });
+  // Two backfills and two workers sending forty emails at once beside the other test files:
+  // on a loaded machine an SMTP call can outlast the harness's 1.5 s send timeout and its
+  // lease, and be cut as in doubt. Nothing here is about calls that hang.
+  const h = useHarness(JOURNEYS, {
+    workers: 2,
+    env: () => ({ SENDONCE_SEND_TIMEOUT_MS: "10000" }),
+  });
   const cli = (args: string[]) =>
     runCli(["backfill", "--journey", "promo", ...args], h().env(), 120_000);
   const row = (stdout: string, step: string) =>
