@@ -1,5 +1,6 @@
 // Environment variables are read here, once, and validated into a typed Config; nothing
 // deeper in the code reads process.env.
+import type { Logger } from "./log";
 import { z } from "zod";
 import type { FailpointName } from "./engine/engine";
 
@@ -171,7 +172,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   // nodemailer would connect through the proxy on a socket of its own, which the send's
-  // deadline (SENDONCE_SEND_TIMEOUT_MS, the whole call) cannot cut.
+  // deadline (the end of its call's lease) cannot cut.
   if (e?.SMTP_URL && new URL(e.SMTP_URL).searchParams.has("proxy")) {
     problems.push(
       "SMTP_URL: a proxy= parameter is not supported: a send must be cut off at its timeout, and a proxied connection cannot be; connect to the relay directly",
@@ -261,16 +262,18 @@ export function requireRedisUrl(config: Config): string {
 }
 
 /**
- * Why the local default of PUBLIC_BASE_URL is likely wrong here, or undefined: with Twilio or
+ * Warns when the local default of PUBLIC_BASE_URL is likely wrong here: with Twilio or
  * unsubscribe links configured, status callbacks, STOP replies and links would all point at
  * localhost (and Twilio's signatures, made for the address it posts to, would not verify).
  */
-export function publicBaseUrlWarning(config: Config): string | undefined {
-  if (!config.publicBaseUrlDefaulted) return undefined;
+export function warnOfPublicBaseUrl(config: Config, log: Logger): void {
+  if (!config.publicBaseUrlDefaulted) return;
   const uses = [
     config.twilio && "Twilio status callbacks and inbound STOP replies",
     config.secret && "unsubscribe links",
   ].filter(Boolean);
-  if (uses.length === 0) return undefined;
-  return `PUBLIC_BASE_URL is not set: ${uses.join(" and ")} use ${config.publicBaseUrl}; set it to the address the API is reachable at from outside`;
+  if (uses.length === 0) return;
+  log.warn("configuration", {
+    problem: `PUBLIC_BASE_URL is not set: ${uses.join(" and ")} use ${config.publicBaseUrl}; set it to the address the API is reachable at from outside`,
+  });
 }

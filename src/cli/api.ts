@@ -6,7 +6,7 @@ import { failpoint } from "../app";
 import {
   ConfigError,
   loadConfig,
-  publicBaseUrlWarning,
+  warnOfPublicBaseUrl,
   requireDatabaseUrl,
   requireRedisUrl,
 } from "../config";
@@ -28,8 +28,7 @@ export async function runApi(opts: { port: number; host: string }): Promise<void
     );
   }
   const log = createLogger();
-  const baseUrlWarning = publicBaseUrlWarning(config);
-  if (baseUrlWarning) log.warn("configuration", { problem: baseUrlWarning });
+  warnOfPublicBaseUrl(config, log);
   const db = await openMigrated(databaseUrl, config.dbPoolSize ?? 20);
   const queues = await openQueues(redisUrl, config.queuePrefix, log, { producer: true }).catch(
     async (error: unknown) => {

@@ -1,7 +1,7 @@
 // `sendonce worker`: runs journeys from the queues until SIGTERM or SIGINT, then finishes the
 // jobs in flight (a job cut short is safe too: its claim expires and another worker takes it).
 import { createApp, runEngine } from "../app";
-import { loadConfig, publicBaseUrlWarning, requireDatabaseUrl, requireRedisUrl } from "../config";
+import { loadConfig, warnOfPublicBaseUrl, requireDatabaseUrl, requireRedisUrl } from "../config";
 import { createLogger } from "../log";
 
 export async function runWorker(opts: { concurrency: number }): Promise<void> {
@@ -9,8 +9,7 @@ export async function runWorker(opts: { concurrency: number }): Promise<void> {
   const databaseUrl = requireDatabaseUrl(config);
   const redisUrl = requireRedisUrl(config);
   const log = createLogger();
-  const baseUrlWarning = publicBaseUrlWarning(config);
-  if (baseUrlWarning) log.warn("configuration", { problem: baseUrlWarning });
+  warnOfPublicBaseUrl(config, log);
   const app = await createApp(config, {
     databaseUrl,
     redisUrl,

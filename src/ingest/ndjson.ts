@@ -79,10 +79,7 @@ export async function importNdjson(
       pending.push(parseEvent(withSource));
       lineOf.push(progress.line);
     } catch (error) {
-      const message =
-        error instanceof EventValidationError
-          ? error.message
-          : `not JSON: ${withoutQuote((error as Error).message)}`;
+      const message = lineProblem(error);
       progress.counts.bad += 1;
       opts.onBadLine(progress.line, message);
       if (opts.onError === "abort") {
@@ -102,10 +99,16 @@ export async function importNdjson(
 }
 
 /**
- * JSON.parse's message without the text it quotes: V8 quotes the line around the error
- * (`Unexpected token '+', ..."phone":+4915..." is not valid JSON`), a customer's address or
- * number among it, and bad lines are printed.
+ * What is wrong with a line that did not parse as an event: the event's problems by field, or
+ * JSON.parse's message without the text it quotes (V8 quotes the line around the error,
+ * `Unexpected token '+', ..."phone":+4915..." is not valid JSON`, a customer's address or
+ * number among it, and bad lines are printed).
  */
-export function withoutQuote(message: string): string {
-  return message.replace(/, (?:\.\.\.)?".* is not valid JSON$/s, " (not valid JSON)");
+export function lineProblem(error: unknown): string {
+  if (error instanceof EventValidationError) return error.message;
+  const message = (error as Error).message.replace(
+    /, (?:\.\.\.)?".* is not valid JSON$/s,
+    " (not valid JSON)",
+  );
+  return `not JSON: ${message}`;
 }

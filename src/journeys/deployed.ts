@@ -1,7 +1,8 @@
 // What changed since a journey's deployed version that changes action keys: a step id that is
-// gone, or the journey's own id. Keys are `journey + step id + customer + reference`, so a step renamed from `welcome`
-// to `welcome_v2` is a new action for everyone: customers who already had `welcome` get it
-// again. Compared with the latest version in Postgres (every version that was deployed is kept).
+// gone, or the journey's own id. Keys are `journey + step id + customer + reference`, so a step
+// renamed from `welcome` to `welcome_v2` is a new action for everyone: customers who already
+// had `welcome` get it again. Compared with the latest version in Postgres (every version that
+// was deployed is kept).
 import type { Db } from "../db/client";
 import type { Diagnostic } from "./diagnostics";
 import type { Journey } from "./types";

@@ -118,11 +118,13 @@ export function parseJourney(
     );
   }
   const parsedSteps = steps.filter((s): s is Step => s !== undefined);
-  if (j.category === "marketing" && !j.consent) {
+  // Without a topic, nothing the customer says about consent reaches a send.
+  if (!j.consent) {
     parsedSteps.forEach((s, i) => {
-      if (s.kind === "email" || s.kind === "sms") {
-        // An error, not a warning: without a topic nothing would be checked before the send,
-        // and neither a STOP nor an unsubscribe link (which revoke topics) would stop it.
+      if (s.kind !== "email" && s.kind !== "sms") return;
+      if (j.category === "marketing") {
+        // An error, not a warning: nothing would be checked before the send, and neither a STOP
+        // nor an unsubscribe link (which revoke topics) would stop it.
         diagnostics.push(
           map.diagnostic(
             "error",
@@ -133,11 +135,7 @@ export function parseJourney(
           ),
         );
       }
-    });
-  }
-  if (!j.consent) {
-    parsedSteps.forEach((s, i) => {
-      if ((s.kind === "email" || s.kind === "sms") && s.resend.kind === "on_reopt_in") {
+      if (s.resend.kind === "on_reopt_in") {
         diagnostics.push(
           map.diagnostic(
             "error",

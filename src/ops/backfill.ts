@@ -14,10 +14,10 @@ import { loadCustomer, loadEvent } from "../engine/rows";
 import type { Db, Tx } from "../db/client";
 import { TX_OPTIONS } from "../db/client";
 import { sqlOf } from "../db/sql";
-import { EventValidationError, parseEvent } from "../ingest/event";
+import { parseEvent } from "../ingest/event";
 import type { ParsedEvent } from "../ingest/event";
 import { CONSENT_EVENTS, payloadHash } from "../ingest/event";
-import { withoutQuote } from "../ingest/ndjson";
+import { lineProblem } from "../ingest/ndjson";
 import { applyEventChanges, storeEvent } from "../ingest/store";
 import type { CompiledJourney } from "../journeys/compile";
 import { enqueueSteps } from "../queue/queues";
@@ -295,27 +295,14 @@ function fileSource(
   return {
     total: 0,
     async *events() {
-      const lines = createInterface({
-        input: createReadStream(file, { encoding: "utf8" }),
-        crlfDelay: Infinity,
-      });
-      let n = 0;
-      for await (const text of lines) {
-        n += 1;
-        if (n <= skip || text.trim() === "") continue;
-        let parsed;
-        try {
-          parsed = parseEvent(JSON.parse(text));
-        } catch (error) {
-          yield {
-            line: n,
-            bad:
-              error instanceof EventValidationError
-                ? error.message
-                : `not JSON: ${withoutQuote((error as Error).message)}`,
-          };
+      for await (const l of fileLines(file)) {
+        const n = l.line;
+        if (n <= skip) continue;
+        if ("bad" in l) {
+          yield { line: n, bad: l.bad };
           continue;
         }
+        const { parsed } = l;
         // As `import` says it: an id stored before with another payload is not this event, and
         // enrolling the stored one would send what the file does not say.
         const conflict = `conflict: event ${parsed.source}/${parsed.id} was stored before with a different payload; this line was not stored or enrolled`;
@@ -354,23 +341,41 @@ function fileSource(
   };
 }
 
-/** The events of these types in an NDJSON file, per customer; lines that do not parse are skipped. */
-async function exitEventsIn(file: string, types: string[]): Promise<Map<string, EventView[]>> {
-  const byCustomer = new Map<string, EventView[]>();
-  if (types.length === 0) return byCustomer;
-  const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
+/**
+ * The lines of an NDJSON file, numbered from 1, each parsed as an event or with what is wrong
+ * with it; blank lines are skipped.
+ */
+async function* fileLines(
+  file: string,
+): AsyncGenerator<{ line: number } & ({ parsed: ParsedEvent } | { bad: string })> {
+  const lines = createInterface({
+    input: createReadStream(file, { encoding: "utf8" }),
+    crlfDelay: Infinity,
+  });
+  let line = 0;
   for await (const text of lines) {
+    line += 1;
     if (text.trim() === "") continue;
     let parsed: ParsedEvent;
     try {
       parsed = parseEvent(JSON.parse(text));
-    } catch {
+    } catch (error) {
+      yield { line, bad: lineProblem(error) };
       continue;
     }
-    if (!types.includes(parsed.type)) continue;
-    const list = byCustomer.get(parsed.customerId) ?? [];
-    list.push(unstoredView(parsed));
-    byCustomer.set(parsed.customerId, list);
+    yield { line, parsed };
+  }
+}
+
+/** The events of these types in an NDJSON file, per customer; lines that do not parse are skipped. */
+async function exitEventsIn(file: string, types: string[]): Promise<Map<string, EventView[]>> {
+  const byCustomer = new Map<string, EventView[]>();
+  if (types.length === 0) return byCustomer;
+  for await (const l of fileLines(file)) {
+    if ("bad" in l || !types.includes(l.parsed.type)) continue;
+    const list = byCustomer.get(l.parsed.customerId) ?? [];
+    list.push(unstoredView(l.parsed));
+    byCustomer.set(l.parsed.customerId, list);
   }
   return byCustomer;
 }

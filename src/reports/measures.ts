@@ -1,6 +1,7 @@
 // The measures that prove (or disprove) the guarantee, read from the ledger, the event log and
 // the audit trail: what `sendonce report` prints and `/metrics` exports.
 import type { Db } from "../db/client";
+import { Prisma } from "../generated/prisma/client";
 
 export interface Scope {
   since: Date;
@@ -58,6 +59,16 @@ export interface Measures {
     steps: { stepId: string; sent: number; skipped: number; other: number }[];
   }[];
 }
+
+/**
+ * Where a send's latency starts (over Event e and Enrollment n): the event's arrival, queueing
+ * included; or its enrollment when that came after the event was processed (a backfill enrolls
+ * events processed long before: their sends are not weeks late). Live intake enrolls as it
+ * marks the event processed.
+ */
+const SENT_FROM = Prisma.raw(
+  `CASE WHEN n."enrolledAt" > e."processedAt" THEN n."enrolledAt" ELSE e."receivedAt" END`,
+);
 
 /** Latency bucket bounds, in milliseconds: 100 ms to an hour. */
 const LATENCY_BUCKETS = [
@@ -144,11 +155,8 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
           percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
           percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
           percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
-        -- From the event's arrival, queueing included; from its enrollment when that came after
-        -- the event was processed (a backfill enrolls events processed long before: their
-        -- sends are not weeks late). Live intake enrolls as it marks the event processed.
         FROM (SELECT a.channel::text AS channel, a."journeyId", a."stepId", e.source,
-                extract(epoch FROM (a."completedAt" - CASE WHEN n."enrolledAt" > e."processedAt" THEN n."enrolledAt" ELSE e."receivedAt" END)) * 1000 AS ms
+                extract(epoch FROM (a."completedAt" - ${SENT_FROM})) * 1000 AS ms
               FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId" JOIN "Event" e ON e.id = n."triggerEventId"
               WHERE a.state = 'sent' AND a.channel IN ('email', 'sms') AND a."completedAt" >= ${since}
                 AND (${journey}::text IS NULL OR a."journeyId" = ${journey})) s
@@ -160,7 +168,7 @@ export async function collectMeasures(db: Db, scope: Scope): Promise<Measures> {
         SELECT "journeyId", count(*) AS count FROM "Enrollment"
         WHERE "enrolledAt" >= ${since} AND (${journey}::text IS NULL OR "journeyId" = ${journey}) GROUP BY 1 ORDER BY 1`,
     db.$queryRaw<{ bucket: number; count: bigint }[]>`
-        SELECT width_bucket(extract(epoch FROM (a."completedAt" - CASE WHEN n."enrolledAt" > e."processedAt" THEN n."enrolledAt" ELSE e."receivedAt" END)) * 1000, ${LATENCY_BUCKETS}::float8[]) AS bucket,
+        SELECT width_bucket(extract(epoch FROM (a."completedAt" - ${SENT_FROM})) * 1000, ${LATENCY_BUCKETS}::float8[]) AS bucket,
           count(*) AS count
         FROM "Action" a JOIN "Enrollment" n ON n.id = a."enrollmentId" JOIN "Event" e ON e.id = n."triggerEventId"
         WHERE a.state = 'sent' AND a.channel IN ('email', 'sms') AND a."completedAt" >= ${since}
